@@ -1,0 +1,1266 @@
+//! Decoding and validating a Chat Completions request body into a [`ChatRequest`].
+//!
+//! Shapes follow `CreateChatCompletionRequest` in the OpenAI spec. Errors mirror OpenAI's: each
+//! names the offending `param` in the surface's own path syntax (`messages[0].content`,
+//! `tools[1].function.name`) and, for ranges, the bound and the value received. Unknown top-level
+//! fields are rejected, as OpenAI does; unknown fields inside messages and tools are ignored. A
+//! JSON `null` for an optional field means "not given".
+//!
+//! This module does not check the catalog (model existence, capabilities, context window) and
+//! does not apply defaults that depend on the model; the gateway does.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use switchboard_model::{
+    ContentPart, Error, ErrorKind, FunctionTool, Item, OutputFormat, ReasoningEffort, Request,
+    Role, Sampling, Tool, ToolChoice, WebSearch,
+};
+
+/// A decoded Chat Completions request: the canonical request plus what only this surface's
+/// transport cares about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    pub request: Request,
+    /// Answer with SSE chunks instead of one body.
+    pub stream: bool,
+    /// `stream_options.include_usage`: end the stream with a usage chunk.
+    pub include_usage: bool,
+    /// `service_tier` as asked (validated against the spec's values); informational only.
+    pub service_tier: Option<String>,
+    /// `store`: whether the caller asked for the completion to be stored.
+    pub store: bool,
+}
+
+/// Decodes and validates a request body.
+///
+/// # Errors
+/// An [`ErrorKind::InvalidRequest`] (or [`ErrorKind::Unsupported`] for deprecated or unsupported
+/// features) naming the offending `param`.
+pub fn decode_chat_request(body: &[u8]) -> Result<ChatRequest, Error> {
+    let value: Value = serde_json::from_slice(body).map_err(|error| {
+        Error::new(
+            ErrorKind::InvalidRequest,
+            format!(
+                "We could not parse the JSON body of your request. (HINT: This likely means you \
+                 aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, \
+                 but what was sent was not valid JSON: {error}.)"
+            ),
+        )
+    })?;
+    let Value::Object(fields) = &value else {
+        return Err(Error::new(
+            ErrorKind::InvalidRequest,
+            format!(
+                "Invalid request body: expected a JSON object, but got {} instead.",
+                json_type(&value)
+            ),
+        ));
+    };
+    if let Some(unknown) = fields
+        .keys()
+        .find(|key| !KNOWN_PARAMS.contains(&key.as_str()))
+    {
+        return Err(Error::invalid(
+            unknown.clone(),
+            format!("Unrecognized request argument supplied: {unknown}"),
+        ));
+    }
+    let wire: WireRequest = from_value(value, "")?;
+    wire.into_chat_request()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire shapes. Everything optional is an `Option` so that `null` and absence mean the same.
+
+/// Every top-level parameter of `CreateChatCompletionRequest`; anything else is rejected.
+const KNOWN_PARAMS: &[&str] = &[
+    "model",
+    "messages",
+    "audio",
+    "frequency_penalty",
+    "function_call",
+    "functions",
+    "logit_bias",
+    "logprobs",
+    "max_completion_tokens",
+    "max_tokens",
+    "metadata",
+    "modalities",
+    "moderation",
+    "n",
+    "parallel_tool_calls",
+    "prediction",
+    "presence_penalty",
+    "prompt_cache_key",
+    "prompt_cache_options",
+    "prompt_cache_retention",
+    "reasoning_effort",
+    "response_format",
+    "safety_identifier",
+    "seed",
+    "service_tier",
+    "stop",
+    "store",
+    "stream",
+    "stream_options",
+    "temperature",
+    "tool_choice",
+    "tools",
+    "top_logprobs",
+    "top_p",
+    "user",
+    "verbosity",
+    "web_search_options",
+];
+
+/// The top level. Fields that are accepted but have no effect here (`verbosity`, the prompt
+/// cache hints, `safety_identifier`) are in [`KNOWN_PARAMS`] but not in this struct.
+#[derive(Deserialize)]
+struct WireRequest {
+    model: Option<String>,
+    messages: Option<Vec<Value>>,
+    tools: Option<Vec<Value>>,
+    tool_choice: Option<Value>,
+    parallel_tool_calls: Option<bool>,
+    response_format: Option<Value>,
+    stream: Option<bool>,
+    stream_options: Option<WireStreamOptions>,
+    reasoning_effort: Option<String>,
+    web_search_options: Option<WireWebSearch>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    n: Option<i64>,
+    seed: Option<i64>,
+    stop: Option<Value>,
+    max_tokens: Option<i64>,
+    max_completion_tokens: Option<i64>,
+    presence_penalty: Option<f64>,
+    frequency_penalty: Option<f64>,
+    logit_bias: Option<Map<String, Value>>,
+    logprobs: Option<bool>,
+    top_logprobs: Option<i64>,
+    user: Option<String>,
+    metadata: Option<Map<String, Value>>,
+    store: Option<bool>,
+    service_tier: Option<String>,
+    modalities: Option<Vec<String>>,
+    prediction: Option<Value>,
+    audio: Option<Value>,
+    function_call: Option<Value>,
+    functions: Option<Value>,
+    moderation: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct WireStreamOptions {
+    include_usage: Option<bool>,
+    // `include_obfuscation` is accepted and ignored: we never add obfuscation padding.
+}
+
+#[derive(Deserialize)]
+struct WireWebSearch {
+    search_context_size: Option<String>,
+    user_location: Option<Value>,
+}
+
+/// System, developer and user messages (the role is read before this is decoded).
+#[derive(Deserialize)]
+struct WireContentMessage {
+    content: Option<Value>,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireAssistantMessage {
+    content: Option<Value>,
+    refusal: Option<String>,
+    name: Option<String>,
+    tool_calls: Option<Vec<WireToolCall>>,
+    function_call: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct WireToolCall {
+    id: String,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    function: WireFunctionCall,
+}
+
+#[derive(Deserialize)]
+struct WireFunctionCall {
+    name: String,
+    arguments: String,
+}
+
+#[derive(Deserialize)]
+struct WireToolMessage {
+    content: Option<Value>,
+    tool_call_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireTextPart {
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct WireRefusalPart {
+    refusal: String,
+}
+
+#[derive(Deserialize)]
+struct WireImagePart {
+    image_url: WireImageUrl,
+}
+
+#[derive(Deserialize)]
+struct WireImageUrl {
+    url: String,
+    detail: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireAudioPart {
+    input_audio: WireInputAudio,
+}
+
+#[derive(Deserialize)]
+struct WireInputAudio {
+    data: String,
+    format: String,
+}
+
+#[derive(Deserialize)]
+struct WireFilePart {
+    file: WireFile,
+}
+
+#[derive(Deserialize)]
+struct WireFile {
+    file_id: Option<String>,
+    file_data: Option<String>,
+    filename: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireFunctionToolDef {
+    function: Option<WireFunctionDef>,
+}
+
+#[derive(Deserialize)]
+struct WireFunctionDef {
+    name: String,
+    description: Option<String>,
+    parameters: Option<Value>,
+    strict: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct WireNamedToolChoice {
+    function: Option<WireFunctionName>,
+}
+
+#[derive(Deserialize)]
+struct WireFunctionName {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct WireJsonSchemaFormat {
+    json_schema: Option<WireJsonSchema>,
+}
+
+#[derive(Deserialize)]
+struct WireJsonSchema {
+    name: String,
+    description: Option<String>,
+    schema: Option<Value>,
+    strict: Option<bool>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire → canonical.
+
+impl WireRequest {
+    fn into_chat_request(self) -> Result<ChatRequest, Error> {
+        reject_deprecated("functions", self.functions.as_ref(), "tools")?;
+        reject_deprecated("function_call", self.function_call.as_ref(), "tool_choice")?;
+        if self.moderation.is_some() {
+            return Err(Error::unsupported(
+                "moderation",
+                "The 'moderation' parameter is not supported by this server.",
+            )
+            .with_code("unsupported_parameter"));
+        }
+
+        let model = match self.model {
+            None => return Err(missing("model")),
+            Some(model) if model.is_empty() => {
+                return Err(Error::invalid(
+                    "model",
+                    "Invalid 'model': empty string. You must provide a model parameter.",
+                ))
+            }
+            Some(model) => model,
+        };
+
+        let messages = self.messages.ok_or_else(|| missing("messages"))?;
+        if messages.is_empty() {
+            return Err(Error::invalid(
+                "messages",
+                "Invalid 'messages': empty array. 'messages' must contain at least one message.",
+            ));
+        }
+        let mut items = Vec::new();
+        for (index, message) in messages.into_iter().enumerate() {
+            decode_message(message, &format!("messages[{index}]"), &mut items)?;
+        }
+
+        let stream = self.stream.unwrap_or(false);
+        let include_usage = match self.stream_options {
+            None => false,
+            Some(_) if !stream => {
+                return Err(Error::invalid(
+                    "stream_options",
+                    "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                ))
+            }
+            Some(options) => options.include_usage.unwrap_or(false),
+        };
+
+        let tools = match self.tools {
+            None => Vec::new(),
+            Some(tools) => tools
+                .into_iter()
+                .enumerate()
+                .map(|(index, tool)| decode_tool(tool, &format!("tools[{index}]")))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let tool_choice = decode_tool_choice(self.tool_choice, &tools)?;
+
+        let (extra_output_modalities, wants_audio) = decode_modalities(self.modalities)?;
+        match (&self.audio, wants_audio) {
+            (Some(Value::Object(_)), true) | (None, false) => {}
+            (None, true) => {
+                return Err(Error::invalid(
+                    "audio",
+                    "Missing required parameter: 'audio'. Audio output requested with \
+                     'modalities' requires the 'audio' parameter.",
+                ))
+            }
+            (Some(Value::Object(_)), false) => {
+                return Err(Error::invalid(
+                    "audio",
+                    "Invalid 'audio': the 'audio' parameter is only allowed when 'modalities' \
+                     includes 'audio'.",
+                ))
+            }
+            (Some(other), _) => return Err(invalid_type("audio", "an object", other)),
+        }
+        if let Some(prediction) = &self.prediction {
+            // Predicted outputs only speed up generation; the output is the same without them.
+            if !prediction.is_object() {
+                return Err(invalid_type("prediction", "an object", prediction));
+            }
+        }
+
+        let sampling = Sampling {
+            temperature: bounded_decimal("temperature", self.temperature, 0.0, 2.0)?.unwrap_or(1.0),
+            top_p: bounded_decimal("top_p", self.top_p, 0.0, 1.0)?.unwrap_or(1.0),
+            // Wrapping negative seeds into u64 keeps every i64 seed distinct and deterministic.
+            #[allow(clippy::cast_sign_loss)]
+            seed: self.seed.map(|seed| seed as u64),
+            presence_penalty: bounded_decimal(
+                "presence_penalty",
+                self.presence_penalty,
+                -2.0,
+                2.0,
+            )?
+            .unwrap_or(0.0),
+            frequency_penalty: bounded_decimal(
+                "frequency_penalty",
+                self.frequency_penalty,
+                -2.0,
+                2.0,
+            )?
+            .unwrap_or(0.0),
+            logit_bias: decode_logit_bias(self.logit_bias)?,
+            stop: decode_stop(self.stop)?,
+            max_output_tokens: decode_max_tokens(self.max_tokens, self.max_completion_tokens)?,
+            n: bounded_integer("n", self.n, 1, 128)?.unwrap_or(1),
+            logprobs: self.logprobs.unwrap_or(false),
+            top_logprobs: decode_top_logprobs(self.top_logprobs, self.logprobs)?,
+        };
+
+        let request = Request {
+            model,
+            items,
+            parallel_tool_calls: self.parallel_tool_calls.unwrap_or(true),
+            tools,
+            tool_choice,
+            output_format: decode_response_format(self.response_format)?,
+            sampling,
+            reasoning_effort: decode_reasoning_effort(self.reasoning_effort)?,
+            web_search: decode_web_search(self.web_search_options)?,
+            extra_output_modalities,
+            user: self.user,
+            metadata: decode_metadata(self.metadata)?,
+        };
+        Ok(ChatRequest {
+            request,
+            stream,
+            include_usage,
+            service_tier: decode_service_tier(self.service_tier)?,
+            store: self.store.unwrap_or(false),
+        })
+    }
+}
+
+fn reject_deprecated(param: &str, value: Option<&Value>, instead: &str) -> Result<(), Error> {
+    match value {
+        None => Ok(()),
+        Some(_) => Err(Error::unsupported(
+            param,
+            format!(
+                "The '{param}' parameter is deprecated and not supported; use '{instead}' instead."
+            ),
+        )
+        .with_code("unsupported_parameter")),
+    }
+}
+
+/// Which content part types a role may send.
+#[derive(Clone, Copy)]
+enum PartSet {
+    /// system, developer, tool
+    TextOnly,
+    User,
+    Assistant,
+}
+
+impl PartSet {
+    fn allows(self, kind: &str) -> bool {
+        match self {
+            Self::TextOnly => kind == "text",
+            Self::User => matches!(kind, "text" | "image_url" | "input_audio" | "file"),
+            Self::Assistant => matches!(kind, "text" | "refusal"),
+        }
+    }
+
+    fn supported(self) -> &'static str {
+        match self {
+            Self::TextOnly => "'text'",
+            Self::User => "'text', 'image_url', 'input_audio', and 'file'",
+            Self::Assistant => "'text' and 'refusal'",
+        }
+    }
+}
+
+fn decode_message(message: Value, prefix: &str, items: &mut Vec<Item>) -> Result<(), Error> {
+    let Value::Object(fields) = &message else {
+        return Err(invalid_type(prefix, "an object", &message));
+    };
+    let role_param = format!("{prefix}.role");
+    let role = match fields.get("role") {
+        None | Some(Value::Null) => return Err(missing(&role_param)),
+        Some(Value::String(role)) => role.clone(),
+        Some(other) => return Err(invalid_type(&role_param, "a string", other)),
+    };
+    let content_param = format!("{prefix}.content");
+    match role.as_str() {
+        "system" | "developer" | "user" => {
+            let (role, set) = match role.as_str() {
+                "system" => (Role::System, PartSet::TextOnly),
+                "developer" => (Role::Developer, PartSet::TextOnly),
+                _ => (Role::User, PartSet::User),
+            };
+            let wire: WireContentMessage = from_value(message, prefix)?;
+            let content = wire.content.ok_or_else(|| missing(&content_param))?;
+            let parts = decode_content(content, &content_param, set)?;
+            items.push(Item::Message {
+                role,
+                parts,
+                name: wire.name,
+            });
+        }
+        "assistant" => {
+            let wire: WireAssistantMessage = from_value(message, prefix)?;
+            if wire.function_call.is_some() {
+                return Err(Error::unsupported(
+                    format!("{prefix}.function_call"),
+                    "'function_call' on assistant messages is deprecated and not supported; \
+                     use 'tool_calls' instead.",
+                )
+                .with_code("unsupported_parameter"));
+            }
+            let tool_calls = wire.tool_calls.unwrap_or_default();
+            let mut parts = match wire.content {
+                Some(content) => decode_content(content, &content_param, PartSet::Assistant)?,
+                None => Vec::new(),
+            };
+            if let Some(refusal) = wire.refusal {
+                parts.push(ContentPart::Refusal(refusal));
+            }
+            if !tool_calls.is_empty() {
+                // `"content": ""` alongside tool calls carries nothing.
+                parts.retain(|part| !matches!(part, ContentPart::Text(text) if text.is_empty()));
+            } else if parts.is_empty() {
+                return Err(missing(&content_param));
+            }
+            if !parts.is_empty() {
+                items.push(Item::Message {
+                    role: Role::Assistant,
+                    parts,
+                    name: wire.name,
+                });
+            }
+            for (index, call) in tool_calls.into_iter().enumerate() {
+                match call.kind.as_deref() {
+                    None | Some("function") => {}
+                    Some(other) => {
+                        return Err(Error::unsupported(
+                            format!("{prefix}.tool_calls[{index}].type"),
+                            format!("Invalid value: '{other}'. Supported values are: 'function'."),
+                        )
+                        .with_code("unsupported_value"))
+                    }
+                }
+                items.push(Item::FunctionCall {
+                    call_id: call.id,
+                    name: call.function.name,
+                    arguments: call.function.arguments,
+                });
+            }
+        }
+        "tool" => {
+            let wire: WireToolMessage = from_value(message, prefix)?;
+            let call_id = wire
+                .tool_call_id
+                .ok_or_else(|| missing(&format!("{prefix}.tool_call_id")))?;
+            let content = wire.content.ok_or_else(|| missing(&content_param))?;
+            let output = decode_content(content, &content_param, PartSet::TextOnly)?
+                .into_iter()
+                .filter_map(|part| match part {
+                    ContentPart::Text(text) => Some(text),
+                    _ => None,
+                })
+                .collect::<String>();
+            items.push(Item::FunctionOutput { call_id, output });
+        }
+        "function" => {
+            return Err(Error::unsupported(
+                role_param,
+                "The 'function' role is deprecated and not supported; use 'tool' messages \
+                 with 'tool_call_id' instead.",
+            )
+            .with_code("unsupported_value"))
+        }
+        other => {
+            return Err(Error::invalid(
+                role_param,
+                format!(
+                    "Invalid value: '{other}'. Supported values are: 'system', 'assistant', \
+                     'user', 'tool', and 'developer'."
+                ),
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn decode_content(content: Value, param: &str, set: PartSet) -> Result<Vec<ContentPart>, Error> {
+    match content {
+        Value::String(text) => Ok(vec![ContentPart::Text(text)]),
+        Value::Array(parts) if parts.is_empty() => Err(Error::invalid(
+            param,
+            format!(
+                "Invalid '{param}': empty array. Expected an array with minimum length 1, but \
+                 got an empty array instead."
+            ),
+        )),
+        Value::Array(parts) => parts
+            .into_iter()
+            .enumerate()
+            .map(|(index, part)| decode_part(part, &format!("{param}[{index}]"), set))
+            .collect(),
+        other => Err(invalid_type(
+            param,
+            "a string or an array of content parts",
+            &other,
+        )),
+    }
+}
+
+fn decode_part(part: Value, prefix: &str, set: PartSet) -> Result<ContentPart, Error> {
+    let kind = type_field(&part, prefix)?;
+    if !set.allows(&kind) {
+        return Err(Error::invalid(
+            format!("{prefix}.type"),
+            format!(
+                "Invalid value: '{kind}'. Supported values are: {}.",
+                set.supported()
+            ),
+        ));
+    }
+    Ok(match kind.as_str() {
+        "text" => ContentPart::Text(from_value::<WireTextPart>(part, prefix)?.text),
+        "refusal" => ContentPart::Refusal(from_value::<WireRefusalPart>(part, prefix)?.refusal),
+        "image_url" => {
+            let image = from_value::<WireImagePart>(part, prefix)?.image_url;
+            if let Some(detail) = &image.detail {
+                one_of(
+                    &format!("{prefix}.image_url.detail"),
+                    detail,
+                    &["auto", "low", "high"],
+                )?;
+            }
+            ContentPart::Image {
+                url: image.url,
+                detail: image.detail,
+            }
+        }
+        "input_audio" => {
+            let audio = from_value::<WireAudioPart>(part, prefix)?.input_audio;
+            one_of(
+                &format!("{prefix}.input_audio.format"),
+                &audio.format,
+                &["wav", "mp3"],
+            )?;
+            ContentPart::Audio {
+                data: audio.data,
+                format: audio.format,
+            }
+        }
+        _ => {
+            let file = from_value::<WireFilePart>(part, prefix)?.file;
+            if file.file_id.is_none() && file.file_data.is_none() {
+                return Err(Error::invalid(
+                    format!("{prefix}.file"),
+                    format!(
+                        "Invalid '{prefix}.file': one of 'file_id' or 'file_data' is required."
+                    ),
+                ));
+            }
+            ContentPart::File {
+                file_id: file.file_id,
+                filename: file.filename,
+                data: file.file_data,
+            }
+        }
+    })
+}
+
+fn decode_tool(tool: Value, prefix: &str) -> Result<Tool, Error> {
+    let kind = type_field(&tool, prefix)?;
+    match kind.as_str() {
+        "function" => {}
+        "custom" => {
+            return Err(Error::unsupported(
+                format!("{prefix}.type"),
+                format!(
+                    "Invalid value: 'custom'. Supported values are: 'function'. ('{prefix}.type')"
+                ),
+            )
+            .with_code("unsupported_value"))
+        }
+        other => {
+            return Err(Error::invalid(
+                format!("{prefix}.type"),
+                format!("Invalid value: '{other}'. Supported values are: 'function'."),
+            ))
+        }
+    }
+    let function = from_value::<WireFunctionToolDef>(tool, prefix)?
+        .function
+        .ok_or_else(|| missing(&format!("{prefix}.function")))?;
+    check_name(&format!("{prefix}.function.name"), &function.name)?;
+    if let Some(parameters) = &function.parameters {
+        if !parameters.is_object() {
+            return Err(invalid_type(
+                &format!("{prefix}.function.parameters"),
+                "an object",
+                parameters,
+            ));
+        }
+    }
+    Ok(Tool::Function(FunctionTool {
+        name: function.name,
+        description: function.description,
+        parameters: function.parameters,
+        strict: function.strict.unwrap_or(false),
+    }))
+}
+
+fn decode_tool_choice(choice: Option<Value>, tools: &[Tool]) -> Result<ToolChoice, Error> {
+    let default = if tools.is_empty() {
+        ToolChoice::None
+    } else {
+        ToolChoice::Auto
+    };
+    let choice = match choice {
+        None => return Ok(default),
+        Some(Value::String(mode)) => match mode.as_str() {
+            "none" => ToolChoice::None,
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            other => {
+                return Err(Error::invalid(
+                    "tool_choice",
+                    format!(
+                        "Invalid value: '{other}'. Supported values are: 'none', 'auto', and \
+                         'required'."
+                    ),
+                ))
+            }
+        },
+        Some(object @ Value::Object(_)) => {
+            let kind = type_field(&object, "tool_choice")?;
+            match kind.as_str() {
+                "function" => {}
+                "allowed_tools" | "custom" => {
+                    return Err(Error::unsupported(
+                        "tool_choice.type",
+                        format!("Invalid value: '{kind}'. Supported values are: 'function'."),
+                    )
+                    .with_code("unsupported_value"))
+                }
+                other => {
+                    return Err(Error::invalid(
+                        "tool_choice.type",
+                        format!("Invalid value: '{other}'. Supported values are: 'function'."),
+                    ))
+                }
+            }
+            let name = from_value::<WireNamedToolChoice>(object, "tool_choice")?
+                .function
+                .ok_or_else(|| missing("tool_choice.function"))?
+                .name;
+            ToolChoice::Function(name)
+        }
+        Some(other) => {
+            return Err(invalid_type("tool_choice", "a string or an object", &other));
+        }
+    };
+    // `none`/`auto` without tools are harmless, and some clients always send them.
+    match &choice {
+        ToolChoice::Required | ToolChoice::Function(_) if tools.is_empty() => Err(Error::invalid(
+            "tool_choice",
+            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are \
+             specified.",
+        )),
+        ToolChoice::Function(name)
+            if !tools
+                .iter()
+                .any(|Tool::Function(function)| &function.name == name) =>
+        {
+            Err(Error::invalid(
+                "tool_choice",
+                format!(
+                    "Invalid value for 'tool_choice': function '{name}' is not one of the \
+                     provided 'tools'."
+                ),
+            ))
+        }
+        _ => Ok(choice),
+    }
+}
+
+fn decode_response_format(format: Option<Value>) -> Result<OutputFormat, Error> {
+    let Some(format) = format else {
+        return Ok(OutputFormat::Text);
+    };
+    if !format.is_object() {
+        return Err(invalid_type("response_format", "an object", &format));
+    }
+    let kind = type_field(&format, "response_format")?;
+    match kind.as_str() {
+        "text" => Ok(OutputFormat::Text),
+        "json_object" => Ok(OutputFormat::JsonObject),
+        "json_schema" => {
+            let spec = from_value::<WireJsonSchemaFormat>(format, "response_format")?
+                .json_schema
+                .ok_or_else(|| missing("response_format.json_schema"))?;
+            check_name("response_format.json_schema.name", &spec.name)?;
+            let schema = match spec.schema {
+                None => Value::Object(Map::new()),
+                Some(schema @ Value::Object(_)) => schema,
+                Some(other) => {
+                    return Err(invalid_type(
+                        "response_format.json_schema.schema",
+                        "an object",
+                        &other,
+                    ))
+                }
+            };
+            Ok(OutputFormat::JsonSchema {
+                name: spec.name,
+                description: spec.description,
+                schema,
+                strict: spec.strict.unwrap_or(false),
+            })
+        }
+        other => Err(Error::invalid(
+            "response_format.type",
+            format!(
+                "Invalid value: '{other}'. Supported values are: 'text', 'json_object', and \
+                 'json_schema'."
+            ),
+        )),
+    }
+}
+
+/// `none` means no reasoning; the spec's `xhigh` and `max` map to our highest level.
+fn decode_reasoning_effort(effort: Option<String>) -> Result<Option<ReasoningEffort>, Error> {
+    let Some(effort) = effort else {
+        return Ok(None);
+    };
+    Ok(match effort.as_str() {
+        "none" => None,
+        "minimal" => Some(ReasoningEffort::Minimal),
+        "low" => Some(ReasoningEffort::Low),
+        "medium" => Some(ReasoningEffort::Medium),
+        "high" | "xhigh" | "max" => Some(ReasoningEffort::High),
+        other => {
+            return Err(Error::invalid(
+                "reasoning_effort",
+                format!(
+                    "Invalid value: '{other}'. Supported values are: 'none', 'minimal', 'low', \
+                     'medium', 'high', 'xhigh', and 'max'."
+                ),
+            ))
+        }
+    })
+}
+
+fn decode_web_search(options: Option<WireWebSearch>) -> Result<Option<WebSearch>, Error> {
+    let Some(options) = options else {
+        return Ok(None);
+    };
+    if let Some(size) = &options.search_context_size {
+        one_of(
+            "web_search_options.search_context_size",
+            size,
+            &["low", "medium", "high"],
+        )?;
+    }
+    if let Some(location) = &options.user_location {
+        if !location.is_object() {
+            return Err(invalid_type(
+                "web_search_options.user_location",
+                "an object",
+                location,
+            ));
+        }
+    }
+    Ok(Some(WebSearch {
+        context_size: options.search_context_size,
+        user_location: options.user_location,
+    }))
+}
+
+/// Returns the non-text modalities and whether audio output was asked for.
+fn decode_modalities(modalities: Option<Vec<String>>) -> Result<(Vec<String>, bool), Error> {
+    let mut extra = Vec::new();
+    for (index, modality) in modalities.unwrap_or_default().into_iter().enumerate() {
+        match modality.as_str() {
+            "text" => {}
+            "audio" => {
+                if !extra.contains(&modality) {
+                    extra.push(modality);
+                }
+            }
+            other => {
+                return Err(Error::invalid(
+                    format!("modalities[{index}]"),
+                    format!("Invalid value: '{other}'. Supported values are: 'text' and 'audio'."),
+                ))
+            }
+        }
+    }
+    let wants_audio = !extra.is_empty();
+    Ok((extra, wants_audio))
+}
+
+fn decode_stop(stop: Option<Value>) -> Result<Vec<String>, Error> {
+    match stop {
+        None => Ok(Vec::new()),
+        Some(Value::String(text)) => Ok(if text.is_empty() {
+            Vec::new()
+        } else {
+            vec![text]
+        }),
+        Some(Value::Array(items)) => {
+            if items.len() > 4 {
+                return Err(Error::invalid(
+                    "stop",
+                    format!(
+                        "Invalid 'stop': array too long. Expected an array with maximum length \
+                         4, but got an array with length {} instead.",
+                        items.len()
+                    ),
+                ));
+            }
+            let mut stops = Vec::new();
+            for (index, item) in items.into_iter().enumerate() {
+                match item {
+                    Value::String(text) if text.is_empty() => {}
+                    Value::String(text) => stops.push(text),
+                    other => {
+                        return Err(invalid_type(&format!("stop[{index}]"), "a string", &other))
+                    }
+                }
+            }
+            Ok(stops)
+        }
+        Some(other) => Err(invalid_type(
+            "stop",
+            "a string or an array of strings",
+            &other,
+        )),
+    }
+}
+
+fn decode_max_tokens(
+    max_tokens: Option<i64>,
+    max_completion_tokens: Option<i64>,
+) -> Result<Option<u32>, Error> {
+    let legacy = bounded_integer("max_tokens", max_tokens, 1, i64::from(u32::MAX))?;
+    let current = bounded_integer(
+        "max_completion_tokens",
+        max_completion_tokens,
+        1,
+        i64::from(u32::MAX),
+    )?;
+    Ok(current.or(legacy))
+}
+
+fn decode_top_logprobs(top: Option<i64>, logprobs: Option<bool>) -> Result<u8, Error> {
+    let top: u8 = bounded_integer("top_logprobs", top, 0, 20)?.unwrap_or(0);
+    if top > 0 && logprobs != Some(true) {
+        return Err(Error::invalid(
+            "top_logprobs",
+            "Invalid 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used.",
+        ));
+    }
+    Ok(top)
+}
+
+fn decode_logit_bias(bias: Option<Map<String, Value>>) -> Result<Vec<(u32, f32)>, Error> {
+    let mut out = Vec::new();
+    for (key, value) in bias.unwrap_or_default() {
+        let Ok(token) = key.parse::<u32>() else {
+            return Err(Error::invalid(
+                "logit_bias",
+                format!(
+                    "Invalid key in 'logit_bias': '{key}'. Keys must be token ids (non-negative \
+                     integers)."
+                ),
+            ));
+        };
+        let Some(number) = value.as_f64() else {
+            return Err(invalid_type(
+                &format!("logit_bias.{key}"),
+                "a number",
+                &value,
+            ));
+        };
+        if !(-100.0..=100.0).contains(&number) {
+            return Err(Error::invalid(
+                "logit_bias",
+                format!(
+                    "Invalid 'logit_bias': value for token {key} is out of range. Expected a \
+                     value between -100 and 100, but got {number} instead."
+                ),
+            ));
+        }
+        #[allow(clippy::cast_possible_truncation)]
+        out.push((token, number as f32));
+    }
+    Ok(out)
+}
+
+fn decode_metadata(metadata: Option<Map<String, Value>>) -> Result<Option<Value>, Error> {
+    let Some(metadata) = metadata else {
+        return Ok(None);
+    };
+    if metadata.len() > 16 {
+        return Err(Error::invalid(
+            "metadata",
+            format!(
+                "Invalid 'metadata': too many properties. Expected an object with at most 16 \
+                 properties, but got an object with {} properties instead.",
+                metadata.len()
+            ),
+        ));
+    }
+    for (key, value) in &metadata {
+        if key.chars().count() > 64 {
+            return Err(Error::invalid(
+                "metadata",
+                format!(
+                    "Invalid 'metadata': key '{key}' is too long. Expected at most 64 characters."
+                ),
+            ));
+        }
+        let param = format!("metadata.{key}");
+        let Value::String(text) = value else {
+            return Err(invalid_type(&param, "a string", value));
+        };
+        if text.chars().count() > 512 {
+            return Err(Error::invalid(
+                param.clone(),
+                format!("Invalid '{param}': string too long. Expected at most 512 characters."),
+            ));
+        }
+    }
+    Ok(Some(Value::Object(metadata)))
+}
+
+fn decode_service_tier(tier: Option<String>) -> Result<Option<String>, Error> {
+    if let Some(tier) = &tier {
+        one_of(
+            "service_tier",
+            tier,
+            &["auto", "default", "flex", "scale", "priority", "fast"],
+        )?;
+    }
+    Ok(tier)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers: typed decoding with paths, and OpenAI-worded errors.
+
+/// Deserializes `value`, naming the failing path below `prefix` in the error.
+fn from_value<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, Error> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = join_path(prefix, &error.path().to_string());
+        let message = error.inner().to_string();
+        if let Some(field) = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.strip_suffix('`'))
+        {
+            return missing(&join_path(&path, field));
+        }
+        if let Some((got, expected)) = message
+            .strip_prefix("invalid type: ")
+            .and_then(|rest| rest.split_once(", expected "))
+        {
+            return Error::invalid(
+                path.clone(),
+                format!(
+                    "Invalid type for '{path}': expected {}, but got {} instead.",
+                    friendly_expected(expected),
+                    friendly_got(got)
+                ),
+            );
+        }
+        Error::invalid(
+            path.clone(),
+            format!("Invalid value for '{path}': {message}."),
+        )
+    })
+}
+
+/// `prefix` + a serde_path_to_error path (`.` for the root, `a.b`, `[0].c`).
+fn join_path(prefix: &str, sub: &str) -> String {
+    if sub == "." || sub.is_empty() {
+        prefix.to_owned()
+    } else if prefix.is_empty() {
+        sub.to_owned()
+    } else if sub.starts_with('[') {
+        format!("{prefix}{sub}")
+    } else {
+        format!("{prefix}.{sub}")
+    }
+}
+
+fn friendly_expected(expected: &str) -> &str {
+    match expected {
+        "f64" | "f32" => "a decimal",
+        "i64" | "u64" | "i32" | "u32" | "u8" => "an integer",
+        "a sequence" => "an array",
+        "a map" | "a JSON object" => "an object",
+        "a boolean" | "a string" => expected,
+        _ if expected.starts_with("struct ") => "an object",
+        _ => expected,
+    }
+}
+
+fn friendly_got(got: &str) -> &'static str {
+    let kind = got.split([' ', '`']).next().unwrap_or(got);
+    match kind {
+        "string" => "a string",
+        "floating" => "a decimal",
+        "integer" => "an integer",
+        "boolean" => "a boolean",
+        "map" => "an object",
+        "sequence" => "an array",
+        "null" | "unit" => "null",
+        _ => "a value of another type",
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(number) if number.is_f64() => "a decimal",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn missing(param: &str) -> Error {
+    Error::invalid(param, format!("Missing required parameter: '{param}'."))
+}
+
+fn invalid_type(param: &str, expected: &str, got: &Value) -> Error {
+    Error::invalid(
+        param,
+        format!(
+            "Invalid type for '{param}': expected {expected}, but got {} instead.",
+            json_type(got)
+        ),
+    )
+}
+
+/// The `type` discriminator of an object, as a string.
+fn type_field(value: &Value, prefix: &str) -> Result<String, Error> {
+    let param = format!("{prefix}.type");
+    match value {
+        Value::Object(fields) => match fields.get("type") {
+            None | Some(Value::Null) => Err(missing(&param)),
+            Some(Value::String(kind)) => Ok(kind.clone()),
+            Some(other) => Err(invalid_type(&param, "a string", other)),
+        },
+        other => Err(invalid_type(prefix, "an object", other)),
+    }
+}
+
+fn one_of(param: &str, value: &str, allowed: &[&str]) -> Result<(), Error> {
+    if allowed.contains(&value) {
+        return Ok(());
+    }
+    let list = match allowed {
+        [] => String::new(),
+        [one] => format!("'{one}'"),
+        [init @ .., last] => format!(
+            "{}, and '{last}'",
+            init.iter()
+                .map(|v| format!("'{v}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Err(Error::invalid(
+        param,
+        format!("Invalid value: '{value}'. Supported values are: {list}."),
+    ))
+}
+
+/// Function and schema names: `^[a-zA-Z0-9_-]{1,64}$`.
+fn check_name(param: &str, name: &str) -> Result<(), Error> {
+    if name.is_empty() {
+        return Err(Error::invalid(
+            param,
+            format!("Invalid '{param}': empty string. Expected a string with minimum length 1, but got an empty string instead."),
+        ));
+    }
+    if name.len() > 64 {
+        return Err(Error::invalid(
+            param,
+            format!(
+                "Invalid '{param}': string too long. Expected a string with maximum length 64, \
+                 but got a string with length {} instead.",
+                name.len()
+            ),
+        ));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(Error::invalid(
+            param,
+            format!(
+                "Invalid '{param}': string does not match pattern. Expected a string that \
+                 matches the pattern '^[a-zA-Z0-9_-]+$'."
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[allow(clippy::cast_possible_truncation)]
+fn bounded_decimal(
+    param: &str,
+    value: Option<f64>,
+    min: f64,
+    max: f64,
+) -> Result<Option<f32>, Error> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    if value < min {
+        return Err(Error::invalid(
+            param,
+            format!(
+                "Invalid '{param}': decimal below minimum value. Expected a value >= {min}, but \
+                 got {value} instead."
+            ),
+        ));
+    }
+    if value > max {
+        return Err(Error::invalid(
+            param,
+            format!(
+                "Invalid '{param}': decimal above maximum value. Expected a value <= {max}, but \
+                 got {value} instead."
+            ),
+        ));
+    }
+    Ok(Some(value as f32))
+}
+
+fn bounded_integer<T: TryFrom<i64>>(
+    param: &str,
+    value: Option<i64>,
+    min: i64,
+    max: i64,
+) -> Result<Option<T>, Error> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    if value < min {
+        return Err(Error::invalid(
+            param,
+            format!(
+                "Invalid '{param}': integer below minimum value. Expected a value >= {min}, but \
+                 got {value} instead."
+            ),
+        ));
+    }
+    if value > max {
+        return Err(Error::invalid(
+            param,
+            format!(
+                "Invalid '{param}': integer above maximum value. Expected a value <= {max}, but \
+                 got {value} instead."
+            ),
+        ));
+    }
+    T::try_from(value).map(Some).map_err(|_| {
+        Error::invalid(
+            param,
+            format!("Invalid '{param}': {value} is out of range."),
+        )
+    })
+}
+
+#[cfg(test)]
+#[path = "decode_tests.rs"]
+mod tests;

@@ -1,0 +1,79 @@
+//! Per-sequence key/value cache: for every layer, the rotated keys and the values of each
+//! position, `kv_dim` floats per position. Space for the whole sequence (prompt plus its output
+//! budget) is reserved when the sequence is admitted, so decoding never reallocates.
+
+/// Keys and values of one sequence.
+#[derive(Clone)]
+pub struct KvCache {
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    kv_dim: usize,
+    head_dim: usize,
+}
+
+impl KvCache {
+    #[must_use]
+    pub fn new(layers: usize, kv_dim: usize, head_dim: usize, capacity: usize) -> Self {
+        let layer = || Vec::with_capacity(capacity * kv_dim);
+        Self {
+            keys: (0..layers).map(|_| layer()).collect(),
+            values: (0..layers).map(|_| layer()).collect(),
+            kv_dim,
+            head_dim,
+        }
+    }
+
+    /// Positions stored (equal across layers once a step has completed).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.keys.first().map_or(0, |k| k.len() / self.kv_dim)
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stores position `pos` of `layer`; positions arrive in order, so this appends.
+    pub fn write(&mut self, layer: usize, pos: usize, key: &[f32], value: &[f32]) {
+        let keys = &mut self.keys[layer];
+        let values = &mut self.values[layer];
+        keys.truncate(pos * self.kv_dim);
+        values.truncate(pos * self.kv_dim);
+        keys.extend_from_slice(key);
+        values.extend_from_slice(value);
+    }
+
+    #[must_use]
+    pub fn key(&self, layer: usize, pos: usize, kv_head: usize) -> &[f32] {
+        let start = pos * self.kv_dim + kv_head * self.head_dim;
+        &self.keys[layer][start..start + self.head_dim]
+    }
+
+    #[must_use]
+    pub fn value(&self, layer: usize, pos: usize, kv_head: usize) -> &[f32] {
+        let start = pos * self.kv_dim + kv_head * self.head_dim;
+        &self.values[layer][start..start + self.head_dim]
+    }
+
+    /// A copy holding the same positions, with room for `capacity` positions in total.
+    #[must_use]
+    pub fn fork(&self, capacity: usize) -> Self {
+        let copy = |layers: &Vec<Vec<f32>>| {
+            layers
+                .iter()
+                .map(|layer| {
+                    let mut v = Vec::with_capacity(capacity * self.kv_dim);
+                    v.extend_from_slice(layer);
+                    v
+                })
+                .collect()
+        };
+        Self {
+            keys: copy(&self.keys),
+            values: copy(&self.values),
+            kv_dim: self.kv_dim,
+            head_dim: self.head_dim,
+        }
+    }
+}

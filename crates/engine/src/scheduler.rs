@@ -1,0 +1,621 @@
+//! The engine's public handle and its scheduler thread.
+//!
+//! Requests are rendered and tokenized on the caller's thread, then queued on a bounded channel
+//! (a full queue is an immediate `Overloaded`, never a wait). One scheduler thread owns all
+//! running sequences and, each step, builds one batch out of every decoding choice plus prompt
+//! chunks up to a token budget, runs the forward pass on the engine's own thread pool, samples,
+//! and pushes events to each request's bounded channel. A request whose receiver is gone (client
+//! disconnected) is dropped at the start of the next step.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use switchboard_model::{self as model, Event, FinishReason, TokenLogprob, TopLogprob, Usage};
+use tokio::sync::mpsc as async_mpsc;
+
+use crate::gguf::GgufFile;
+use crate::kv::KvCache;
+use crate::sampler::{Sampled, Sampler};
+use crate::template::ChatTemplate;
+use crate::text::{Pushed, TextAssembler};
+use crate::tokenizer::Tokenizer;
+use crate::transformer::{BatchToken, Scratch, Transformer};
+use crate::EngineError;
+
+/// Tunables of one engine instance.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Compute threads (0 = all available cores).
+    pub threads: usize,
+    /// Requests waiting for admission before new ones get `Overloaded`.
+    pub queue_capacity: usize,
+    /// Sequences (choices) decoded together at most.
+    pub max_sequences: usize,
+    /// Tokens processed per step at most (decode tokens plus prompt chunks).
+    pub step_tokens: usize,
+    /// Context window to serve; 0 = the model's trained context length.
+    pub context_window: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            queue_capacity: 64,
+            max_sequences: 32,
+            step_tokens: 256,
+            context_window: 0,
+        }
+    }
+}
+
+/// Facts about the loaded model that the catalog advertises.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub architecture: String,
+    pub name: String,
+    pub context_window: usize,
+    pub vocab_size: usize,
+}
+
+/// Events of one submitted request. Dropping it cancels the generation.
+pub struct Generation {
+    pub prompt_tokens: usize,
+    events: async_mpsc::Receiver<Event>,
+}
+
+impl Generation {
+    /// The next event, or `None` once the generation has ended.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+}
+
+/// A cheap-to-clone handle to a running engine.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    info: ModelInfo,
+    active: Arc<AtomicUsize>,
+    tokenizer: Arc<Tokenizer>,
+    template: ChatTemplate,
+    jobs: SyncSender<Job>,
+}
+
+struct Job {
+    prompt: Vec<u32>,
+    sampling: model::Sampling,
+    max_new_tokens: usize,
+    events: async_mpsc::Sender<Event>,
+}
+
+const EVENT_CHANNEL: usize = 128;
+/// Events a slow reader may leave unread before its choices pause decoding.
+const OUTBOX_PAUSE: usize = 64;
+
+impl Engine {
+    /// Loads a GGUF model and starts the scheduler thread.
+    ///
+    /// # Errors
+    /// When the file cannot be read or describes a model this engine cannot run.
+    pub fn load(path: &Path, name: &str, config: &EngineConfig) -> Result<Self, EngineError> {
+        let file = GgufFile::open(path)?;
+        let transformer = Transformer::load(&file)?;
+        let tokenizer = Arc::new(Tokenizer::from_gguf(&file)?);
+        let template = ChatTemplate::from_gguf(&file, &tokenizer)?;
+        let trained = transformer.hyper.context_length;
+        let context_window = match config.context_window {
+            0 => trained,
+            n => n.min(trained),
+        };
+        let info = ModelInfo {
+            architecture: transformer.hyper.architecture.clone(),
+            name: name.to_owned(),
+            context_window,
+            vocab_size: transformer.hyper.vocab,
+        };
+        let threads = match config.threads {
+            0 => thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            n => n,
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("engine-compute-{i}"))
+            .build()
+            .map_err(|e| EngineError::Load(format!("cannot start compute threads: {e}")))?;
+        let (jobs, receiver) = mpsc::sync_channel(config.queue_capacity.max(1));
+        let active = Arc::new(AtomicUsize::new(0));
+        let scheduler = Scheduler {
+            active: Arc::clone(&active),
+            model: transformer,
+            tokenizer: Arc::clone(&tokenizer),
+            receiver,
+            running: Vec::new(),
+            max_sequences: config.max_sequences.max(1),
+            step_tokens: config.step_tokens.max(1),
+            context_window,
+            scratch: Scratch::default(),
+            logits: Vec::new(),
+        };
+        thread::Builder::new()
+            .name("engine-scheduler".into())
+            .spawn(move || pool.install(move || scheduler.run()))
+            .map_err(|e| EngineError::Load(format!("cannot start the scheduler: {e}")))?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                info,
+                active,
+                tokenizer,
+                template,
+                jobs,
+            }),
+        })
+    }
+
+    #[must_use]
+    pub fn info(&self) -> &ModelInfo {
+        &self.shared.info
+    }
+
+    /// The bytes a token id stands for (empty for ids outside the vocabulary).
+    #[must_use]
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        if id as usize >= self.shared.info.vocab_size {
+            return Vec::new();
+        }
+        self.shared.tokenizer.token_bytes(id).to_vec()
+    }
+
+    /// Requests currently admitted by the scheduler (prefilling or decoding).
+    #[must_use]
+    pub fn running_requests(&self) -> usize {
+        self.shared.active.load(Ordering::Relaxed)
+    }
+
+    /// Renders the prompt exactly as the model will see it, as token ids.
+    ///
+    /// # Errors
+    /// When the conversation cannot be rendered by the model's template.
+    pub fn prompt_tokens(&self, request: &model::Request) -> Result<Vec<u32>, model::Error> {
+        let rendered = self.shared.template.render(&request.items, true)?;
+        let tokenizer = &self.shared.tokenizer;
+        let mut tokens = Vec::new();
+        if tokenizer.add_bos() {
+            tokens.extend(tokenizer.bos_id());
+        }
+        tokens.extend(tokenizer.encode_prompt(&rendered));
+        Ok(tokens)
+    }
+
+    /// Validates, tokenizes and queues a request.
+    ///
+    /// # Errors
+    /// `ContextLengthExceeded` when prompt plus output cannot fit, `InvalidRequest` for token
+    /// ids outside the vocabulary, `Overloaded` when the queue is full.
+    pub fn submit(&self, request: &model::Request) -> Result<Generation, model::Error> {
+        let info = &self.shared.info;
+        for &(token, _) in &request.sampling.logit_bias {
+            if token as usize >= info.vocab_size {
+                return Err(model::Error::invalid(
+                    "logit_bias",
+                    format!(
+                        "Invalid 'logit_bias': token id {token} is outside the vocabulary of {} tokens.",
+                        info.vocab_size
+                    ),
+                ));
+            }
+        }
+        let prompt = self.prompt_tokens(request)?;
+        let window = info.context_window;
+        let requested = request.sampling.max_output_tokens.map(|n| n as usize);
+        let max_new_tokens = requested.unwrap_or(window.saturating_sub(prompt.len()));
+        if prompt.len() + max_new_tokens > window || max_new_tokens == 0 {
+            let message = match requested {
+                Some(n) => format!(
+                    "This model's maximum context length is {window} tokens. However, you requested {} tokens ({} in the messages, {n} in the completion). Please reduce the length of the messages or completion.",
+                    prompt.len() + n,
+                    prompt.len()
+                ),
+                None => format!(
+                    "This model's maximum context length is {window} tokens. However, your messages resulted in {} tokens. Please reduce the length of the messages.",
+                    prompt.len()
+                ),
+            };
+            return Err(
+                model::Error::new(model::ErrorKind::ContextLengthExceeded, message)
+                    .with_param("messages")
+                    .with_code("context_length_exceeded"),
+            );
+        }
+        let (events, receiver) = async_mpsc::channel(EVENT_CHANNEL);
+        let prompt_tokens = prompt.len();
+        let job = Job {
+            prompt,
+            sampling: request.sampling.clone(),
+            max_new_tokens,
+            events,
+        };
+        match self.shared.jobs.try_send(job) {
+            Ok(()) => Ok(Generation {
+                prompt_tokens,
+                events: receiver,
+            }),
+            Err(TrySendError::Full(_)) => Err(model::Error::new(
+                model::ErrorKind::Overloaded,
+                "The engine is at capacity; retry shortly.",
+            )),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(model::Error::internal("the engine scheduler has stopped"))
+            }
+        }
+    }
+}
+
+struct Choice {
+    index: u32,
+    cache: KvCache,
+    sampler: Sampler,
+    text: TextAssembler,
+    last_token: u32,
+    generated: usize,
+    finished: bool,
+}
+
+struct Running {
+    job: Job,
+    /// Prompt tokens already in `prompt_cache`; equals the prompt length once prefilled.
+    prefilled: usize,
+    prompt_cache: Option<KvCache>,
+    choices: Vec<Choice>,
+    outbox: VecDeque<Event>,
+    completion_tokens: usize,
+    cancelled: bool,
+}
+
+impl Running {
+    fn sequences(&self) -> usize {
+        self.job.sampling.n as usize
+    }
+
+    fn done(&self) -> bool {
+        self.cancelled || (!self.choices.is_empty() && self.choices.iter().all(|c| c.finished))
+    }
+}
+
+/// Which cache a batch row belongs to.
+#[derive(Clone, Copy)]
+enum Slot {
+    Prompt { job: usize },
+    Choice { job: usize, choice: usize },
+}
+
+struct Scheduler {
+    active: Arc<AtomicUsize>,
+    model: Transformer,
+    tokenizer: Arc<Tokenizer>,
+    receiver: Receiver<Job>,
+    running: Vec<Running>,
+    max_sequences: usize,
+    step_tokens: usize,
+    context_window: usize,
+    scratch: Scratch,
+    logits: Vec<f32>,
+}
+
+impl Scheduler {
+    fn run(mut self) {
+        loop {
+            if self.running.is_empty() {
+                match self.receiver.recv() {
+                    Ok(job) => self.admit(job),
+                    Err(_) => return,
+                }
+            }
+            self.admit_waiting();
+            self.flush_and_reap();
+            if !self.step() {
+                // Every running request is waiting for its reader; do not spin.
+                thread::sleep(Duration::from_millis(1));
+            }
+            self.flush_and_reap();
+        }
+    }
+
+    fn active_sequences(&self) -> usize {
+        self.running.iter().map(Running::sequences).sum()
+    }
+
+    fn admit_waiting(&mut self) {
+        while self.active_sequences() < self.max_sequences {
+            match self.receiver.try_recv() {
+                Ok(job) => self.admit(job),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn admit(&mut self, job: Job) {
+        let h = &self.model.hyper;
+        // Reserve the prompt plus a first stretch of output; long generations grow the cache.
+        let reserve = (job.prompt.len() + job.max_new_tokens.min(512)).min(self.context_window);
+        self.running.push(Running {
+            prompt_cache: Some(KvCache::new(h.layers, h.kv_dim(), h.head_dim, reserve)),
+            job,
+            prefilled: 0,
+            choices: Vec::new(),
+            outbox: VecDeque::new(),
+            completion_tokens: 0,
+            cancelled: false,
+        });
+    }
+
+    /// Sends what each reader can take, and drops finished or abandoned requests.
+    fn flush_and_reap(&mut self) {
+        for running in &mut self.running {
+            while let Some(event) = running.outbox.pop_front() {
+                match running.job.events.try_send(event) {
+                    Ok(()) => {}
+                    Err(async_mpsc::error::TrySendError::Full(event)) => {
+                        running.outbox.push_front(event);
+                        break;
+                    }
+                    Err(async_mpsc::error::TrySendError::Closed(_)) => {
+                        running.cancelled = true;
+                        break;
+                    }
+                }
+            }
+            if running.job.events.is_closed() {
+                running.cancelled = true;
+            }
+        }
+        self.running
+            .retain(|r| !(r.cancelled || (r.done() && r.outbox.is_empty())));
+        self.active.store(self.running.len(), Ordering::Relaxed);
+    }
+
+    /// One batched forward pass; returns false when there was nothing to compute.
+    fn step(&mut self) -> bool {
+        let mut batch = Vec::new();
+        let mut slots = Vec::new();
+        let mut budget = self.step_tokens;
+        for (j, running) in self.running.iter().enumerate() {
+            if running.prefilled < running.job.prompt.len() || running.outbox.len() >= OUTBOX_PAUSE
+            {
+                continue;
+            }
+            for (c, choice) in running.choices.iter().enumerate() {
+                if !choice.finished {
+                    slots.push(Slot::Choice { job: j, choice: c });
+                    batch.push(BatchToken {
+                        token: choice.last_token,
+                        seq: 0,
+                        pos: choice.cache.len(),
+                        logits: true,
+                    });
+                    budget = budget.saturating_sub(1);
+                }
+            }
+        }
+        for (j, running) in self.running.iter().enumerate() {
+            let remaining = running.job.prompt.len() - running.prefilled;
+            if remaining == 0 || running.cancelled {
+                continue;
+            }
+            // At least one prompt token per step, so a prompt is never starved by decoding.
+            let take = remaining.min(budget.max(1));
+            budget = budget.saturating_sub(take);
+            for offset in 0..take {
+                let pos = running.prefilled + offset;
+                slots.push(Slot::Prompt { job: j });
+                batch.push(BatchToken {
+                    token: running.job.prompt[pos],
+                    seq: 0,
+                    pos,
+                    logits: pos + 1 == running.job.prompt.len(),
+                });
+            }
+            if budget == 0 {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            return false;
+        }
+        self.run_batch(&mut batch, &slots);
+        true
+    }
+
+    fn run_batch(&mut self, batch: &mut [BatchToken], slots: &[Slot]) {
+        // Gather one mutable cache reference per distinct slot, in first-seen order.
+        let mut caches: Vec<&mut KvCache> = Vec::new();
+        let mut seen: Vec<(usize, Option<usize>)> = Vec::new();
+        let mut keyed: Vec<((usize, Option<usize>), &mut KvCache)> = Vec::new();
+        for (j, running) in self.running.iter_mut().enumerate() {
+            if let Some(cache) = running.prompt_cache.as_mut() {
+                keyed.push(((j, None), cache));
+            }
+            for (c, choice) in running.choices.iter_mut().enumerate() {
+                keyed.push(((j, Some(c)), &mut choice.cache));
+            }
+        }
+        for (row, slot) in slots.iter().enumerate() {
+            let key = match *slot {
+                Slot::Prompt { job } => (job, None),
+                Slot::Choice { job, choice } => (job, Some(choice)),
+            };
+            let index = if let Some(i) = seen.iter().position(|k| *k == key) {
+                i
+            } else {
+                let Some(at) = keyed.iter().position(|(k, _)| *k == key) else {
+                    continue;
+                };
+                let (_, cache) = keyed.swap_remove(at);
+                seen.push(key);
+                caches.push(cache);
+                seen.len() - 1
+            };
+            batch[row].seq = index;
+        }
+        self.model
+            .forward(batch, &mut caches, &mut self.scratch, &mut self.logits);
+        drop(caches);
+
+        let vocab = self.model.hyper.vocab;
+        let mut logits = std::mem::take(&mut self.logits);
+        let mut row_logits = logits.chunks_exact_mut(vocab);
+        for (row, slot) in slots.iter().enumerate() {
+            if !batch[row].logits {
+                if let Slot::Prompt { job } = *slot {
+                    self.running[job].prefilled += 1;
+                }
+                continue;
+            }
+            let Some(row) = row_logits.next() else { break };
+            match *slot {
+                Slot::Prompt { job } => {
+                    self.running[job].prefilled += 1;
+                    self.start_choices(job, row);
+                }
+                Slot::Choice { job, choice } => self.advance(job, choice, row),
+            }
+        }
+        self.logits = logits;
+    }
+
+    /// The prompt is in the cache: fork it into `n` choices and sample their first tokens.
+    fn start_choices(&mut self, job: usize, logits: &[f32]) {
+        let running = &mut self.running[job];
+        let Some(prompt_cache) = running.prompt_cache.take() else {
+            return;
+        };
+        let n = running.sequences();
+        let reserve = (running.job.prompt.len() + running.job.max_new_tokens.min(512))
+            .min(self.context_window);
+        let mut caches: Vec<KvCache> = (1..n).map(|_| prompt_cache.fork(reserve)).collect();
+        caches.push(prompt_cache);
+        for (index, cache) in caches.into_iter().enumerate() {
+            #[allow(clippy::cast_possible_truncation)]
+            let index = index as u32;
+            running.choices.push(Choice {
+                index,
+                cache,
+                sampler: Sampler::new(&running.job.sampling, index),
+                text: TextAssembler::new(&running.job.sampling.stop),
+                last_token: 0,
+                generated: 0,
+                finished: false,
+            });
+        }
+        for choice in 0..n {
+            self.advance(job, choice, logits);
+        }
+    }
+
+    /// Samples the next token of one choice from its logits and emits what it produced.
+    fn advance(&mut self, job: usize, choice_index: usize, logits: &[f32]) {
+        let mut logits = logits.to_vec();
+        let context_window = self.context_window;
+        let running = &mut self.running[job];
+        let max_new = running.job.max_new_tokens;
+        let prompt_len = running.job.prompt.len();
+        let choice = &mut running.choices[choice_index];
+        let sampled = choice.sampler.sample(&mut logits);
+        choice.generated += 1;
+        running.completion_tokens += 1;
+        choice.last_token = sampled.token;
+        let index = choice.index;
+        let mut events = Vec::new();
+        let finish = if self.tokenizer.is_end_of_generation(sampled.token) {
+            let tail = choice.text.finish();
+            if !tail.is_empty() {
+                events.push(text_event(index, tail, Vec::new()));
+            }
+            Some(FinishReason::Stop)
+        } else {
+            let logprobs = logprob_entries(&self.tokenizer, &sampled);
+            match choice.text.push(self.tokenizer.token_bytes(sampled.token)) {
+                Pushed::Stopped(text) => {
+                    if !text.is_empty() || !logprobs.is_empty() {
+                        events.push(text_event(index, text, logprobs));
+                    }
+                    Some(FinishReason::Stop)
+                }
+                Pushed::Text(text) => {
+                    let out_of_room = choice.generated >= max_new
+                        || prompt_len + choice.generated >= context_window;
+                    let mut text = text;
+                    if out_of_room {
+                        text.push_str(&choice.text.finish());
+                    }
+                    if !text.is_empty() || !logprobs.is_empty() {
+                        events.push(text_event(index, text, logprobs));
+                    }
+                    out_of_room.then_some(FinishReason::Length)
+                }
+            }
+        };
+        if let Some(reason) = finish {
+            choice.finished = true;
+            events.push(Event::Finished {
+                choice: index,
+                reason,
+            });
+        }
+        running.outbox.extend(events);
+        if running.done() && !running.cancelled {
+            #[allow(clippy::cast_possible_truncation)]
+            running.outbox.push_back(Event::Usage(Usage {
+                prompt_tokens: prompt_len as u32,
+                completion_tokens: running.completion_tokens as u32,
+                cached_tokens: 0,
+                reasoning_tokens: 0,
+            }));
+        }
+    }
+}
+
+fn text_event(choice: u32, text: String, logprobs: Vec<TokenLogprob>) -> Event {
+    Event::TextDelta {
+        choice,
+        text,
+        logprobs,
+    }
+}
+
+fn logprob_entries(tokenizer: &Tokenizer, sampled: &Sampled) -> Vec<TokenLogprob> {
+    let Some(logprob) = sampled.logprob else {
+        return Vec::new();
+    };
+    let describe = |token: u32| {
+        let bytes = tokenizer.token_bytes(token).to_vec();
+        (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+    };
+    let (token, bytes) = describe(sampled.token);
+    let top = sampled
+        .top
+        .iter()
+        .map(|&(id, logprob)| {
+            let (token, bytes) = describe(id);
+            TopLogprob {
+                token,
+                bytes,
+                logprob,
+            }
+        })
+        .collect();
+    vec![TokenLogprob {
+        token,
+        bytes,
+        logprob,
+        top,
+    }]
+}

@@ -1,0 +1,453 @@
+//! Weight storage types and the compute kernels of the forward pass, behind a deliberately small
+//! interface: [`Matrix::matmul`], [`rms_norm`], [`dot`], [`axpy`]. A faster backend (quantized
+//! activations, other ISAs, a GPU) replaces what is in here without touching the model code.
+//!
+//! Weights stay in their GGUF encoding inside the memory map; a row block is dequantized into a
+//! thread-local scratch buffer and multiplied against every activation row of the batch, so a
+//! batched step reads each weight once for all sequences.
+
+use std::cell::RefCell;
+use std::sync::{Arc, LazyLock};
+
+use half::f16;
+use memmap2::Mmap;
+use rayon::prelude::*;
+
+/// Element encodings of GGUF tensors this engine can compute with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    F16,
+    Q4_0,
+    Q4_1,
+    Q8_0,
+}
+
+impl DType {
+    #[must_use]
+    pub fn from_gguf(type_id: u32) -> Option<Self> {
+        Some(match type_id {
+            0 => Self::F32,
+            1 => Self::F16,
+            2 => Self::Q4_0,
+            3 => Self::Q4_1,
+            8 => Self::Q8_0,
+            _ => return None,
+        })
+    }
+
+    /// (elements per block, bytes per block).
+    #[must_use]
+    pub fn block(self) -> (u64, u64) {
+        match self {
+            Self::F32 => (1, 4),
+            Self::F16 => (1, 2),
+            Self::Q4_0 => (32, 18),
+            Self::Q4_1 => (32, 20),
+            Self::Q8_0 => (32, 34),
+        }
+    }
+
+    /// Bytes taken by `elements` values, or `None` when they do not fill whole blocks.
+    #[must_use]
+    pub fn byte_size(self, elements: u64) -> Option<u64> {
+        let (per_block, bytes) = self.block();
+        elements
+            .is_multiple_of(per_block)
+            .then(|| elements / per_block * bytes)
+    }
+}
+
+/// A view of bytes inside the shared model mapping.
+#[derive(Clone)]
+pub struct MappedBytes {
+    mmap: Arc<Mmap>,
+    offset: usize,
+    len: usize,
+}
+
+impl MappedBytes {
+    #[must_use]
+    pub fn new(mmap: Arc<Mmap>, offset: usize, len: usize) -> Self {
+        Self { mmap, offset, len }
+    }
+
+    #[must_use]
+    pub fn bytes(&self) -> &[u8] {
+        &self.mmap[self.offset..self.offset + self.len]
+    }
+}
+
+/// A 2-D weight matrix of `rows` output features by `cols` input features, row-major.
+#[derive(Clone)]
+pub struct Matrix {
+    pub dtype: DType,
+    pub rows: usize,
+    pub cols: usize,
+    row_bytes: usize,
+    data: MappedBytes,
+}
+
+/// Rows dequantized per task: small enough for L1, large enough to amortise task overhead.
+const ROW_BLOCK: usize = 16;
+
+impl Matrix {
+    /// # Errors
+    /// When the byte length does not match the shape, or a row does not fill whole blocks.
+    pub fn new(dtype: DType, rows: usize, cols: usize, data: MappedBytes) -> Result<Self, String> {
+        let row_bytes = dtype
+            .byte_size(cols as u64)
+            .ok_or_else(|| format!("row length {cols} is not a multiple of the {dtype:?} block"))?;
+        let row_bytes = usize::try_from(row_bytes).map_err(|e| e.to_string())?;
+        if row_bytes * rows != data.len {
+            return Err(format!(
+                "expected {} bytes for a {rows}x{cols} {dtype:?} matrix, found {}",
+                row_bytes * rows,
+                data.len
+            ));
+        }
+        Ok(Self {
+            dtype,
+            rows,
+            cols,
+            row_bytes,
+            data,
+        })
+    }
+
+    /// Dequantizes one row into `out` (length `cols`).
+    pub fn row_into(&self, row: usize, out: &mut [f32]) {
+        let start = row * self.row_bytes;
+        dequantize(
+            self.dtype,
+            &self.data.bytes()[start..start + self.row_bytes],
+            out,
+        );
+    }
+
+    /// `out[t][r] = Σ_c self[r][c] · x[t][c]` for every activation row `t` of `x`
+    /// (`x` is `n × cols`, `out` is `n × rows`, both row-major).
+    pub fn matmul(&self, x: &[f32], out: &mut [f32]) {
+        let n = x.len() / self.cols;
+        debug_assert_eq!(x.len(), n * self.cols);
+        debug_assert_eq!(out.len(), n * self.rows);
+        let out_ptr = SharedOut(out.as_mut_ptr());
+        let blocks = self.rows.div_ceil(ROW_BLOCK);
+        (0..blocks).into_par_iter().for_each(|block| {
+            let first = block * ROW_BLOCK;
+            let count = ROW_BLOCK.min(self.rows - first);
+            SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                scratch.resize(ROW_BLOCK * self.cols, 0.0);
+                for r in 0..count {
+                    self.row_into(first + r, &mut scratch[r * self.cols..(r + 1) * self.cols]);
+                }
+                for t in 0..n {
+                    let xt = &x[t * self.cols..(t + 1) * self.cols];
+                    for r in 0..count {
+                        let value = dot(&scratch[r * self.cols..(r + 1) * self.cols], xt);
+                        // SAFETY: each task owns the disjoint output columns
+                        // `first..first + count` of every row `t`; `out` outlives the parallel
+                        // loop because `for_each` returns only after all tasks finished.
+                        unsafe { out_ptr.write(t * self.rows + first + r, value) };
+                    }
+                }
+            });
+        });
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+
+// SAFETY: used only to write disjoint indices from parallel tasks (see `Matrix::matmul`).
+unsafe impl Send for SharedOut {}
+// SAFETY: as above; no two tasks touch the same index.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// # Safety
+    /// `index` must be in bounds and written by no other thread concurrently.
+    unsafe fn write(self, index: usize, value: f32) {
+        // SAFETY: guaranteed by the caller.
+        unsafe { *self.0.add(index) = value };
+    }
+}
+
+/// Decodes `bytes` of `dtype` into `out`; `out.len()` elements are produced.
+pub fn dequantize(dtype: DType, bytes: &[u8], out: &mut [f32]) {
+    match dtype {
+        DType::F32 => {
+            for (o, chunk) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            }
+        }
+        DType::F16 => {
+            for (o, chunk) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f16::from_le_bytes([chunk[0], chunk[1]]).to_f32();
+            }
+        }
+        DType::Q4_0 => {
+            for (o, block) in out.chunks_exact_mut(32).zip(bytes.chunks_exact(18)) {
+                let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
+                let qs = &block[2..18];
+                for j in 0..16 {
+                    o[j] = (f32::from(qs[j] & 0x0f) - 8.0) * d;
+                    o[j + 16] = (f32::from(qs[j] >> 4) - 8.0) * d;
+                }
+            }
+        }
+        DType::Q4_1 => {
+            for (o, block) in out.chunks_exact_mut(32).zip(bytes.chunks_exact(20)) {
+                let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
+                let m = f16::from_le_bytes([block[2], block[3]]).to_f32();
+                let qs = &block[4..20];
+                for j in 0..16 {
+                    o[j] = f32::from(qs[j] & 0x0f) * d + m;
+                    o[j + 16] = f32::from(qs[j] >> 4) * d + m;
+                }
+            }
+        }
+        DType::Q8_0 => {
+            for (o, block) in out.chunks_exact_mut(32).zip(bytes.chunks_exact(34)) {
+                let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
+                for (value, q) in o.iter_mut().zip(&block[2..34]) {
+                    *value = f32::from(q.cast_signed()) * d;
+                }
+            }
+        }
+    }
+}
+
+type DotFn = fn(&[f32], &[f32]) -> f32;
+
+static DOT: LazyLock<DotFn> = LazyLock::new(select_dot);
+
+fn select_dot() -> DotFn {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return x86::dot_avx2_safe;
+        }
+    }
+    dot_portable
+}
+
+/// Σ a[i]·b[i] over the common length, with the fastest kernel this CPU supports. The summation
+/// order depends only on the length, so results do not depend on batch composition.
+#[must_use]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    (*DOT)(a, b)
+}
+
+/// The portable reference: eight independent partial sums, like the SIMD path.
+#[must_use]
+pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let mut acc = [0f32; 8];
+    let chunks = n / 8;
+    for i in 0..chunks {
+        for lane in 0..8 {
+            acc[lane] = a[i * 8 + lane].mul_add(b[i * 8 + lane], acc[lane]);
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for i in chunks * 8..n {
+        sum += a[i] * b[i];
+    }
+    sum
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::{
+        __m256, _mm256_add_ps, _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps,
+        _mm256_loadu_ps, _mm256_setzero_ps, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehl_ps,
+        _mm_shuffle_ps,
+    };
+
+    pub(super) fn dot_avx2_safe(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: this function is only selected after runtime detection of AVX2 and FMA.
+        unsafe { dot_avx2(a, b) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc: [__m256; 4] = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (lane, slot) in acc.iter_mut().enumerate() {
+                // SAFETY: i + 8·lane + 8 <= i + 32 <= n, within both slices.
+                unsafe {
+                    let x = _mm256_loadu_ps(pa.add(i + lane * 8));
+                    let y = _mm256_loadu_ps(pb.add(i + lane * 8));
+                    *slot = _mm256_fmadd_ps(x, y, *slot);
+                }
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            // SAFETY: i + 8 <= n.
+            unsafe {
+                let x = _mm256_loadu_ps(pa.add(i));
+                let y = _mm256_loadu_ps(pb.add(i));
+                acc[0] = _mm256_fmadd_ps(x, y, acc[0]);
+            }
+            i += 8;
+        }
+        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let low = _mm256_castps256_ps128(sum);
+        let high = _mm256_extractf128_ps(sum, 1);
+        let quad = _mm_add_ps(low, high);
+        let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+        let single = _mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 0x55));
+        let mut total = _mm_cvtss_f32(single);
+        while i < n {
+            total += a[i] * b[i];
+            i += 1;
+        }
+        total
+    }
+}
+
+/// `out = x / rms(x) · weight`, per row of length `weight.len()`.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let dim = weight.len();
+    for (row, out_row) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+        let mean_square = dot(row, row) / dim as f32;
+        let scale = 1.0 / (mean_square + eps).sqrt();
+        for ((o, v), w) in out_row.iter_mut().zip(row).zip(weight) {
+            *o = v * scale * w;
+        }
+    }
+}
+
+/// `y += a · x`.
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi = a.mul_add(*xi, *yi);
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn scalar_dot(a: &[f32], b: &[f32]) -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| f64::from(*x) * f64::from(*y))
+            .sum()
+    }
+
+    #[test]
+    fn simd_dot_matches_scalar_on_odd_lengths() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for n in [0, 1, 7, 8, 31, 32, 33, 64, 575, 576, 1536, 1537] {
+            let a: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let b: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let want = scalar_dot(&a, &b);
+            for got in [dot(&a, &b), dot_portable(&a, &b)] {
+                let err = (f64::from(got) - want).abs();
+                assert!(
+                    err <= 1e-4 * (1.0 + want.abs()),
+                    "n={n} got={got} want={want}"
+                );
+            }
+        }
+    }
+
+    fn encode_q4_1(values: &[f32]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for block in values.chunks_exact(32) {
+            let min = block.iter().copied().fold(f32::INFINITY, f32::min);
+            let max = block.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let d = (max - min) / 15.0;
+            let inv = if d == 0.0 { 0.0 } else { 1.0 / d };
+            bytes.extend(f16::from_f32(d).to_le_bytes());
+            bytes.extend(f16::from_f32(min).to_le_bytes());
+            for j in 0..16 {
+                let lo = ((block[j] - min) * inv).round().clamp(0.0, 15.0) as u8;
+                let hi = ((block[j + 16] - min) * inv).round().clamp(0.0, 15.0) as u8;
+                bytes.push(lo | (hi << 4));
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    fn matmul_matches_scalar_reference_for_every_batch_size() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let (rows, cols) = (37, 96);
+        let weights: Vec<f32> = (0..rows * cols)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let bytes = encode_q4_1(&weights);
+        let file = tempfile_with(&bytes);
+        let mmap = Arc::new(unsafe_map(&file));
+        let matrix = Matrix::new(
+            DType::Q4_1,
+            rows,
+            cols,
+            MappedBytes::new(mmap, 0, bytes.len()),
+        )
+        .unwrap();
+        let mut dequantized = vec![0.0; rows * cols];
+        for r in 0..rows {
+            matrix.row_into(r, &mut dequantized[r * cols..(r + 1) * cols]);
+        }
+        for (w, d) in weights.iter().zip(&dequantized) {
+            assert!(
+                (w - d).abs() < 0.08,
+                "quantization error too large: {w} vs {d}"
+            );
+        }
+        for n in [1, 2, 5] {
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let mut out = vec![0.0; n * rows];
+            matrix.matmul(&x, &mut out);
+            for t in 0..n {
+                for r in 0..rows {
+                    let want = scalar_dot(
+                        &dequantized[r * cols..(r + 1) * cols],
+                        &x[t * cols..(t + 1) * cols],
+                    );
+                    let got = f64::from(out[t * rows + r]);
+                    assert!(
+                        (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "t={t} r={r}"
+                    );
+                }
+            }
+        }
+    }
+
+    fn tempfile_with(bytes: &[u8]) -> std::fs::File {
+        use std::io::Write;
+        let path = std::env::temp_dir().join(format!("sb-tensor-test-{}", std::process::id()));
+        let mut file = std::fs::File::create(&path).unwrap();
+        file.write_all(bytes).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        file
+    }
+
+    fn unsafe_map(file: &std::fs::File) -> Mmap {
+        // SAFETY: the file is private to this test and never modified.
+        unsafe { Mmap::map(file).unwrap() }
+    }
+}

@@ -1,0 +1,383 @@
+//! The decoder-only transformer forward pass over a batch of tokens drawn from many sequences.
+//!
+//! One call processes any mix of prefill chunks and single decode tokens: every weight matrix is
+//! applied once to all rows of the batch, and attention runs per token against that token's own
+//! sequence cache. Architecture differences (rope layout, projection biases) are data in
+//! [`Hyper`], so adding a llama-like family is a table entry plus its tensor names, not a new
+//! forward pass. Tokenization, sampling and scheduling live elsewhere.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use crate::gguf::{GgufFile, MetaValue};
+use crate::kv::KvCache;
+use crate::tensor::{axpy, dequantize, dot, rms_norm, DType, MappedBytes, Matrix};
+use crate::EngineError;
+
+/// How rotary embeddings pair up the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs `(2i, 2i+1)`: llama as converted to GGUF.
+    Interleaved,
+    /// Halves `(i, i + d/2)`: GPT-NeoX, Qwen2.
+    Halves,
+}
+
+/// Hyper-parameters read from GGUF metadata.
+#[derive(Debug, Clone)]
+pub struct Hyper {
+    pub architecture: String,
+    pub layers: usize,
+    pub dim: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub ffn_dim: usize,
+    pub vocab: usize,
+    pub norm_eps: f32,
+    pub rope_base: f32,
+    pub rope_dims: usize,
+    pub rope_style: RopeStyle,
+    pub context_length: usize,
+}
+
+impl Hyper {
+    #[must_use]
+    pub fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+
+    fn from_gguf(file: &GgufFile) -> Result<Self, EngineError> {
+        let architecture = file.string("general.architecture")?.to_owned();
+        let rope_style = match architecture.as_str() {
+            "llama" => RopeStyle::Interleaved,
+            other => {
+                return Err(EngineError::Load(format!(
+                    "architecture '{other}' is not supported yet (supported: llama)"
+                )))
+            }
+        };
+        let key = |name: &str| format!("{architecture}.{name}");
+        let uint = |name: &str| -> Result<usize, EngineError> {
+            usize::try_from(file.uint(&key(name))?)
+                .map_err(|_| EngineError::Load(format!("{name} is out of range")))
+        };
+        let dim = uint("embedding_length")?;
+        let heads = uint("attention.head_count")?;
+        let kv_heads = file
+            .get(&key("attention.head_count_kv"))
+            .and_then(MetaValue::as_u64)
+            .map_or(Ok(heads), usize::try_from)
+            .map_err(|_| EngineError::Load("head_count_kv is out of range".into()))?;
+        if heads == 0 || kv_heads == 0 || dim % heads != 0 || heads % kv_heads != 0 {
+            return Err(EngineError::Load(format!(
+                "inconsistent attention shape: dim {dim}, heads {heads}, kv heads {kv_heads}"
+            )));
+        }
+        let head_dim = dim / heads;
+        let rope_dims = file
+            .get(&key("rope.dimension_count"))
+            .and_then(MetaValue::as_u64)
+            .and_then(|v| usize::try_from(v).ok())
+            .unwrap_or(head_dim);
+        let vocab = file
+            .get("tokenizer.ggml.tokens")
+            .and_then(MetaValue::as_array)
+            .map(<[MetaValue]>::len)
+            .ok_or_else(|| EngineError::Load("tokenizer.ggml.tokens is missing".into()))?;
+        Ok(Self {
+            layers: uint("block_count")?,
+            dim,
+            heads,
+            kv_heads,
+            head_dim,
+            ffn_dim: uint("feed_forward_length")?,
+            vocab,
+            norm_eps: file
+                .get(&key("attention.layer_norm_rms_epsilon"))
+                .and_then(MetaValue::as_f32)
+                .unwrap_or(1e-5),
+            rope_base: file
+                .get(&key("rope.freq_base"))
+                .and_then(MetaValue::as_f32)
+                .unwrap_or(10_000.0),
+            rope_dims: rope_dims.min(head_dim),
+            rope_style,
+            context_length: uint("context_length")?,
+            architecture,
+        })
+    }
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: Matrix,
+    wk: Matrix,
+    wv: Matrix,
+    wo: Matrix,
+    ffn_norm: Vec<f32>,
+    w_gate: Matrix,
+    w_up: Matrix,
+    w_down: Matrix,
+}
+
+/// A loaded model: hyper-parameters plus weights that stay in the memory map.
+pub struct Transformer {
+    pub hyper: Hyper,
+    embed: Matrix,
+    layers: Vec<Layer>,
+    out_norm: Vec<f32>,
+    output: Matrix,
+    inv_freq: Vec<f32>,
+}
+
+/// One row of a batch: a token of some sequence at some position.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchToken {
+    pub token: u32,
+    /// Index into the caches passed to [`Transformer::forward`].
+    pub seq: usize,
+    pub pos: usize,
+    /// Whether logits are needed for this row (last prompt token, decode tokens).
+    pub logits: bool,
+}
+
+/// Reusable activation buffers, so a step allocates nothing once warmed up.
+#[derive(Default)]
+pub struct Scratch {
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    selected: Vec<f32>,
+}
+
+impl Transformer {
+    /// Builds the model from an opened GGUF file.
+    ///
+    /// # Errors
+    /// Unsupported architecture, missing tensors, or shapes that disagree with the metadata.
+    pub fn load(file: &GgufFile) -> Result<Self, EngineError> {
+        let hyper = Hyper::from_gguf(file)?;
+        let matrix = |name: &str, rows: usize, cols: usize| -> Result<Matrix, EngineError> {
+            let info = file
+                .tensors
+                .get(name)
+                .ok_or_else(|| EngineError::Load(format!("tensor {name} is missing")))?;
+            let dims_ok =
+                info.dims.len() == 2 && info.dims[0] == cols as u64 && info.dims[1] == rows as u64;
+            if !dims_ok {
+                return Err(EngineError::Load(format!(
+                    "tensor {name} has shape {:?}, expected [{cols}, {rows}]",
+                    info.dims
+                )));
+            }
+            Matrix::new(
+                info.dtype,
+                rows,
+                cols,
+                MappedBytes::new(file.mmap.clone(), info.offset, info.size),
+            )
+            .map_err(|e| EngineError::Load(format!("tensor {name}: {e}")))
+        };
+        let vector = |name: &str, len: usize| -> Result<Vec<f32>, EngineError> {
+            let info = file
+                .tensors
+                .get(name)
+                .ok_or_else(|| EngineError::Load(format!("tensor {name} is missing")))?;
+            if info.dims.iter().product::<u64>() != len as u64 || info.dtype != DType::F32 {
+                return Err(EngineError::Load(format!(
+                    "tensor {name} should be {len} f32 values"
+                )));
+            }
+            let mut out = vec![0.0; len];
+            dequantize(DType::F32, file.tensor_bytes(info), &mut out);
+            Ok(out)
+        };
+        let h = &hyper;
+        let kv_dim = h.kv_dim();
+        let mut layers = Vec::with_capacity(h.layers);
+        for i in 0..h.layers {
+            let name = |suffix: &str| format!("blk.{i}.{suffix}.weight");
+            layers.push(Layer {
+                attn_norm: vector(&name("attn_norm"), h.dim)?,
+                wq: matrix(&name("attn_q"), h.dim, h.dim)?,
+                wk: matrix(&name("attn_k"), kv_dim, h.dim)?,
+                wv: matrix(&name("attn_v"), kv_dim, h.dim)?,
+                wo: matrix(&name("attn_output"), h.dim, h.dim)?,
+                ffn_norm: vector(&name("ffn_norm"), h.dim)?,
+                w_gate: matrix(&name("ffn_gate"), h.ffn_dim, h.dim)?,
+                w_up: matrix(&name("ffn_up"), h.ffn_dim, h.dim)?,
+                w_down: matrix(&name("ffn_down"), h.dim, h.ffn_dim)?,
+            });
+        }
+        let embed = matrix("token_embd.weight", h.vocab, h.dim)?;
+        let output = if file.tensors.contains_key("output.weight") {
+            matrix("output.weight", h.vocab, h.dim)?
+        } else {
+            embed.clone()
+        };
+        #[allow(clippy::cast_precision_loss)]
+        let inv_freq = (0..h.rope_dims / 2)
+            .map(|i| h.rope_base.powf(-2.0 * i as f32 / h.rope_dims as f32))
+            .collect();
+        Ok(Self {
+            out_norm: vector("output_norm.weight", h.dim)?,
+            hyper,
+            embed,
+            layers,
+            output,
+            inv_freq,
+        })
+    }
+
+    /// Runs one step. Rows of the same sequence must be consecutive positions in order, and each
+    /// cache must already hold every earlier position. Writes the logits of the rows flagged
+    /// `logits`, in batch order, into `logits` (`count × vocab`).
+    pub fn forward(
+        &self,
+        batch: &[BatchToken],
+        caches: &mut [&mut KvCache],
+        scratch: &mut Scratch,
+        logits: &mut Vec<f32>,
+    ) {
+        let h = &self.hyper;
+        let n = batch.len();
+        let (dim, kv_dim) = (h.dim, h.kv_dim());
+        let s = scratch;
+        s.x.resize(n * dim, 0.0);
+        s.xn.resize(n * dim, 0.0);
+        s.q.resize(n * dim, 0.0);
+        s.k.resize(n * kv_dim, 0.0);
+        s.v.resize(n * kv_dim, 0.0);
+        s.attn.resize(n * dim, 0.0);
+        s.proj.resize(n * dim, 0.0);
+        s.gate.resize(n * h.ffn_dim, 0.0);
+        s.up.resize(n * h.ffn_dim, 0.0);
+        for (row, item) in batch.iter().enumerate() {
+            self.embed
+                .row_into(item.token as usize, &mut s.x[row * dim..(row + 1) * dim]);
+        }
+        for (layer_index, layer) in self.layers.iter().enumerate() {
+            rms_norm(&s.x, &layer.attn_norm, h.norm_eps, &mut s.xn);
+            layer.wq.matmul(&s.xn, &mut s.q);
+            layer.wk.matmul(&s.xn, &mut s.k);
+            layer.wv.matmul(&s.xn, &mut s.v);
+            for (row, item) in batch.iter().enumerate() {
+                self.rope(&mut s.q[row * dim..(row + 1) * dim], item.pos);
+                self.rope(&mut s.k[row * kv_dim..(row + 1) * kv_dim], item.pos);
+                caches[item.seq].write(
+                    layer_index,
+                    item.pos,
+                    &s.k[row * kv_dim..(row + 1) * kv_dim],
+                    &s.v[row * kv_dim..(row + 1) * kv_dim],
+                );
+            }
+            let readonly: &[&mut KvCache] = caches;
+            self.attention(layer_index, batch, readonly, &s.q, &mut s.attn);
+            layer.wo.matmul(&s.attn, &mut s.proj);
+            add_assign(&mut s.x, &s.proj);
+
+            rms_norm(&s.x, &layer.ffn_norm, h.norm_eps, &mut s.xn);
+            layer.w_gate.matmul(&s.xn, &mut s.gate);
+            layer.w_up.matmul(&s.xn, &mut s.up);
+            for (g, u) in s.gate.iter_mut().zip(&s.up) {
+                *g = silu(*g) * u;
+            }
+            layer.w_down.matmul(&s.gate, &mut s.proj);
+            add_assign(&mut s.x, &s.proj);
+        }
+        let wanted: Vec<usize> = (0..n).filter(|row| batch[*row].logits).collect();
+        s.selected.resize(wanted.len() * dim, 0.0);
+        for (i, row) in wanted.iter().enumerate() {
+            rms_norm(
+                &s.x[row * dim..(row + 1) * dim],
+                &self.out_norm,
+                h.norm_eps,
+                &mut s.selected[i * dim..(i + 1) * dim],
+            );
+        }
+        logits.resize(wanted.len() * h.vocab, 0.0);
+        self.output.matmul(&s.selected, logits);
+    }
+
+    fn rope(&self, heads: &mut [f32], pos: usize) {
+        let h = &self.hyper;
+        #[allow(clippy::cast_precision_loss)]
+        let pos = pos as f32;
+        for head in heads.chunks_exact_mut(h.head_dim) {
+            for (i, freq) in self.inv_freq.iter().enumerate() {
+                let (sin, cos) = (pos * freq).sin_cos();
+                let (a, b) = match h.rope_style {
+                    RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                    RopeStyle::Halves => (i, i + h.rope_dims / 2),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * cos - x1 * sin;
+                head[b] = x0 * sin + x1 * cos;
+            }
+        }
+    }
+
+    fn attention(
+        &self,
+        layer: usize,
+        batch: &[BatchToken],
+        caches: &[&mut KvCache],
+        q: &[f32],
+        out: &mut [f32],
+    ) {
+        let h = &self.hyper;
+        let group = h.heads / h.kv_heads;
+        #[allow(clippy::cast_precision_loss)]
+        let scale = 1.0 / (h.head_dim as f32).sqrt();
+        out.par_chunks_mut(h.head_dim)
+            .enumerate()
+            .for_each(|(index, head_out)| {
+                let (row, head) = (index / h.heads, index % h.heads);
+                let item = batch[row];
+                let cache = &*caches[item.seq];
+                let kv_head = head / group;
+                let q_head = &q[row * h.dim + head * h.head_dim..][..h.head_dim];
+                SCORES.with(|scores| {
+                    let mut scores = scores.borrow_mut();
+                    scores.clear();
+                    let mut max = f32::NEG_INFINITY;
+                    for p in 0..=item.pos {
+                        let score = dot(q_head, cache.key(layer, p, kv_head)) * scale;
+                        max = max.max(score);
+                        scores.push(score);
+                    }
+                    let mut total = 0.0;
+                    for score in scores.iter_mut() {
+                        *score = (*score - max).exp();
+                        total += *score;
+                    }
+                    head_out.fill(0.0);
+                    for (p, weight) in scores.iter().enumerate() {
+                        axpy(weight / total, cache.value(layer, p, kv_head), head_out);
+                    }
+                });
+            });
+    }
+}
+
+thread_local! {
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+fn add_assign(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}

@@ -1,0 +1,65 @@
+//! The gateway: the catalog of models, the check that a model can serve what a request asks,
+//! routing to the provider behind a catalog entry, and API-key authentication.
+//!
+//! It speaks only canonical `model` types; it knows nothing of HTTP (the server maps its error
+//! kinds to statuses) and nothing of any client wire format.
+
+mod auth;
+mod catalog;
+
+pub use auth::ApiKeys;
+pub use catalog::{Catalog, CatalogEntry, EventStream, Pricing, Provider};
+
+use switchboard_model::{self as model, ErrorKind};
+
+/// Everything a request handler needs, shared by all handlers.
+pub struct Gateway {
+    pub catalog: Catalog,
+    pub keys: ApiKeys,
+}
+
+impl Gateway {
+    #[must_use]
+    pub fn new(catalog: Catalog, keys: ApiKeys) -> Self {
+        Self { catalog, keys }
+    }
+
+    /// Checks the request against the model's capabilities and starts generating.
+    ///
+    /// # Errors
+    /// `ModelNotFound`, `Unsupported` naming the parameter the model cannot honour, or whatever
+    /// the provider rejects (context length, overload).
+    pub fn generate(&self, request: &model::Request) -> Result<EventStream, model::Error> {
+        let entry = self.catalog.get(&request.model)?;
+        for (capability, param) in request.required_capabilities() {
+            if !entry.capabilities.contains(&capability) {
+                return Err(model::Error::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "The model `{}` does not support {} yet (parameter '{param}').",
+                        entry.id,
+                        describe(capability)
+                    ),
+                )
+                .with_param(param)
+                .with_code("unsupported_parameter"));
+            }
+        }
+        entry.provider.generate(request)
+    }
+}
+
+fn describe(capability: model::Capability) -> &'static str {
+    use model::Capability as C;
+    match capability {
+        C::Tools => "tool calling",
+        C::JsonObject => "JSON mode (response_format json_object)",
+        C::JsonSchema => "structured outputs (response_format json_schema)",
+        C::Vision => "image inputs",
+        C::AudioInput => "audio inputs",
+        C::AudioOutput => "audio outputs",
+        C::Files => "file inputs",
+        C::Reasoning => "reasoning_effort",
+        C::WebSearch => "web search",
+    }
+}

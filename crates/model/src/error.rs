@@ -1,0 +1,72 @@
+//! The error taxonomy shared by every layer. Each crate raises an [`Error`] of a [`ErrorKind`];
+//! only the server maps kinds to HTTP statuses and wire bodies.
+
+/// What went wrong, in terms a client can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed or a value is out of range.
+    InvalidRequest,
+    /// The request is well-formed but asks for something this model or server cannot do.
+    Unsupported,
+    /// No or wrong credentials.
+    Unauthorized,
+    /// The requested model is not in the catalog.
+    ModelNotFound,
+    /// Prompt plus requested output does not fit the model's context window.
+    ContextLengthExceeded,
+    /// The body exceeds the configured size limit.
+    PayloadTooLarge,
+    /// The engine queue is full; retry later.
+    Overloaded,
+    /// A stored object does not exist (or is not visible to this caller).
+    NotFound,
+    /// A bug or an environment failure; details stay in the logs.
+    Internal,
+}
+
+/// An error with the offending parameter named, as OpenAI does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The request field at fault, in the surface's own naming (`messages[0].role`).
+    pub param: Option<String>,
+    /// A machine-readable code where OpenAI defines one (`model_not_found`).
+    pub code: Option<String>,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            param: None,
+            code: None,
+        }
+    }
+
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidRequest, message).with_param(param)
+    }
+
+    pub fn unsupported(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unsupported, message).with_param(param)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+
+    #[must_use]
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    #[must_use]
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+}

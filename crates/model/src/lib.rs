@@ -1,0 +1,18 @@
+//! The canonical model: what a request *means* and what a generation *produces*, independent of
+//! any wire format. Every client surface (`api`) decodes into [`Request`] and encodes from
+//! [`Event`]s; every provider consumes a [`Request`] and yields [`Event`]s.
+//!
+//! This crate does no I/O and knows no HTTP status codes or JSON shapes of any API; the only
+//! serde derives here are for values that are opaque JSON by nature (tool parameter schemas,
+//! metadata).
+
+mod error;
+mod event;
+mod request;
+
+pub use error::{Error, ErrorKind};
+pub use event::{Choice, Completion, Event, FinishReason, TokenLogprob, TopLogprob, Usage};
+pub use request::{
+    Capability, ContentPart, FunctionTool, Item, OutputFormat, ReasoningEffort, Request, Role,
+    Sampling, Tool, ToolChoice, WebSearch,
+};

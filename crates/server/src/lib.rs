@@ -1,0 +1,133 @@
+//! The HTTP layer: the axum router, thin handlers (extract, decode, call the gateway, encode),
+//! authentication and body-limit handling, and the one table that maps error kinds to HTTP
+//! statuses and OpenAI error bodies ([`errors`]).
+//!
+//! Business logic does not live here: what a request means is decided in `api`, whether and
+//! where it can be served in `gateway`.
+
+mod chat;
+pub mod errors;
+mod models;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use axum::{Json, Router};
+use switchboard_gateway::Gateway;
+use switchboard_model::{Error, ErrorKind};
+use tokio::net::TcpListener;
+
+pub use errors::ApiError;
+
+/// Default request body limit: 16 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub body_limit: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: DEFAULT_BODY_LIMIT,
+        }
+    }
+}
+
+/// Shared by all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub gateway: Arc<Gateway>,
+}
+
+/// The full router.
+pub fn router(gateway: Arc<Gateway>, config: &ServerConfig) -> Router {
+    let state = AppState { gateway };
+    let api = Router::new()
+        .route("/chat/completions", post(chat::create))
+        .route("/models", get(models::list))
+        .route("/models/{id}", get(models::retrieve))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/health", get(health))
+        .nest("/v1", api)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests (streams included).
+///
+/// # Errors
+/// When accepting connections fails fatally.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    config: &ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, router(gateway, config))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError(Error::new(
+        ErrorKind::NotFound,
+        format!(
+            "Unrecognized request URL ({} {}).",
+            request.method(),
+            request.uri().path()
+        ),
+    ))
+}
+
+/// Accepts `Authorization: Bearer KEY` or `x-api-key: KEY`.
+async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let presented = presented_key(request.headers());
+    match state.gateway.keys.check(presented) {
+        Ok(()) => next.run(request).await,
+        Err(err) => ApiError(err).into_response(),
+    }
+}
+
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        let value = value.trim();
+        let mut parts = value.splitn(2, ' ');
+        if let (Some(scheme), Some(token)) = (parts.next(), parts.next()) {
+            if scheme.eq_ignore_ascii_case("bearer") {
+                return Some(token.trim());
+            }
+        }
+        return None;
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// A status for places that need one without a body.
+#[must_use]
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    errors::status(kind)
+}

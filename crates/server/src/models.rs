@@ -1,0 +1,39 @@
+//! `GET /v1/models` and `GET /v1/models/{id}`: the catalog in OpenAI's shape plus our
+//! extension fields (context window, capabilities, pricing).
+
+use axum::extract::{Path, State};
+use axum::Json;
+use switchboard_api::{ListModelsResponse, ModelEntry, Pricing};
+use switchboard_gateway::CatalogEntry;
+
+use crate::{ApiError, AppState};
+
+pub(crate) async fn list(State(state): State<AppState>) -> Json<ListModelsResponse> {
+    let entries = state.gateway.catalog.entries();
+    Json(ListModelsResponse::new(entries.iter().map(wire).collect()))
+}
+
+pub(crate) async fn retrieve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ModelEntry>, ApiError> {
+    Ok(Json(wire(state.gateway.catalog.get(&id)?)))
+}
+
+fn wire(entry: &CatalogEntry) -> ModelEntry {
+    ModelEntry::new(
+        entry.id.clone(),
+        entry.created,
+        entry.owned_by.clone(),
+        entry.context_window,
+        entry
+            .capabilities
+            .iter()
+            .map(|c| c.as_str().to_owned())
+            .collect(),
+        Pricing::usd(
+            entry.pricing.input_per_million,
+            entry.pricing.output_per_million,
+        ),
+    )
+}

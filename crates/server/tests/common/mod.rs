@@ -1,0 +1,161 @@
+//! Test support: a real server with the real default model on an ephemeral loopback port,
+//! plus helpers to call it and to read SSE streams.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use switchboard_engine::{Engine, EngineConfig};
+use switchboard_gateway::{ApiKeys, Catalog, CatalogEntry, Gateway};
+use switchboard_server::ServerConfig;
+
+pub const MODEL: &str = "smollm2-135m-instruct";
+
+pub struct TestServer {
+    pub base: String,
+    pub engine: Engine,
+}
+
+pub fn model_path() -> PathBuf {
+    let home = std::env::var_os("SWITCHBOARD_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/switchboard")
+        });
+    let path = home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.is_file(),
+        "the default model is missing at {}: run `cargo run -p switchboard -- pull` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// The server most tests share: no keys, default limits.
+pub fn shared() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(|| start(EngineConfig::default(), &[], ServerConfig::default()))
+}
+
+/// A dedicated server, for tests that need keys or tight limits.
+pub fn start(
+    engine_config: EngineConfig,
+    keys: &[&str],
+    server_config: ServerConfig,
+) -> TestServer {
+    let engine = Engine::load(&model_path(), MODEL, &engine_config).expect("load model");
+    let mut catalog = Catalog::default();
+    catalog.add(CatalogEntry::local(engine.clone(), 1_700_000_000));
+    let gateway = Arc::new(Gateway::new(catalog, ApiKeys::new(keys)));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            switchboard_server::serve(listener, gateway, &server_config, std::future::pending())
+                .await
+                .unwrap();
+        });
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server start");
+    TestServer {
+        base: format!("http://{addr}"),
+        engine,
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = client()
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn chat(&self, body: &Value) -> (u16, Value) {
+        self.post("/v1/chat/completions", body).await
+    }
+
+    /// Streams a chat completion and returns the decoded `data:` payloads, `[DONE]` last.
+    pub async fn chat_stream(&self, body: &Value) -> (u16, Vec<String>) {
+        let response = client()
+            .post(self.url("/v1/chat/completions"))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        if status == 200 {
+            assert_eq!(
+                response.headers()["content-type"].to_str().unwrap(),
+                "text/event-stream"
+            );
+        }
+        let text = response.text().await.unwrap();
+        (status, sse_data(&text))
+    }
+}
+
+pub fn sse_data(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .filter(|frame| !frame.trim().is_empty())
+        .map(|frame| {
+            frame
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("frame without data: {frame:?}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Validates against the OpenAI spec, or says clearly why it cannot.
+pub fn validate(schema: &str, body: &Value) {
+    switchboard_testkit::validate_or_skip(schema, body);
+}
+
+pub fn user(text: &str) -> Value {
+    serde_json::json!([{ "role": "user", "content": text }])
+}
+
+/// Asserts an OpenAI error body with the given status, type and param.
+pub fn assert_error(status: u16, body: &Value, want_status: u16, want_param: Option<&str>) {
+    assert_eq!(status, want_status, "body: {body}");
+    validate("ErrorResponse", body);
+    let error = &body["error"];
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(error["type"].is_string(), "{body}");
+    if let Some(param) = want_param {
+        assert_eq!(error["param"], param, "{body}");
+    }
+}

@@ -1,0 +1,74 @@
+"""Drives a running Switchboard with the official OpenAI Python SDK, unchanged.
+
+Run by the `python_sdk_client` integration test with SWITCHBOARD_BASE_URL and SWITCHBOARD_MODEL
+set. Prints ALL OK when every check passes; any failure raises.
+"""
+
+import os
+
+import openai
+from openai import OpenAI
+
+BASE_URL = os.environ["SWITCHBOARD_BASE_URL"]
+MODEL = os.environ["SWITCHBOARD_MODEL"]
+
+client = OpenAI(base_url=BASE_URL, api_key="unused-without-keys", max_retries=0, timeout=120)
+
+models = client.models.list()
+assert any(m.id == MODEL for m in models.data), models
+
+question = [{"role": "user", "content": "What is the capital of France?"}]
+
+completion = client.chat.completions.create(model=MODEL, messages=question, temperature=0, max_tokens=30)
+answer = completion.choices[0].message.content
+assert "Paris" in answer, answer
+assert completion.usage.prompt_tokens > 0 and completion.usage.completion_tokens > 0
+
+stream = client.chat.completions.create(
+    model=MODEL, messages=question, temperature=0, max_tokens=30, stream=True,
+    stream_options={"include_usage": True},
+)
+pieces, usage, finish = [], None, None
+for chunk in stream:
+    if chunk.usage is not None:
+        usage = chunk.usage
+    for choice in chunk.choices:
+        if choice.delta.content:
+            pieces.append(choice.delta.content)
+        if choice.finish_reason:
+            finish = choice.finish_reason
+assert "".join(pieces) == answer, ("".join(pieces), answer)
+assert usage is not None and usage.total_tokens == completion.usage.total_tokens
+assert finish == completion.choices[0].finish_reason
+
+two = client.chat.completions.create(model=MODEL, messages=question, n=2, max_tokens=12, seed=5)
+assert len(two.choices) == 2 and {c.index for c in two.choices} == {0, 1}
+
+poem = [{"role": "user", "content": "Write a haiku about rain."}]
+first = client.chat.completions.create(model=MODEL, messages=poem, seed=42, temperature=1, max_tokens=24)
+again = client.chat.completions.create(model=MODEL, messages=poem, seed=42, temperature=1, max_tokens=24)
+assert first.choices[0].message.content == again.choices[0].message.content
+
+stop_word = answer.split()[1] if len(answer.split()) > 1 else answer[:2]
+stopped = client.chat.completions.create(model=MODEL, messages=question, temperature=0, max_tokens=30, stop=[stop_word])
+assert stop_word not in stopped.choices[0].message.content
+assert stopped.choices[0].finish_reason == "stop"
+
+cut = client.chat.completions.create(
+    model=MODEL, messages=[{"role": "user", "content": "Tell me a long story."}], max_completion_tokens=4,
+)
+assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 4
+
+try:
+    client.chat.completions.create(model="no-such-model", messages=question)
+    raise AssertionError("expected NotFoundError")
+except openai.NotFoundError as err:
+    assert err.status_code == 404
+
+try:
+    client.chat.completions.create(model=MODEL, messages=question, temperature=5)
+    raise AssertionError("expected BadRequestError")
+except openai.BadRequestError as err:
+    assert err.body["param"] == "temperature", err.body
+
+print("ALL OK")

@@ -1,0 +1,201 @@
+//! Configuration: the TOML file format (unknown keys are errors), environment variables and
+//! flags, resolved in that order of precedence into the typed settings of each crate.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Deserialize;
+use switchboard_engine::EngineConfig;
+use switchboard_server::ServerConfig;
+
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Accepted API key (repeatable). Also SWITCHBOARD_API_KEYS, comma-separated.
+    #[arg(long = "api-key")]
+    pub api_keys: Vec<String>,
+    /// TOML configuration file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Serve this GGUF file instead of the default model.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Catalog id for --model [default: the file name without extension, lowercased].
+    #[arg(long)]
+    pub model_id: Option<String>,
+    /// Allow listening beyond loopback without API keys.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Compute threads for the engine [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Requests that may wait for the engine before new ones get 503.
+    #[arg(long)]
+    pub queue_capacity: Option<usize>,
+    /// Context window to serve [default: the model's trained context].
+    #[arg(long)]
+    pub context_window: Option<usize>,
+    /// Largest accepted request body in bytes [default: 16 MiB].
+    #[arg(long)]
+    pub body_limit: Option<usize>,
+}
+
+/// The configuration file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    pub insecure_no_auth: Option<bool>,
+    pub body_limit: Option<usize>,
+    #[serde(default)]
+    pub engine: FileEngineConfig,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileEngineConfig {
+    pub model: Option<PathBuf>,
+    pub model_id: Option<String>,
+    pub threads: Option<usize>,
+    pub queue_capacity: Option<usize>,
+    pub max_sequences: Option<usize>,
+    pub step_tokens: Option<usize>,
+    pub context_window: Option<usize>,
+}
+
+/// Fully resolved settings for `serve`.
+#[derive(Debug)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub api_keys: Vec<String>,
+    pub insecure_no_auth: bool,
+    pub model: Option<PathBuf>,
+    pub model_id: Option<String>,
+    pub engine: EngineConfig,
+    pub server: ServerConfig,
+}
+
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    8080,
+));
+
+impl Settings {
+    pub fn resolve(args: &ServeArgs) -> Result<Self> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let env_keys = std::env::var("SWITCHBOARD_API_KEYS").unwrap_or_default();
+        Ok(Self::merge(file, &env_keys, args))
+    }
+
+    fn merge(file: FileConfig, env_keys: &str, args: &ServeArgs) -> Self {
+        let mut api_keys = file.api_keys;
+        api_keys.extend(
+            env_keys
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned),
+        );
+        api_keys.extend(args.api_keys.iter().cloned());
+        let defaults = EngineConfig::default();
+        let e = file.engine;
+        Self {
+            listen: args.listen.or(file.listen).unwrap_or(DEFAULT_LISTEN),
+            api_keys,
+            insecure_no_auth: args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false),
+            model: args.model.clone().or(e.model),
+            model_id: args.model_id.clone().or(e.model_id),
+            engine: EngineConfig {
+                threads: args.threads.or(e.threads).unwrap_or(defaults.threads),
+                queue_capacity: args
+                    .queue_capacity
+                    .or(e.queue_capacity)
+                    .unwrap_or(defaults.queue_capacity),
+                max_sequences: e.max_sequences.unwrap_or(defaults.max_sequences),
+                step_tokens: e.step_tokens.unwrap_or(defaults.step_tokens),
+                context_window: args
+                    .context_window
+                    .or(e.context_window)
+                    .unwrap_or(defaults.context_window),
+            },
+            server: ServerConfig {
+                body_limit: args
+                    .body_limit
+                    .or(file.body_limit)
+                    .unwrap_or(switchboard_server::DEFAULT_BODY_LIMIT),
+            },
+        }
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+/// `SmolLM2-135M-Instruct.Q4_1.gguf` → `smollm2-135m-instruct.q4_1`.
+pub fn model_id_from_path(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().to_lowercase())
+        .unwrap_or_else(|| "local".to_owned())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_env_override_file() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            listen = "0.0.0.0:9000"
+            api_keys = ["from-file"]
+            body_limit = 10
+            [engine]
+            threads = 3
+            queue_capacity = 5
+            "#,
+        )
+        .unwrap();
+        let args = ServeArgs {
+            listen: Some("127.0.0.1:1234".parse().unwrap()),
+            api_keys: vec!["from-flag".into()],
+            threads: Some(1),
+            ..ServeArgs::default()
+        };
+        let settings = Settings::merge(file, "from-env, other-env", &args);
+        assert_eq!(settings.listen, "127.0.0.1:1234".parse().unwrap());
+        assert_eq!(
+            settings.api_keys,
+            vec!["from-file", "from-env", "other-env", "from-flag"]
+        );
+        assert_eq!(settings.engine.threads, 1);
+        assert_eq!(settings.engine.queue_capacity, 5);
+        assert_eq!(settings.server.body_limit, 10);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+        assert!(toml::from_str::<FileConfig>("[engine]\nthread = 1").is_err());
+    }
+
+    #[test]
+    fn model_ids_come_from_file_names() {
+        assert_eq!(
+            model_id_from_path(Path::new("/m/SmolLM2-135M-Instruct.Q4_1.gguf")),
+            "smollm2-135m-instruct.q4_1"
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! The `switchboard` binary: command line, configuration resolution (file < env < flags), model
+//! fetching, and start-up of the engine, gateway and HTTP server.
+
+mod config;
+mod fetch;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use switchboard_engine::Engine;
+use switchboard_gateway::{ApiKeys, Catalog, CatalogEntry, Gateway};
+use tokio::net::TcpListener;
+
+use crate::config::{ServeArgs, Settings};
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Self-hostable LLM API platform"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API server.
+    Serve(Box<ServeArgs>),
+    /// Download the default model into the model cache.
+    Pull,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(&args),
+        Command::Pull => fetch::ensure_default_model().map(|path| {
+            tracing::info!(path = %path.display(), "default model ready");
+        }),
+    }
+}
+
+fn serve(args: &ServeArgs) -> Result<()> {
+    let settings = Settings::resolve(args)?;
+    let keys = ApiKeys::new(&settings.api_keys);
+    check_exposure(settings.listen, keys.is_empty(), settings.insecure_no_auth)?;
+    let (path, model_id) = match &settings.model {
+        Some(path) => (
+            path.clone(),
+            settings
+                .model_id
+                .clone()
+                .unwrap_or_else(|| config::model_id_from_path(path)),
+        ),
+        None => (
+            fetch::ensure_default_model()?,
+            settings
+                .model_id
+                .clone()
+                .unwrap_or_else(|| fetch::DEFAULT_MODEL_ID.to_owned()),
+        ),
+    };
+    tracing::info!(path = %path.display(), id = %model_id, "loading model");
+    let engine = Engine::load(&path, &model_id, &settings.engine)
+        .with_context(|| format!("loading {}", path.display()))?;
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut catalog = Catalog::default();
+    catalog.add(CatalogEntry::local(engine, created));
+    let gateway = Arc::new(Gateway::new(catalog, keys));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        tracing::info!(address = %listener.local_addr()?, "listening");
+        switchboard_server::serve(listener, gateway, &settings.server, shutdown_signal()).await?;
+        tracing::info!("shut down");
+        Ok(())
+    })
+}
+
+/// Without keys, only loopback is safe to listen on.
+fn check_exposure(listen: SocketAddr, no_keys: bool, insecure: bool) -> Result<()> {
+    if !no_keys {
+        return Ok(());
+    }
+    if listen.ip().is_loopback() {
+        tracing::warn!("no API keys configured: any local process can use this server");
+        return Ok(());
+    }
+    if insecure {
+        tracing::warn!(
+            address = %listen,
+            "no API keys configured and listening beyond loopback (--insecure-no-auth)"
+        );
+        return Ok(());
+    }
+    bail!(
+        "refusing to listen on {listen} without API keys: pass --api-key KEY (or set SWITCHBOARD_API_KEYS), \
+         listen on a loopback address, or pass --insecure-no-auth to accept the risk"
+    )
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}
