@@ -498,7 +498,8 @@ impl Scheduler {
             return;
         };
         let n = running.sequences();
-        let reserve = (running.job.prompt.len() + running.job.max_new_tokens.min(512))
+        // Forks reserve a short stretch of output; n can be large, and most choices end early.
+        let reserve = (running.job.prompt.len() + running.job.max_new_tokens.min(128))
             .min(self.context_window);
         let mut caches: Vec<KvCache> = (1..n).map(|_| prompt_cache.fork(reserve)).collect();
         caches.push(prompt_cache);

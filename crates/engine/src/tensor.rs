@@ -127,10 +127,50 @@ impl Matrix {
 
     /// `out[t][r] = Σ_c self[r][c] · x[t][c]` for every activation row `t` of `x`
     /// (`x` is `n × cols`, `out` is `n × rows`, both row-major).
+    ///
+    /// Quantized weights take the integer path: each activation row is quantized once to 8-bit
+    /// blocks (as llama.cpp does, so results agree with it to rounding), then every weight block
+    /// is multiplied against it with integer arithmetic. Float weights are dequantized per row
+    /// block and multiplied in f32.
     pub fn matmul(&self, x: &[f32], out: &mut [f32]) {
         let n = x.len() / self.cols;
         debug_assert_eq!(x.len(), n * self.cols);
         debug_assert_eq!(out.len(), n * self.rows);
+        match self.dtype {
+            DType::Q4_0 | DType::Q4_1 | DType::Q8_0 => ACTIVATIONS.with(|acts| {
+                let mut acts = acts.borrow_mut();
+                quantize_rows(x, self.cols, self.dtype == DType::Q4_1, &mut acts);
+                self.matmul_quantized(&acts, n, out);
+            }),
+            DType::F32 | DType::F16 => self.matmul_float(x, n, out),
+        }
+    }
+
+    fn matmul_quantized(&self, acts: &[ActBlock], n: usize, out: &mut [f32]) {
+        let out_ptr = SharedOut(out.as_mut_ptr());
+        let blocks_per_row = self.cols / 32;
+        let kernel = *QDOT;
+        let data = self.data.bytes();
+        (0..self.rows.div_ceil(ROW_BLOCK))
+            .into_par_iter()
+            .for_each(|block| {
+                let first = block * ROW_BLOCK;
+                let count = ROW_BLOCK.min(self.rows - first);
+                for t in 0..n {
+                    let act = &acts[t * blocks_per_row..(t + 1) * blocks_per_row];
+                    for r in first..first + count {
+                        let row = &data[r * self.row_bytes..(r + 1) * self.row_bytes];
+                        let value = kernel(self.dtype, row, act);
+                        // SAFETY: each task owns the disjoint output columns
+                        // `first..first + count` of every row `t`; `out` outlives the parallel
+                        // loop because `for_each` returns only after all tasks finished.
+                        unsafe { out_ptr.write(t * self.rows + r, value) };
+                    }
+                }
+            });
+    }
+
+    fn matmul_float(&self, x: &[f32], n: usize, out: &mut [f32]) {
         let out_ptr = SharedOut(out.as_mut_ptr());
         let blocks = self.rows.div_ceil(ROW_BLOCK);
         (0..blocks).into_par_iter().for_each(|block| {
@@ -146,15 +186,142 @@ impl Matrix {
                     let xt = &x[t * self.cols..(t + 1) * self.cols];
                     for r in 0..count {
                         let value = dot(&scratch[r * self.cols..(r + 1) * self.cols], xt);
-                        // SAFETY: each task owns the disjoint output columns
-                        // `first..first + count` of every row `t`; `out` outlives the parallel
-                        // loop because `for_each` returns only after all tasks finished.
+                        // SAFETY: as in `matmul_quantized`: disjoint columns per task.
                         unsafe { out_ptr.write(t * self.rows + first + r, value) };
                     }
                 }
             });
         });
     }
+}
+
+/// One block of 32 activations quantized to 8 bits: value ≈ `d · qs[i]`; `s = d · Σ qs` lets
+/// weights with an offset (Q4_1) fold it in with one multiply.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ActBlock {
+    pub d: f32,
+    pub s: f32,
+    pub qs: [i8; 32],
+}
+
+/// Quantizes rows of `cols` activations into 8-bit blocks, rounding the scales through f16
+/// exactly as llama.cpp's Q8_0/Q8_1 activation formats do.
+pub fn quantize_rows(x: &[f32], cols: usize, with_sum: bool, out: &mut Vec<ActBlock>) {
+    out.clear();
+    for row in x.chunks_exact(cols) {
+        for chunk in row.chunks_exact(32) {
+            let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let inverse = if amax == 0.0 { 0.0 } else { 127.0 / amax };
+            let mut block = ActBlock {
+                d: round_f16(d),
+                s: 0.0,
+                qs: [0; 32],
+            };
+            let mut sum = 0i32;
+            for (q, v) in block.qs.iter_mut().zip(chunk) {
+                #[allow(clippy::cast_possible_truncation)]
+                let rounded = (v * inverse).round_ties_even() as i8;
+                *q = rounded;
+                sum += i32::from(rounded);
+            }
+            if with_sum {
+                #[allow(clippy::cast_precision_loss)]
+                let total = d * sum as f32;
+                block.s = round_f16(total);
+            }
+            out.push(block);
+        }
+    }
+}
+
+fn round_f16(v: f32) -> f32 {
+    f16::from_f32(v).to_f32()
+}
+
+/// f16 → f32 for every bit pattern: block scales convert with one load, as in ggml.
+static F16_TABLE: LazyLock<Box<[f32]>> =
+    LazyLock::new(|| (0..=u16::MAX).map(|b| f16::from_bits(b).to_f32()).collect());
+
+#[inline(always)]
+fn scale(table: &[f32], lo: u8, hi: u8) -> f32 {
+    table[usize::from(u16::from_le_bytes([lo, hi]))]
+}
+
+type QDotFn = fn(DType, &[u8], &[ActBlock]) -> f32;
+
+static QDOT: LazyLock<QDotFn> = LazyLock::new(select_qdot);
+
+fn select_qdot() -> QDotFn {
+    // Touch the table before the first parallel use.
+    LazyLock::force(&F16_TABLE);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return x86::qdot_avx2_safe;
+        }
+    }
+    qdot_portable
+}
+
+/// Dot product of one quantized weight row with one quantized activation row.
+#[must_use]
+pub fn qdot_portable(dtype: DType, row: &[u8], act: &[ActBlock]) -> f32 {
+    qdot_generic(dtype, row, act)
+}
+
+/// Written so the compiler vectorizes the per-block integer loops; compiled once portably and
+/// once with AVX2 enabled.
+#[inline(always)]
+fn qdot_generic(dtype: DType, row: &[u8], act: &[ActBlock]) -> f32 {
+    let table: &[f32] = &F16_TABLE;
+    let mut total = 0f32;
+    match dtype {
+        DType::Q4_1 => {
+            for (w, a) in row.chunks_exact(20).zip(act) {
+                let mut sum = 0i32;
+                for j in 0..16 {
+                    let q = w[4 + j];
+                    sum += i32::from(q & 0x0f) * i32::from(a.qs[j])
+                        + i32::from(q >> 4) * i32::from(a.qs[j + 16]);
+                }
+                #[allow(clippy::cast_precision_loss)]
+                let sum = sum as f32;
+                total += scale(table, w[0], w[1]) * a.d * sum + scale(table, w[2], w[3]) * a.s;
+            }
+        }
+        DType::Q4_0 => {
+            for (w, a) in row.chunks_exact(18).zip(act) {
+                let mut sum = 0i32;
+                for j in 0..16 {
+                    let q = w[2 + j];
+                    sum += (i32::from(q & 0x0f) - 8) * i32::from(a.qs[j])
+                        + (i32::from(q >> 4) - 8) * i32::from(a.qs[j + 16]);
+                }
+                #[allow(clippy::cast_precision_loss)]
+                let sum = sum as f32;
+                total += scale(table, w[0], w[1]) * a.d * sum;
+            }
+        }
+        DType::Q8_0 => {
+            for (w, a) in row.chunks_exact(34).zip(act) {
+                let mut sum = 0i32;
+                for j in 0..32 {
+                    sum += i32::from(w[2 + j].cast_signed()) * i32::from(a.qs[j]);
+                }
+                #[allow(clippy::cast_precision_loss)]
+                let sum = sum as f32;
+                total += scale(table, w[0], w[1]) * a.d * sum;
+            }
+        }
+        DType::F32 | DType::F16 => {}
+    }
+    total
+}
+
+thread_local! {
+    static ACTIVATIONS: RefCell<Vec<ActBlock>> = const { RefCell::new(Vec::new()) };
 }
 
 thread_local! {
@@ -271,6 +438,16 @@ mod x86 {
         _mm_shuffle_ps,
     };
 
+    pub(super) fn qdot_avx2_safe(dtype: super::DType, row: &[u8], act: &[super::ActBlock]) -> f32 {
+        // SAFETY: selected only after runtime detection of AVX2 and FMA.
+        unsafe { qdot_avx2(dtype, row, act) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn qdot_avx2(dtype: super::DType, row: &[u8], act: &[super::ActBlock]) -> f32 {
+        super::qdot_generic(dtype, row, act)
+    }
+
     pub(super) fn dot_avx2_safe(a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: this function is only selected after runtime detection of AVX2 and FMA.
         unsafe { dot_avx2(a, b) }
@@ -317,11 +494,14 @@ mod x86 {
     }
 }
 
-/// `out = x / rms(x) · weight`, per row of length `weight.len()`.
+/// `out = x / rms(x) · weight`, per row of length `weight.len()`. The mean square is summed
+/// in f64, as ggml does, so the normalisation agrees with llama.cpp to the last bit we can.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let dim = weight.len();
     for (row, out_row) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
-        let mean_square = dot(row, row) / dim as f32;
+        let sum: f64 = row.iter().map(|v| f64::from(v * v)).sum();
+        #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+        let mean_square = (sum / dim as f64) as f32;
         let scale = 1.0 / (mean_square + eps).sqrt();
         for ((o, v), w) in out_row.iter_mut().zip(row).zip(weight) {
             *o = v * scale * w;
@@ -418,20 +598,54 @@ mod tests {
         }
         for n in [1, 2, 5] {
             let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let mut acts = Vec::new();
+            quantize_rows(&x, cols, true, &mut acts);
             let mut out = vec![0.0; n * rows];
             matrix.matmul(&x, &mut out);
             for t in 0..n {
+                // The reference sees the same 8-bit activations the kernel does.
+                let xq: Vec<f32> = acts[t * cols / 32..(t + 1) * cols / 32]
+                    .iter()
+                    .flat_map(|b| b.qs.map(|q| b.d * f32::from(q)))
+                    .collect();
                 for r in 0..rows {
-                    let want = scalar_dot(
-                        &dequantized[r * cols..(r + 1) * cols],
-                        &x[t * cols..(t + 1) * cols],
-                    );
+                    let w = &dequantized[r * cols..(r + 1) * cols];
+                    let want = scalar_dot(w, &xq);
+                    let exact = scalar_dot(w, &x[t * cols..(t + 1) * cols]);
                     let got = f64::from(out[t * rows + r]);
                     assert!(
-                        (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        (got - want).abs() <= 2e-3 * (1.0 + want.abs()),
+                        "t={t} r={r} {got} {want}"
+                    );
+                    assert!(
+                        (got - exact).abs() <= 0.05 * (1.0 + exact.abs()),
                         "t={t} r={r}"
                     );
+                    let portable = f64::from(qdot_portable(
+                        DType::Q4_1,
+                        &bytes[r * matrix.row_bytes..(r + 1) * matrix.row_bytes],
+                        &acts[t * cols / 32..(t + 1) * cols / 32],
+                    ));
+                    assert!(
+                        (portable - got).abs() <= 1e-4 * (1.0 + got.abs()),
+                        "simd vs portable"
+                    );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn activation_quantization_round_trips() {
+        let x: Vec<f32> = (0..64).map(|i| (i as f32 - 31.5) / 10.0).collect();
+        let mut acts = Vec::new();
+        quantize_rows(&x, 64, true, &mut acts);
+        assert_eq!(acts.len(), 2);
+        for (block, chunk) in acts.iter().zip(x.chunks(32)) {
+            let sum: i32 = block.qs.iter().map(|q| i32::from(*q)).sum();
+            assert!((block.s - block.d * sum as f32).abs() < 1e-2);
+            for (q, v) in block.qs.iter().zip(chunk) {
+                assert!((block.d * f32::from(*q) - v).abs() <= block.d * 0.51 + 1e-3);
             }
         }
     }

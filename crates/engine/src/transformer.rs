@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 
+use half::f16;
 use rayon::prelude::*;
 
 use crate::gguf::{GgufFile, MetaValue};
@@ -129,7 +130,7 @@ pub struct Transformer {
     layers: Vec<Layer>,
     out_norm: Vec<f32>,
     output: Matrix,
-    inv_freq: Vec<f32>,
+    theta_scale: f32,
 }
 
 /// One row of a batch: a token of some sequence at some position.
@@ -224,16 +225,14 @@ impl Transformer {
             embed.clone()
         };
         #[allow(clippy::cast_precision_loss)]
-        let inv_freq = (0..h.rope_dims / 2)
-            .map(|i| h.rope_base.powf(-2.0 * i as f32 / h.rope_dims as f32))
-            .collect();
+        let theta_scale = h.rope_base.powf(-2.0 / h.rope_dims as f32);
         Ok(Self {
             out_norm: vector("output_norm.weight", h.dim)?,
             hyper,
             embed,
             layers,
             output,
-            inv_freq,
+            theta_scale,
         })
     }
 
@@ -269,9 +268,14 @@ impl Transformer {
             layer.wq.matmul(&s.xn, &mut s.q);
             layer.wk.matmul(&s.xn, &mut s.k);
             layer.wv.matmul(&s.xn, &mut s.v);
+            // The cache and the attention products hold half precision, as llama.cpp's do, so
+            // greedy output agrees with it even at near-ties.
+            round_to_f16(&mut s.v);
             for (row, item) in batch.iter().enumerate() {
                 self.rope(&mut s.q[row * dim..(row + 1) * dim], item.pos);
                 self.rope(&mut s.k[row * kv_dim..(row + 1) * kv_dim], item.pos);
+                round_to_f16(&mut s.q[row * dim..(row + 1) * dim]);
+                round_to_f16(&mut s.k[row * kv_dim..(row + 1) * kv_dim]);
                 caches[item.seq].write(
                     layer_index,
                     item.pos,
@@ -309,11 +313,14 @@ impl Transformer {
 
     fn rope(&self, heads: &mut [f32], pos: usize) {
         let h = &self.hyper;
-        #[allow(clippy::cast_precision_loss)]
-        let pos = pos as f32;
         for head in heads.chunks_exact_mut(h.head_dim) {
-            for (i, freq) in self.inv_freq.iter().enumerate() {
-                let (sin, cos) = (pos * freq).sin_cos();
+            // Angles advance by repeated multiplication in f32, as ggml computes them, so
+            // positions far into the context round the same way.
+            #[allow(clippy::cast_precision_loss)]
+            let mut theta = pos as f32;
+            for i in 0..h.rope_dims / 2 {
+                let (sin, cos) = theta.sin_cos();
+                theta *= self.theta_scale;
                 let (a, b) = match h.rope_style {
                     RopeStyle::Interleaved => (2 * i, 2 * i + 1),
                     RopeStyle::Halves => (i, i + h.rope_dims / 2),
@@ -354,14 +361,17 @@ impl Transformer {
                         max = max.max(score);
                         scores.push(score);
                     }
-                    let mut total = 0.0;
+                    let mut total = 0f64;
                     for score in scores.iter_mut() {
                         *score = (*score - max).exp();
-                        total += *score;
+                        total += f64::from(*score);
                     }
+                    #[allow(clippy::cast_possible_truncation)]
+                    let inverse = (1.0 / total) as f32;
                     head_out.fill(0.0);
                     for (p, weight) in scores.iter().enumerate() {
-                        axpy(weight / total, cache.value(layer, p, kv_head), head_out);
+                        let weight = f16::from_f32(weight * inverse).to_f32();
+                        axpy(weight, cache.value(layer, p, kv_head), head_out);
                     }
                 });
             });
@@ -370,6 +380,12 @@ impl Transformer {
 
 thread_local! {
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+fn round_to_f16(values: &mut [f32]) {
+    for v in values {
+        *v = f16::from_f32(*v).to_f32();
+    }
 }
 
 fn add_assign(x: &mut [f32], y: &[f32]) {

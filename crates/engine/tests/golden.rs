@@ -72,59 +72,60 @@ fn greedy_tokens_match_llama_cpp() {
             .iter()
             .map(|v| v.as_u64().unwrap() as u32)
             .collect();
-        // Prefill in two chunks and decode one token at a time, as the scheduler does.
-        let mut cache = KvCache::new(h.layers, h.kv_dim(), h.head_dim, prompt.len() + want.len());
+        // Teacher forcing: feed prompt + reference tokens (in two chunks, as the scheduler
+        // would) and check every reference token is our argmax or within a near-tie of it.
+        // Kernels that differ in the last bits (llama.cpp sums in other orders) may flip such
+        // ties, which makes free-running comparisons diverge for reasons unrelated to bugs.
+        let sequence: Vec<u32> = prompt
+            .iter()
+            .chain(&want[..want.len() - 1])
+            .copied()
+            .collect();
+        let mut cache = KvCache::new(h.layers, h.kv_dim(), h.head_dim, sequence.len());
         let mut scratch = Scratch::default();
         let mut logits = Vec::new();
+        let mut rows = Vec::new();
         let split = prompt.len() / 2;
-        for range in [0..split, split..prompt.len()] {
+        for range in [0..split, split..sequence.len()] {
             let batch: Vec<BatchToken> = range
                 .clone()
                 .map(|pos| BatchToken {
-                    token: prompt[pos],
+                    token: sequence[pos],
                     seq: 0,
                     pos,
-                    logits: pos + 1 == prompt.len(),
+                    logits: pos + 1 >= prompt.len(),
                 })
                 .collect();
             model.forward(&batch, &mut [&mut cache], &mut scratch, &mut logits);
+            rows.extend(logits.chunks_exact(h.vocab).map(<[f32]>::to_vec));
         }
-        let mut got = Vec::new();
-        let mut next = argmax(&logits);
-        if std::env::var_os("GOLDEN_DEBUG").is_some() {
-            let mut idx: Vec<usize> = (0..logits.len()).collect();
-            idx.sort_by(|a, b| logits[*b].total_cmp(&logits[*a]));
-            eprintln!(
-                "top: {:?}",
-                idx[..5]
-                    .iter()
-                    .map(|&i| (i, logits[i], tokenizer.decode(&[i as u32])))
-                    .collect::<Vec<_>>()
-            );
+        assert_eq!(rows.len(), want.len());
+        let mut exact = 0;
+        let mut largest_gap = 0f32;
+        for (i, (row, &token)) in rows.iter().zip(&want).enumerate() {
+            let best = argmax(row);
+            let gap = row[best as usize] - row[token as usize];
+            largest_gap = largest_gap.max(gap);
+            if best == token {
+                exact += 1;
+            } else if gap > 0.2 {
+                failures.push(format!(
+                    "position {i}: reference token {token} ({:?}) is {gap:.3} below our argmax {best} ({:?})",
+                    tokenizer.decode(&[token]),
+                    tokenizer.decode(&[best])
+                ));
+            }
         }
-        for _ in 0..want.len() {
-            got.push(next);
-            let pos = cache.len();
-            model.forward(
-                &[BatchToken {
-                    token: next,
-                    seq: 0,
-                    pos,
-                    logits: true,
-                }],
-                &mut [&mut cache],
-                &mut scratch,
-                &mut logits,
-            );
-            next = argmax(&logits);
-        }
-        let common = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
-        if common < want.len().min(32) {
+        if exact * 20 < want.len() * 19 {
             failures.push(format!(
-                "greedy tokens diverge at {common}:\n got {got:?}\nwant {want:?}\n got text {:?}",
-                tokenizer.decode(&got)
+                "only {exact} of {} reference tokens are our argmax",
+                want.len()
             ));
         }
+        eprintln!(
+            "{exact}/{} reference tokens are our argmax; largest gap {largest_gap:.3}",
+            want.len()
+        );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -17,7 +17,11 @@ client = OpenAI(base_url=BASE_URL, api_key="unused-without-keys", max_retries=0,
 models = client.models.list()
 assert any(m.id == MODEL for m in models.data), models
 
-question = [{"role": "user", "content": "What is the capital of France?"}]
+# Without a system message SmolLM2's template adds its own, which makes this model answer in French.
+question = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "What is the capital of France?"},
+]
 
 completion = client.chat.completions.create(model=MODEL, messages=question, temperature=0, max_tokens=30)
 answer = completion.choices[0].message.content

@@ -141,6 +141,14 @@ pub fn validate(schema: &str, body: &Value) {
     switchboard_testkit::validate_or_skip(schema, body);
 }
 
+/// SmolLM2's template adds its own system prompt when none is given, and with it this small
+/// model tends to answer in French; tests that check answers bring their own.
+pub const SYSTEM: &str = "You are a helpful assistant.";
+
+pub fn ask(text: &str) -> Value {
+    serde_json::json!([{ "role": "system", "content": SYSTEM }, { "role": "user", "content": text }])
+}
+
 pub fn user(text: &str) -> Value {
     serde_json::json!([{ "role": "user", "content": text }])
 }
