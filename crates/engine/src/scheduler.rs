@@ -144,6 +144,7 @@ impl Engine {
             context_window,
             scratch: Scratch::default(),
             logits: Vec::new(),
+            choice_logits: Vec::new(),
         };
         thread::Builder::new()
             .name("engine-scheduler".into())
@@ -308,6 +309,7 @@ struct Scheduler {
     context_window: usize,
     scratch: Scratch,
     logits: Vec<f32>,
+    choice_logits: Vec<f32>,
 }
 
 impl Scheduler {
@@ -471,7 +473,7 @@ impl Scheduler {
 
         let vocab = self.model.hyper.vocab;
         let mut logits = std::mem::take(&mut self.logits);
-        let mut row_logits = logits.chunks_exact_mut(vocab);
+        let mut row_logits = logits.chunks_exact_mut(vocab.max(1));
         for (row, slot) in slots.iter().enumerate() {
             if !batch[row].logits {
                 if let Slot::Prompt { job } = *slot {
@@ -492,7 +494,7 @@ impl Scheduler {
     }
 
     /// The prompt is in the cache: fork it into `n` choices and sample their first tokens.
-    fn start_choices(&mut self, job: usize, logits: &[f32]) {
+    fn start_choices(&mut self, job: usize, logits: &mut [f32]) {
         let running = &mut self.running[job];
         let Some(prompt_cache) = running.prompt_cache.take() else {
             return;
@@ -516,20 +518,29 @@ impl Scheduler {
                 finished: false,
             });
         }
+        // Sampling edits logits in place (bias, penalties), so every choice but the last
+        // samples from a copy.
+        let mut copy = std::mem::take(&mut self.choice_logits);
         for choice in 0..n {
-            self.advance(job, choice, logits);
+            if choice + 1 < n {
+                copy.clear();
+                copy.extend_from_slice(logits);
+                self.advance(job, choice, &mut copy);
+            } else {
+                self.advance(job, choice, logits);
+            }
         }
+        self.choice_logits = copy;
     }
 
     /// Samples the next token of one choice from its logits and emits what it produced.
-    fn advance(&mut self, job: usize, choice_index: usize, logits: &[f32]) {
-        let mut logits = logits.to_vec();
+    fn advance(&mut self, job: usize, choice_index: usize, logits: &mut [f32]) {
         let context_window = self.context_window;
         let running = &mut self.running[job];
         let max_new = running.job.max_new_tokens;
         let prompt_len = running.job.prompt.len();
         let choice = &mut running.choices[choice_index];
-        let sampled = choice.sampler.sample(&mut logits);
+        let sampled = choice.sampler.sample(logits);
         choice.generated += 1;
         running.completion_tokens += 1;
         choice.last_token = sampled.token;

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::gguf::{GgufFile, MetaValue};
 use crate::kv::KvCache;
-use crate::tensor::{axpy, dequantize, dot, rms_norm, DType, MappedBytes, Matrix};
+use crate::tensor::{axpy, dequantize, dot, matmul_group, rms_norm, DType, MappedBytes, Matrix};
 use crate::EngineError;
 
 /// How rotary embeddings pair up the dimensions of a head.
@@ -265,9 +265,11 @@ impl Transformer {
         }
         for (layer_index, layer) in self.layers.iter().enumerate() {
             rms_norm(&s.x, &layer.attn_norm, h.norm_eps, &mut s.xn);
-            layer.wq.matmul(&s.xn, &mut s.q);
-            layer.wk.matmul(&s.xn, &mut s.k);
-            layer.wv.matmul(&s.xn, &mut s.v);
+            matmul_group(
+                &[&layer.wq, &layer.wk, &layer.wv],
+                &s.xn,
+                &mut [&mut s.q, &mut s.k, &mut s.v],
+            );
             // The cache and the attention products hold half precision, as llama.cpp's do, so
             // greedy output agrees with it even at near-ties.
             round_to_f16(&mut s.v);
@@ -289,17 +291,21 @@ impl Transformer {
             add_assign(&mut s.x, &s.proj);
 
             rms_norm(&s.x, &layer.ffn_norm, h.norm_eps, &mut s.xn);
-            layer.w_gate.matmul(&s.xn, &mut s.gate);
-            layer.w_up.matmul(&s.xn, &mut s.up);
+            matmul_group(
+                &[&layer.w_gate, &layer.w_up],
+                &s.xn,
+                &mut [&mut s.gate, &mut s.up],
+            );
             for (g, u) in s.gate.iter_mut().zip(&s.up) {
                 *g = silu(*g) * u;
             }
             layer.w_down.matmul(&s.gate, &mut s.proj);
             add_assign(&mut s.x, &s.proj);
         }
-        let wanted: Vec<usize> = (0..n).filter(|row| batch[*row].logits).collect();
-        s.selected.resize(wanted.len() * dim, 0.0);
-        for (i, row) in wanted.iter().enumerate() {
+        let wanted = batch.iter().filter(|item| item.logits).count();
+        s.selected.resize(wanted * dim, 0.0);
+        let rows = (0..n).filter(|row| batch[*row].logits);
+        for (i, row) in rows.enumerate() {
             rms_norm(
                 &s.x[row * dim..(row + 1) * dim],
                 &self.out_norm,
@@ -307,7 +313,7 @@ impl Transformer {
                 &mut s.selected[i * dim..(i + 1) * dim],
             );
         }
-        logits.resize(wanted.len() * h.vocab, 0.0);
+        logits.resize(wanted * h.vocab, 0.0);
         self.output.matmul(&s.selected, logits);
     }
 
