@@ -1,12 +1,15 @@
 //! Per-sequence key/value cache: for every layer, the rotated keys and the values of each
-//! position, `kv_dim` floats per position. Space for the whole sequence (prompt plus its output
-//! budget) is reserved when the sequence is admitted, so decoding never reallocates.
+//! position, `kv_dim` half-precision values per position (llama.cpp's default cache type, so
+//! attention rounds as it does, at half the memory of f32). The prompt plus a first stretch of
+//! output is reserved at admission; longer generations grow the cache geometrically.
+
+use half::f16;
 
 /// Keys and values of one sequence.
 #[derive(Clone)]
 pub struct KvCache {
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+    keys: Vec<Vec<f16>>,
+    values: Vec<Vec<f16>>,
     kv_dim: usize,
     head_dim: usize,
 }
@@ -34,37 +37,48 @@ impl KvCache {
         self.len() == 0
     }
 
+    /// Bytes held, for accounting.
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.keys
+            .iter()
+            .chain(&self.values)
+            .map(|layer| layer.capacity() * 2)
+            .sum()
+    }
+
     /// Stores position `pos` of `layer`; positions arrive in order, so this appends.
     pub fn write(&mut self, layer: usize, pos: usize, key: &[f32], value: &[f32]) {
         let keys = &mut self.keys[layer];
         let values = &mut self.values[layer];
         keys.truncate(pos * self.kv_dim);
         values.truncate(pos * self.kv_dim);
-        keys.extend_from_slice(key);
-        values.extend_from_slice(value);
+        keys.extend(key.iter().map(|v| f16::from_f32(*v)));
+        values.extend(value.iter().map(|v| f16::from_f32(*v)));
     }
 
     #[must_use]
-    pub fn key(&self, layer: usize, pos: usize, kv_head: usize) -> &[f32] {
+    pub fn key(&self, layer: usize, pos: usize, kv_head: usize) -> &[f16] {
         let start = pos * self.kv_dim + kv_head * self.head_dim;
         &self.keys[layer][start..start + self.head_dim]
     }
 
     #[must_use]
-    pub fn value(&self, layer: usize, pos: usize, kv_head: usize) -> &[f32] {
+    pub fn value(&self, layer: usize, pos: usize, kv_head: usize) -> &[f16] {
         let start = pos * self.kv_dim + kv_head * self.head_dim;
         &self.values[layer][start..start + self.head_dim]
     }
 
-    /// A copy holding the same positions, with room for `capacity` positions in total.
+    /// A copy of the first `positions` positions, with room for `capacity` positions in total.
     #[must_use]
-    pub fn fork(&self, capacity: usize) -> Self {
-        let copy = |layers: &Vec<Vec<f32>>| {
+    pub fn fork_prefix(&self, positions: usize, capacity: usize) -> Self {
+        let positions = positions.min(self.len());
+        let copy = |layers: &Vec<Vec<f16>>| {
             layers
                 .iter()
                 .map(|layer| {
-                    let mut v = Vec::with_capacity(capacity * self.kv_dim);
-                    v.extend_from_slice(layer);
+                    let mut v = Vec::with_capacity(capacity.max(positions) * self.kv_dim);
+                    v.extend_from_slice(&layer[..positions * self.kv_dim]);
                     v
                 })
                 .collect()
@@ -74,6 +88,19 @@ impl KvCache {
             values: copy(&self.values),
             kv_dim: self.kv_dim,
             head_dim: self.head_dim,
+        }
+    }
+
+    /// A copy holding the same positions, with room for `capacity` positions in total.
+    #[must_use]
+    pub fn fork(&self, capacity: usize) -> Self {
+        self.fork_prefix(self.len(), capacity)
+    }
+
+    /// Drops every position from `positions` on.
+    pub fn truncate(&mut self, positions: usize) {
+        for layer in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            layer.truncate(positions * self.kv_dim);
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod gguf;
 pub mod kv;
+mod prefix;
 pub mod sampler;
 mod scheduler;
 pub mod template;

@@ -20,6 +20,7 @@ use tokio::sync::mpsc as async_mpsc;
 
 use crate::gguf::GgufFile;
 use crate::kv::KvCache;
+use crate::prefix::PrefixCache;
 use crate::sampler::{Sampled, Sampler};
 use crate::template::ChatTemplate;
 use crate::text::{Pushed, TextAssembler};
@@ -40,6 +41,8 @@ pub struct EngineConfig {
     pub step_tokens: usize,
     /// Context window to serve; 0 = the model's trained context length.
     pub context_window: usize,
+    /// Positions of finished sequences kept for prefix reuse (0 disables the prefix cache).
+    pub prefix_cache_tokens: usize,
 }
 
 impl Default for EngineConfig {
@@ -50,6 +53,7 @@ impl Default for EngineConfig {
             max_sequences: 32,
             step_tokens: 256,
             context_window: 0,
+            prefix_cache_tokens: 8192,
         }
     }
 }
@@ -145,6 +149,7 @@ impl Engine {
             scratch: Scratch::default(),
             logits: Vec::new(),
             choice_logits: Vec::new(),
+            prefixes: PrefixCache::new(config.prefix_cache_tokens),
         };
         thread::Builder::new()
             .name("engine-scheduler".into())
@@ -266,6 +271,8 @@ struct Choice {
     sampler: Sampler,
     text: TextAssembler,
     last_token: u32,
+    /// Every sampled token, in order; all but the last are in `cache`.
+    tokens: Vec<u32>,
     generated: usize,
     finished: bool,
 }
@@ -278,6 +285,8 @@ struct Running {
     choices: Vec<Choice>,
     outbox: VecDeque<Event>,
     completion_tokens: usize,
+    /// Prompt positions copied from the prefix cache instead of computed.
+    cached_tokens: usize,
     cancelled: bool,
 }
 
@@ -310,6 +319,7 @@ struct Scheduler {
     scratch: Scratch,
     logits: Vec<f32>,
     choice_logits: Vec<f32>,
+    prefixes: PrefixCache,
 }
 
 impl Scheduler {
@@ -348,13 +358,18 @@ impl Scheduler {
         let h = &self.model.hyper;
         // Reserve the prompt plus a first stretch of output; long generations grow the cache.
         let reserve = (job.prompt.len() + job.max_new_tokens.min(512)).min(self.context_window);
+        let (cached_tokens, cache) = self
+            .prefixes
+            .lookup(&job.prompt, reserve)
+            .unwrap_or_else(|| (0, KvCache::new(h.layers, h.kv_dim(), h.head_dim, reserve)));
         self.running.push(Running {
-            prompt_cache: Some(KvCache::new(h.layers, h.kv_dim(), h.head_dim, reserve)),
+            prompt_cache: Some(cache),
             job,
-            prefilled: 0,
+            prefilled: cached_tokens,
             choices: Vec::new(),
             outbox: VecDeque::new(),
             completion_tokens: 0,
+            cached_tokens,
             cancelled: false,
         });
     }
@@ -379,9 +394,27 @@ impl Scheduler {
                 running.cancelled = true;
             }
         }
-        self.running
-            .retain(|r| !(r.cancelled || (r.done() && r.outbox.is_empty())));
+        let gone = |r: &Running| r.cancelled || (r.done() && r.outbox.is_empty());
+        if self.running.iter().any(gone) {
+            let (gone, kept): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
+                .into_iter()
+                .partition(gone);
+            self.running = kept;
+            for running in gone {
+                self.keep_prefix(running);
+            }
+        }
         self.active.store(self.running.len(), Ordering::Relaxed);
+    }
+
+    /// Offers the first choice's cache (prompt plus what it generated) to the prefix cache.
+    fn keep_prefix(&mut self, running: Running) {
+        let Some(choice) = running.choices.into_iter().next() else {
+            return;
+        };
+        let mut tokens = running.job.prompt;
+        tokens.extend(&choice.tokens);
+        self.prefixes.insert(tokens, choice.cache);
     }
 
     /// One batched forward pass; returns false when there was nothing to compute.
@@ -514,6 +547,7 @@ impl Scheduler {
                 sampler: Sampler::new(&running.job.sampling, index),
                 text: TextAssembler::new(&running.job.sampling.stop),
                 last_token: 0,
+                tokens: Vec::new(),
                 generated: 0,
                 finished: false,
             });
@@ -544,6 +578,7 @@ impl Scheduler {
         choice.generated += 1;
         running.completion_tokens += 1;
         choice.last_token = sampled.token;
+        choice.tokens.push(sampled.token);
         let index = choice.index;
         let mut events = Vec::new();
         let finish = if self.tokenizer.is_end_of_generation(sampled.token) {
@@ -588,7 +623,7 @@ impl Scheduler {
             running.outbox.push_back(Event::Usage(Usage {
                 prompt_tokens: prompt_len as u32,
                 completion_tokens: running.completion_tokens as u32,
-                cached_tokens: 0,
+                cached_tokens: running.cached_tokens as u32,
                 reasoning_tokens: 0,
             }));
         }

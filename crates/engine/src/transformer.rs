@@ -13,7 +13,9 @@ use rayon::prelude::*;
 
 use crate::gguf::{GgufFile, MetaValue};
 use crate::kv::KvCache;
-use crate::tensor::{axpy, dequantize, dot, matmul_group, rms_norm, DType, MappedBytes, Matrix};
+use crate::tensor::{
+    axpy_f16, dequantize, dot_f16, matmul_group, rms_norm, DType, MappedBytes, Matrix,
+};
 use crate::EngineError;
 
 /// How rotary embeddings pair up the dimensions of a head.
@@ -272,12 +274,10 @@ impl Transformer {
             );
             // The cache and the attention products hold half precision, as llama.cpp's do, so
             // greedy output agrees with it even at near-ties.
-            round_to_f16(&mut s.v);
             for (row, item) in batch.iter().enumerate() {
                 self.rope(&mut s.q[row * dim..(row + 1) * dim], item.pos);
                 self.rope(&mut s.k[row * kv_dim..(row + 1) * kv_dim], item.pos);
                 round_to_f16(&mut s.q[row * dim..(row + 1) * dim]);
-                round_to_f16(&mut s.k[row * kv_dim..(row + 1) * kv_dim]);
                 caches[item.seq].write(
                     layer_index,
                     item.pos,
@@ -363,7 +363,7 @@ impl Transformer {
                     scores.clear();
                     let mut max = f32::NEG_INFINITY;
                     for p in 0..=item.pos {
-                        let score = dot(q_head, cache.key(layer, p, kv_head)) * scale;
+                        let score = dot_f16(q_head, cache.key(layer, p, kv_head)) * scale;
                         max = max.max(score);
                         scores.push(score);
                     }
@@ -377,7 +377,7 @@ impl Transformer {
                     head_out.fill(0.0);
                     for (p, weight) in scores.iter().enumerate() {
                         let weight = f16::from_f32(weight * inverse).to_f32();
-                        axpy(weight, cache.value(layer, p, kv_head), head_out);
+                        axpy_f16(weight, cache.value(layer, p, kv_head), head_out);
                     }
                 });
             });

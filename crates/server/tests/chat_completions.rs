@@ -514,3 +514,50 @@ async fn python_sdk_client() {
     );
     assert!(stdout.contains("ALL OK"), "{stdout}");
 }
+
+#[tokio::test]
+async fn repeated_prefixes_are_served_from_the_prefix_cache() {
+    let server = shared();
+    let system =
+        "You are a meticulous assistant for a lighthouse museum. Answer visitors briefly, \
+                  kindly and accurately, and mention opening hours (9 to 5) when relevant.";
+    let first = json!({"model": MODEL, "temperature": 0, "max_tokens": 12, "messages": [
+        {"role": "system", "content": system},
+        {"role": "user", "content": "When can I visit?"},
+    ]});
+    let (status, one) = server.chat(&first).await;
+    assert_eq!(status, 200, "{one}");
+    let (_, again) = server.chat(&first).await;
+    let cached = again["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    let prompt = again["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(
+        cached + 1 >= prompt && cached > 0,
+        "cached {cached} of {prompt}"
+    );
+    assert_eq!(
+        content(&one, 0),
+        content(&again, 0),
+        "reuse must not change the answer"
+    );
+
+    // The next turn of the same chat reuses the whole earlier exchange.
+    let reply = content(&one, 0).to_owned();
+    let second = json!({"model": MODEL, "temperature": 0, "max_tokens": 8, "messages": [
+        {"role": "system", "content": system},
+        {"role": "user", "content": "When can I visit?"},
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": "Thanks!"},
+    ]});
+    let (status, next) = server.chat(&second).await;
+    assert_eq!(status, 200, "{next}");
+    let cached_next = next["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        cached_next >= prompt - 1,
+        "cached {cached_next}, first prompt {prompt}"
+    );
+    validate("CreateChatCompletionResponse", &next);
+}

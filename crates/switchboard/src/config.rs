@@ -67,6 +67,7 @@ pub struct FileEngineConfig {
     pub max_sequences: Option<usize>,
     pub step_tokens: Option<usize>,
     pub context_window: Option<usize>,
+    pub prefix_cache_tokens: Option<usize>,
 }
 
 /// Fully resolved settings for `serve`.
@@ -126,6 +127,9 @@ impl Settings {
                     .context_window
                     .or(e.context_window)
                     .unwrap_or(defaults.context_window),
+                prefix_cache_tokens: e
+                    .prefix_cache_tokens
+                    .unwrap_or(defaults.prefix_cache_tokens),
             },
             server: ServerConfig {
                 body_limit: args
