@@ -3,7 +3,7 @@
 
     bash bench/setup_peer.sh                      # once: builds the pinned peer into bench/.peer
     cargo build --release -p switchboard
-    python3 bench/compare.py [--threads 2] [--runs 3] [--skip-busy]
+    python3 bench/compare.py [--threads 2] [--runs 5] [--skip-busy]
 
 Both servers load the same GGUF with the same thread count and context size and are driven over
 HTTP by the same stdlib-only client: greedy, end-of-sequence suppressed with logit_bias so both
@@ -56,7 +56,7 @@ class Server:
     def __init__(self, name, command, port, env=None):
         self.name, self.port = name, port
         self.base = f"http://127.0.0.1:{port}/v1"
-        self.log = open(os.path.join("/tmp", f"bench-{name}.log"), "w")
+        self.log = open(os.path.join("/tmp", f"bench-{name.replace('.', '')}.log"), "w")
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         self.model = None
         deadline = time.time() + 180
@@ -122,6 +122,7 @@ def stream(server, content, max_tokens):
                     if first is None:
                         first = time.perf_counter()
     end = time.perf_counter()
+    # A server that reports no usage in streams sends one content delta per token.
     generated = usage["completion_tokens"] if usage else pieces
     prompt_tokens = usage["prompt_tokens"] if usage else 0
     first = first or end
@@ -134,13 +135,15 @@ def single_decode(server, tokens, runs):
 
 
 def prefill(server, runs, target_tokens=512):
+    """(prompt tokens, best time to first token) for a ~512-token prompt."""
     prompt = (FILLER * 40)[: target_tokens * 4]  # roughly 4 characters per token
     results = [stream(server, nonce() + prompt + "\nSummarise the text above.", 1) for _ in range(runs)]
     best = min(results, key=lambda r: r["ttft"])
-    return best["prompt_tokens"], best["ttft"], best["prompt_tokens"] / best["ttft"]
+    return best["prompt_tokens"], best["ttft"]
 
 
 def aggregate(server, streams, tokens):
+    """Generated tokens per second over all streams; a stream cut short counts what it got."""
     results = [None] * streams
 
     def worker(i):
@@ -183,23 +186,39 @@ def weight_bytes(model_path):
         return os.path.getsize(model_path)
 
 
-def measure(server, args):
-    row = {}
-    row["decode"] = single_decode(server, args.tokens, args.runs)
-    row["prompt_tokens"], row["ttft"], row["prefill"] = prefill(server, args.runs)
+def measure_both(servers, args):
+    """Every measurement alternates between the servers, run by run, so that drift in this
+    machine's speed (noisy neighbours, frequency changes) hits both alike; best of the runs."""
+    rows = {s.name: {} for s in servers}
+
+    def best(metric, pick, runs=args.runs):
+        samples = {s.name: [] for s in servers}
+        for _ in range(runs):
+            for s in servers:
+                samples[s.name].append(metric(s))
+        for s in servers:
+            rows[s.name].update(pick(samples[s.name]))
+
+    best(lambda s: stream(s, nonce() + STORY, args.tokens)["decode_tps"],
+         lambda xs: {"decode": max(xs)})
+    best(lambda s: prefill(s, 1), lambda xs: {"prompt_tokens": min(xs, key=lambda x: x[1])[0],
+                                               "ttft": min(x[1] for x in xs)})
     for n in (1, 4, 16):
-        row[f"agg{n}"] = aggregate(server, n, args.tokens)
+        best(lambda s, n=n: aggregate(s, n, args.tokens), lambda xs, n=n: {f"agg{n}": max(xs)},
+             runs=max(1, args.runs - 1))
     if not args.skip_busy:
         stop = multiprocessing.Event()
         hog = multiprocessing.Process(target=busy_loop, args=(stop,))
         hog.start()
         try:
-            row["busy"] = single_decode(server, args.tokens, args.runs)
+            best(lambda s: stream(s, nonce() + STORY, args.tokens)["decode_tps"],
+                 lambda xs: {"busy": max(xs)})
         finally:
             stop.set()
             hog.join()
-    row["rss"] = server.peak_rss_mb()
-    return row
+    for s in servers:
+        rows[s.name]["rss"] = s.peak_rss_mb()
+    return rows
 
 
 def main():
@@ -210,34 +229,40 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ctx", type=int, default=4096)
     parser.add_argument("--tokens", type=int, default=256)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--skip-busy", action="store_true")
     args = parser.parse_args()
 
-    rows = {}
-    sb_port = free_port()
-    sb = Server("switchboard", [args.switchboard, "serve", "--listen", f"127.0.0.1:{sb_port}",
-                                "--model", args.model, "--model-id", "bench",
-                                "--threads", str(args.threads), "--context-window", str(args.ctx)],
-                sb_port, env={**os.environ, "RUST_LOG": "warn"})
+    sb_port, peer_port = free_port(), free_port()
+    servers = []
     try:
-        rows["Switchboard"] = measure(sb, args)
+        servers.append(Server("Switchboard", [
+            args.switchboard, "serve", "--listen", f"127.0.0.1:{sb_port}", "--model", args.model,
+            "--model-id", "bench", "--threads", str(args.threads),
+            "--context-window", str(args.ctx)], sb_port, env={**os.environ, "RUST_LOG": "warn"}))
+        # llama-cpp-python's server runs one request at a time; without this flag a new request
+        # aborts the running one instead of waiting for it.
+        servers.append(Server("llama.cpp", [
+            args.peer_python, "-m", "llama_cpp.server", "--model", args.model,
+            "--model_alias", "bench", "--n_threads", str(args.threads),
+            "--n_threads_batch", str(args.threads), "--n_ctx", str(args.ctx),
+            "--interrupt_requests", "False", "--host", "127.0.0.1", "--port", str(peer_port)],
+            peer_port))
+        rows = measure_both(servers, args)
     finally:
-        sb.stop()
-    peer_port = free_port()
-    peer = Server("llama.cpp", [args.peer_python, "-m", "llama_cpp.server", "--model", args.model,
-                                "--model_alias", "bench", "--n_threads", str(args.threads),
-                                "--n_threads_batch", str(args.threads), "--n_ctx", str(args.ctx),
-                                "--host", "127.0.0.1", "--port", str(peer_port)], peer_port)
-    try:
-        rows["llama.cpp"] = measure(peer, args)
-    finally:
-        peer.stop()
+        for server in servers:
+            server.stop()
 
     bandwidth = memory_bandwidth_gbs()
     weights = weight_bytes(args.model)
     floor_tps = bandwidth * 1e9 / weights
     s, p = rows["Switchboard"], rows["llama.cpp"]
+    # Same GGUF, same template: a peer that reports no usage saw the same prompt length.
+    p["prompt_tokens"] = p["prompt_tokens"] or s["prompt_tokens"]
+    for row in (s, p):
+        row["prefill"] = row["prompt_tokens"] / row["ttft"]
+    with open("/tmp/bench-compare.json", "w") as f:
+        json.dump(rows, f, indent=1)
     lines = [
         "| measure | Switchboard | llama.cpp | ratio (S/L) | better |",
         "|---|---|---|---|---|",

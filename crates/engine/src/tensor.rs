@@ -21,6 +21,8 @@ pub enum DType {
     Q4_0,
     Q4_1,
     Q8_0,
+    Q4K,
+    Q6K,
 }
 
 impl DType {
@@ -32,6 +34,8 @@ impl DType {
             2 => Self::Q4_0,
             3 => Self::Q4_1,
             8 => Self::Q8_0,
+            12 => Self::Q4K,
+            14 => Self::Q6K,
             _ => return None,
         })
     }
@@ -45,6 +49,8 @@ impl DType {
             Self::Q4_0 => (32, 18),
             Self::Q4_1 => (32, 20),
             Self::Q8_0 => (32, 34),
+            Self::Q4K => (256, 144),
+            Self::Q6K => (256, 210),
         }
     }
 
@@ -140,7 +146,7 @@ impl Matrix {
     }
 
     fn is_quantized(&self) -> bool {
-        matches!(self.dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0)
+        !matches!(self.dtype, DType::F32 | DType::F16)
     }
 
     /// Rows `first..first + count` for the activation rows in `acts` (`n` of them).
@@ -390,6 +396,49 @@ fn qdot_generic(dtype: DType, row: &[u8], act: &[ActBlock]) -> f32 {
                 total += scale(table, w[0], w[1]) * a.d * sum;
             }
         }
+        DType::Q4K => {
+            for (w, act) in row.chunks_exact(144).zip(act.chunks_exact(8)) {
+                let d = scale(table, w[0], w[1]);
+                let dmin = scale(table, w[2], w[3]);
+                let scales = &w[4..16];
+                for j in 0..4 {
+                    let qs = &w[16 + 32 * j..16 + 32 * (j + 1)];
+                    let (lo, hi) = (&act[2 * j], &act[2 * j + 1]);
+                    let (mut sum_lo, mut sum_hi) = (0i32, 0i32);
+                    for ((q, a_lo), a_hi) in qs.iter().zip(&lo.qs).zip(&hi.qs) {
+                        sum_lo += i32::from(q & 0x0f) * i32::from(*a_lo);
+                        sum_hi += i32::from(q >> 4) * i32::from(*a_hi);
+                    }
+                    let (sc_lo, m_lo) = q4k_scale_min(scales, 2 * j);
+                    let (sc_hi, m_hi) = q4k_scale_min(scales, 2 * j + 1);
+                    #[allow(clippy::cast_precision_loss)]
+                    let (sum_lo, sum_hi) = (sum_lo as f32, sum_hi as f32);
+                    total += d * f32::from(sc_lo) * lo.d * sum_lo - dmin * f32::from(m_lo) * lo.s;
+                    total += d * f32::from(sc_hi) * hi.d * sum_hi - dmin * f32::from(m_hi) * hi.s;
+                }
+            }
+        }
+        DType::Q6K => {
+            for (w, act) in row.chunks_exact(210).zip(act.chunks_exact(8)) {
+                let d = scale(table, w[208], w[209]);
+                for half in 0..2 {
+                    for group in 0..4 {
+                        let a = &act[4 * half + group];
+                        let (mut first, mut second) = (0i32, 0i32);
+                        for l in 0..16 {
+                            first += i32::from(q6k_value(w, half, group, l)) * i32::from(a.qs[l]);
+                            second += i32::from(q6k_value(w, half, group, l + 16))
+                                * i32::from(a.qs[l + 16]);
+                        }
+                        let sums = i32::from(q6k_scale(w, half, group, 0)) * first
+                            + i32::from(q6k_scale(w, half, group, 16)) * second;
+                        #[allow(clippy::cast_precision_loss)]
+                        let sums = sums as f32;
+                        total += d * a.d * sums;
+                    }
+                }
+            }
+        }
         DType::F32 | DType::F16 => {}
     }
     total
@@ -462,7 +511,71 @@ pub fn dequantize(dtype: DType, bytes: &[u8], out: &mut [f32]) {
                 }
             }
         }
+        DType::Q4K => {
+            for (o, block) in out.chunks_exact_mut(256).zip(bytes.chunks_exact(144)) {
+                let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
+                let dmin = f16::from_le_bytes([block[2], block[3]]).to_f32();
+                let scales = &block[4..16];
+                for j in 0..4 {
+                    let qs = &block[16 + 32 * j..16 + 32 * (j + 1)];
+                    let (sc_lo, m_lo) = q4k_scale_min(scales, 2 * j);
+                    let (sc_hi, m_hi) = q4k_scale_min(scales, 2 * j + 1);
+                    for (l, q) in qs.iter().enumerate() {
+                        o[64 * j + l] =
+                            d * f32::from(sc_lo) * f32::from(q & 0x0f) - dmin * f32::from(m_lo);
+                        o[64 * j + 32 + l] =
+                            d * f32::from(sc_hi) * f32::from(q >> 4) - dmin * f32::from(m_hi);
+                    }
+                }
+            }
+        }
+        DType::Q6K => {
+            for (o, block) in out.chunks_exact_mut(256).zip(bytes.chunks_exact(210)) {
+                let d = f16::from_le_bytes([block[208], block[209]]).to_f32();
+                for half in 0..2 {
+                    for group in 0..4 {
+                        for l in 0..32 {
+                            let q = q6k_value(block, half, group, l);
+                            let sc = q6k_scale(block, half, group, l);
+                            o[128 * half + 32 * group + l] = d * f32::from(sc) * f32::from(q);
+                        }
+                    }
+                }
+            }
+        }
     }
+}
+
+/// Scale and min of sub-block `j` (0..8) from a Q4_K block's 12 packed 6-bit values.
+#[inline(always)]
+fn q4k_scale_min(scales: &[u8], j: usize) -> (u8, u8) {
+    if j < 4 {
+        (scales[j] & 63, scales[j + 4] & 63)
+    } else {
+        (
+            (scales[j + 4] & 0x0f) | ((scales[j - 4] >> 6) << 4),
+            (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4),
+        )
+    }
+}
+
+/// The signed 6-bit value at position `l` of 32-value group `group` (0..4) in half `half`
+/// (0..2) of a Q6_K block: low nibbles in `ql`, two high bits each in `qh`.
+#[inline(always)]
+fn q6k_value(block: &[u8], half: usize, group: usize, l: usize) -> i8 {
+    let ql = &block[64 * half..64 * half + 64];
+    let qh = block[128 + 32 * half + l];
+    let byte = ql[l + 32 * (group % 2)];
+    let nibble = if group < 2 { byte & 0x0f } else { byte >> 4 };
+    let high = (qh >> (2 * group)) & 3;
+    ((nibble | (high << 4)).cast_signed()) - 32
+}
+
+/// The signed scale of position `l` of group `group` in half `half` of a Q6_K block; one
+/// scale covers 16 values.
+#[inline(always)]
+fn q6k_scale(block: &[u8], half: usize, group: usize, l: usize) -> i8 {
+    block[192 + 8 * half + 2 * group + l / 16].cast_signed()
 }
 
 type DotFn = fn(&[f32], &[f32]) -> f32;
@@ -552,6 +665,13 @@ mod x86 {
             DType::Q4_1 => 20,
             DType::Q4_0 => 18,
             DType::Q8_0 => 34,
+            // K-quants: the generic code, compiled here with AVX2 enabled.
+            DType::Q4K | DType::Q6K => {
+                for (t, value) in out.iter_mut().enumerate().take(tokens) {
+                    *value = super::qdot_generic(dtype, row, &acts[t * blocks..(t + 1) * blocks]);
+                }
+                return;
+            }
             DType::F32 | DType::F16 => return,
         };
         for (b, w) in row.chunks_exact(block_bytes).enumerate().take(blocks) {
@@ -850,7 +970,7 @@ mod tests {
                             .map(|v| ((v * inv).round() as i8).cast_unsigned()),
                     );
                 }
-                DType::F32 | DType::F16 => unreachable!(),
+                DType::Q4K | DType::Q6K | DType::F32 | DType::F16 => unreachable!(),
             }
         }
         bytes
@@ -920,6 +1040,114 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Random K-quant blocks: every byte pattern is a valid block; only the f16 super-scales
+    /// are set to sane magnitudes.
+    fn random_k_blocks(dtype: DType, rows: usize, cols: usize, rng: &mut ChaCha8Rng) -> Vec<u8> {
+        let (per_block, bytes_per_block) = dtype.block();
+        let blocks = rows * cols / per_block as usize;
+        let mut bytes: Vec<u8> = (0..blocks * bytes_per_block as usize)
+            .map(|_| rng.random())
+            .collect();
+        for block in bytes.chunks_exact_mut(bytes_per_block as usize) {
+            let d = f16::from_f32(rng.random_range(0.001..0.02)).to_le_bytes();
+            match dtype {
+                DType::Q4K => {
+                    block[0..2].copy_from_slice(&d);
+                    block[2..4]
+                        .copy_from_slice(&f16::from_f32(rng.random_range(0.0..0.02)).to_le_bytes());
+                }
+                DType::Q6K => block[208..210].copy_from_slice(&d),
+                _ => unreachable!(),
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    fn k_quant_kernels_match_scalar_reference() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for dtype in [DType::Q4K, DType::Q6K] {
+            for (rows, cols) in [(5, 256), (17, 512)] {
+                let bytes = random_k_blocks(dtype, rows, cols, &mut rng);
+                let file = tempfile_with(&bytes);
+                let mmap = Arc::new(unsafe_map(&file));
+                let matrix =
+                    Matrix::new(dtype, rows, cols, MappedBytes::new(mmap, 0, bytes.len())).unwrap();
+                let mut dequantized = vec![0.0; rows * cols];
+                for r in 0..rows {
+                    matrix.row_into(r, &mut dequantized[r * cols..(r + 1) * cols]);
+                }
+                for n in [1, 3, 5] {
+                    let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-2.0..2.0)).collect();
+                    let mut acts = Vec::new();
+                    quantize_rows(&x, cols, true, &mut acts);
+                    let mut out = vec![0.0; n * rows];
+                    matrix.matmul(&x, &mut out);
+                    for t in 0..n {
+                        let act = &acts[t * cols / 32..(t + 1) * cols / 32];
+                        let xq: Vec<f32> = act
+                            .iter()
+                            .flat_map(|b| b.qs.map(|q| b.d * f32::from(q)))
+                            .collect();
+                        for r in 0..rows {
+                            let w = &dequantized[r * cols..(r + 1) * cols];
+                            let want = scalar_dot(w, &xq);
+                            let got = f64::from(out[t * rows + r]);
+                            // Q4_K's mins use the f16-rounded activation sums, as llama.cpp's do.
+                            let tol = 1e-3 * (1.0 + want.abs()) + 2e-3 * (cols as f64).sqrt();
+                            assert!(
+                                (got - want).abs() <= tol,
+                                "{dtype:?} n={n} t={t} r={r}: {got} vs {want}"
+                            );
+                            // Against exact activations the error is bounded by 8-bit rounding:
+                            // half a quantization step per activation.
+                            let exact = scalar_dot(w, &x[t * cols..(t + 1) * cols]);
+                            let bound: f64 = w
+                                .iter()
+                                .enumerate()
+                                .map(|(i, wi)| {
+                                    f64::from(wi.abs()) * f64::from(act[i / 32].d) * 0.51
+                                })
+                                .sum();
+                            assert!(
+                                (got - exact).abs() <= bound * 1.05 + 1e-3,
+                                "{dtype:?} vs exact"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn k_quant_layout_matches_ggml_reference_values() {
+        // One Q6_K block whose values are all (q - 32) * scale * d with known bytes.
+        let mut block = vec![0u8; 210];
+        block[0] = 0x21; // ql[0]: low nibble 1 (group 0, l=0), high nibble 2 (group 2, l=0)
+        block[32] = 0x43; // ql[32]: low 3 (group 1), high 4 (group 3)
+        block[128] = 0b1110_0100; // qh[0]: groups 0..4 get high bits 0, 1, 2, 3
+        for s in 0..16 {
+            block[192 + s] = 1;
+        }
+        block[208..210].copy_from_slice(&f16::from_f32(1.0).to_le_bytes());
+        let mut out = vec![0.0; 256];
+        dequantize(DType::Q6K, &block, &mut out);
+        assert_eq!(
+            [out[0], out[32], out[64], out[96]],
+            [
+                1.0 - 32.0,
+                3.0 + 16.0 - 32.0,
+                2.0 + 32.0 - 32.0,
+                4.0 + 48.0 - 32.0
+            ]
+        );
+        // Q4_K: scale/min unpacking of sub-blocks 0 and 4.
+        let scales = [5u8, 0, 0, 0, 7, 0, 0, 0, 0x93, 0, 0, 0];
+        assert_eq!(q4k_scale_min(&scales, 0), (5, 7));
+        assert_eq!(q4k_scale_min(&scales, 4), (0x03, 0x09));
     }
 
     #[test]
