@@ -317,10 +317,21 @@ static QDOT: LazyLock<QDotFn> = LazyLock::new(select_qdot);
 fn select_qdot() -> QDotFn {
     // Touch the table before the first parallel use.
     LazyLock::force(&F16_TABLE);
+    // For benchmarking variants on one machine: `portable`, `vnni`, or unset (AVX2). The
+    // AVX-VNNI variant is opt-in: on the 2-vCPU machines here it measured 5-10% faster for one
+    // sequence and slower for sixteen, within noise we could not yet separate (see
+    // docs/benchmarks.md).
+    let wanted = std::env::var("SWITCHBOARD_KERNEL").unwrap_or_default();
+    if wanted == "portable" {
+        return qdot_portable;
+    }
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
+            if wanted == "vnni" && std::arch::is_x86_feature_detected!("avxvnni") {
+                return x86::qdot_vnni_safe;
+            }
             return x86::qdot_avx2_safe;
         }
     }
@@ -623,11 +634,11 @@ pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
 mod x86 {
     use std::arch::x86_64::{
         __m256, _mm256_add_ps, _mm256_and_si256, _mm256_castps256_ps128, _mm256_cvtepi32_ps,
-        _mm256_cvtph_ps, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps,
-        _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_set1_epi16,
-        _mm256_set1_epi8, _mm256_set1_ps, _mm256_set_m128i, _mm256_setzero_ps, _mm256_sign_epi8,
-        _mm256_storeu_ps, _mm256_sub_epi8, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_loadu_si128,
-        _mm_movehl_ps, _mm_shuffle_ps, _mm_srli_epi16,
+        _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_extractf128_ps, _mm256_fmadd_ps,
+        _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16,
+        _mm256_set1_epi16, _mm256_set1_epi8, _mm256_set1_ps, _mm256_set_m128i, _mm256_setzero_ps,
+        _mm256_setzero_si256, _mm256_sign_epi8, _mm256_storeu_ps, _mm256_sub_epi8, _mm_add_ps,
+        _mm_add_ss, _mm_cvtss_f32, _mm_loadu_si128, _mm_movehl_ps, _mm_shuffle_ps, _mm_srli_epi16,
     };
 
     use half::f16;
@@ -645,11 +656,74 @@ mod x86 {
         unsafe { qdot_avx2(dtype, row, acts, tokens, out) }
     }
 
-    /// ggml's formulation: unsigned-by-signed byte products summed pairwise to i16
-    /// (`maddubs`), then to i32 (`madd` with ones), converted to f32 and scaled per block.
+    pub(super) fn qdot_vnni_safe(
+        dtype: DType,
+        row: &[u8],
+        acts: &[ActBlock],
+        tokens: usize,
+        out: &mut [f32; TOKEN_TILE],
+    ) {
+        // SAFETY: selected only after runtime detection of AVX2, FMA and AVX-VNNI.
+        unsafe { qdot_vnni(dtype, row, acts, tokens, out) }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     unsafe fn qdot_avx2(
         dtype: DType,
+        row: &[u8],
+        acts: &[ActBlock],
+        tokens: usize,
+        out: &mut [f32; TOKEN_TILE],
+    ) {
+        // SAFETY: the caller guarantees AVX2 and FMA, all this body needs without VNNI.
+        unsafe { qdot_dispatch::<false>(dtype, row, acts, tokens, out) }
+    }
+
+    #[target_feature(enable = "avx2,fma,avxvnni")]
+    unsafe fn qdot_vnni(
+        dtype: DType,
+        row: &[u8],
+        acts: &[ActBlock],
+        tokens: usize,
+        out: &mut [f32; TOKEN_TILE],
+    ) {
+        // SAFETY: the caller guarantees AVX2, FMA and AVX-VNNI.
+        unsafe { qdot_dispatch::<true>(dtype, row, acts, tokens, out) }
+    }
+
+    const Q4_1: u8 = 0;
+    const Q4_0: u8 = 1;
+    const Q8_0: u8 = 2;
+
+    #[inline(always)]
+    unsafe fn qdot_dispatch<const VNNI: bool>(
+        dtype: DType,
+        row: &[u8],
+        acts: &[ActBlock],
+        tokens: usize,
+        out: &mut [f32; TOKEN_TILE],
+    ) {
+        // SAFETY (all arms): the target features are guaranteed by the caller.
+        match dtype {
+            DType::Q4_1 => unsafe { qdot_blocks::<Q4_1, VNNI>(row, acts, tokens, out) },
+            DType::Q4_0 => unsafe { qdot_blocks::<Q4_0, VNNI>(row, acts, tokens, out) },
+            DType::Q8_0 => unsafe { qdot_blocks::<Q8_0, VNNI>(row, acts, tokens, out) },
+            // K-quants: the generic code, compiled here with the vector features enabled.
+            DType::Q4K | DType::Q6K => {
+                let blocks = acts.len() / tokens.max(1);
+                for (t, value) in out.iter_mut().enumerate().take(tokens) {
+                    *value = super::qdot_generic(dtype, row, &acts[t * blocks..(t + 1) * blocks]);
+                }
+            }
+            DType::F32 | DType::F16 => {}
+        }
+    }
+
+    /// ggml's formulation: unsigned-by-signed byte products summed to i32 per lane (`maddubs`
+    /// then `madd` with ones, or one `dpbusd` with VNNI), converted to f32 and scaled per block.
+    /// Even and odd blocks accumulate separately so consecutive FMAs do not wait on each other.
+    #[inline(always)]
+    unsafe fn qdot_blocks<const KIND: u8, const VNNI: bool>(
         row: &[u8],
         acts: &[ActBlock],
         tokens: usize,
@@ -659,69 +733,59 @@ mod x86 {
         let blocks = acts.len() / tokens.max(1);
         let ones = _mm256_set1_epi16(1);
         let low_mask = _mm256_set1_epi8(0x0f);
-        let mut acc = [_mm256_setzero_ps(); TOKEN_TILE];
+        let mut acc = [[_mm256_setzero_ps(); TOKEN_TILE]; 2];
         let mut offsets = [0f32; TOKEN_TILE];
-        let block_bytes = match dtype {
-            DType::Q4_1 => 20,
-            DType::Q4_0 => 18,
-            DType::Q8_0 => 34,
-            // K-quants: the generic code, compiled here with AVX2 enabled.
-            DType::Q4K | DType::Q6K => {
-                for (t, value) in out.iter_mut().enumerate().take(tokens) {
-                    *value = super::qdot_generic(dtype, row, &acts[t * blocks..(t + 1) * blocks]);
-                }
-                return;
-            }
-            DType::F32 | DType::F16 => return,
+        let block_bytes = match KIND {
+            Q4_1 => 20,
+            Q4_0 => 18,
+            _ => 34,
         };
+        // Weights as unsigned (Q4_1: 0..15) or as signed with their sign moved onto the
+        // activations (Q4_0, Q8_0), because the byte products take unsigned by signed.
+        let signed = KIND != Q4_1;
         for (b, w) in row.chunks_exact(block_bytes).enumerate().take(blocks) {
             let d = table[usize::from(u16::from_le_bytes([w[0], w[1]]))];
-            // Weights as unsigned (Q4_1: 0..15) or as signed with their sign moved onto the
-            // activations (Q4_0, Q8_0), because maddubs multiplies unsigned by signed bytes.
-            let (wx, signed) = match dtype {
-                DType::Q4_1 | DType::Q4_0 => {
-                    let qs = if dtype == DType::Q4_1 {
-                        &w[4..20]
-                    } else {
-                        &w[2..18]
-                    };
-                    // SAFETY: `qs` holds exactly 16 bytes.
-                    let packed = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
-                    let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
-                    let nibbles = _mm256_and_si256(both, low_mask);
-                    if dtype == DType::Q4_0 {
-                        (_mm256_sub_epi8(nibbles, _mm256_set1_epi8(8)), true)
-                    } else {
-                        (nibbles, false)
-                    }
-                }
-                _ => {
-                    // SAFETY: a Q8_0 block holds 32 quant bytes after its 2-byte scale.
-                    (
-                        unsafe { _mm256_loadu_si256(w[2..34].as_ptr().cast()) },
-                        true,
-                    )
+            let wx = if KIND == Q8_0 {
+                // SAFETY: a Q8_0 block holds 32 quant bytes after its 2-byte scale.
+                unsafe { _mm256_loadu_si256(w[2..34].as_ptr().cast()) }
+            } else {
+                let qs = if KIND == Q4_1 { &w[4..20] } else { &w[2..18] };
+                // SAFETY: `qs` holds exactly 16 bytes.
+                let packed = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
+                let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+                let nibbles = _mm256_and_si256(both, low_mask);
+                if KIND == Q4_0 {
+                    _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8))
+                } else {
+                    nibbles
                 }
             };
             let wx_abs = if signed { _mm256_sign_epi8(wx, wx) } else { wx };
-            let m = if dtype == DType::Q4_1 {
+            let m = if KIND == Q4_1 {
                 table[usize::from(u16::from_le_bytes([w[2], w[3]]))]
             } else {
                 0.0
             };
+            let lane = b & 1;
             for t in 0..tokens {
                 let a = &acts[t * blocks + b];
                 // SAFETY: `a.qs` is 32 bytes.
                 let ax = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
                 let ay = if signed { _mm256_sign_epi8(ax, wx) } else { ax };
-                let pairs = _mm256_maddubs_epi16(wx_abs, ay);
-                let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), sums, acc[t]);
-                offsets[t] += m * a.s;
+                let ints = if VNNI {
+                    _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), wx_abs, ay)
+                } else {
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(wx_abs, ay), ones)
+                };
+                let sums = _mm256_cvtepi32_ps(ints);
+                acc[lane][t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), sums, acc[lane][t]);
+                if KIND == Q4_1 {
+                    offsets[t] += m * a.s;
+                }
             }
         }
         for t in 0..tokens {
-            out[t] = horizontal_sum(acc[t]) + offsets[t];
+            out[t] = horizontal_sum(_mm256_add_ps(acc[0][t], acc[1][t])) + offsets[t];
         }
     }
 
@@ -1148,6 +1212,47 @@ mod tests {
         let scales = [5u8, 0, 0, 0, 7, 0, 0, 0, 0x93, 0, 0, 0];
         assert_eq!(q4k_scale_min(&scales, 0), (5, 7));
         assert_eq!(q4k_scale_min(&scales, 4), (0x03, 0x09));
+    }
+
+    /// Every compiled SIMD variant, not just the one this CPU selects, against the reference.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_simd_variant_matches_portable() {
+        use std::arch::is_x86_feature_detected as has;
+        let mut variants: Vec<(&str, QDotFn)> = Vec::new();
+        if has!("avx2") && has!("fma") {
+            variants.push(("avx2", x86::qdot_avx2_safe));
+            if has!("avxvnni") {
+                variants.push(("vnni", x86::qdot_vnni_safe));
+            }
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let cols = 160;
+        for dtype in [DType::Q4_0, DType::Q4_1, DType::Q8_0] {
+            let weights: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let row = encode(dtype, &weights);
+            for tokens in 1..=TOKEN_TILE {
+                let x: Vec<f32> = (0..tokens * cols)
+                    .map(|_| rng.random_range(-3.0..3.0))
+                    .collect();
+                let mut acts = Vec::new();
+                quantize_rows(&x, cols, true, &mut acts);
+                let mut want = [0f32; TOKEN_TILE];
+                qdot_portable(dtype, &row, &acts, tokens, &mut want);
+                for (name, kernel) in &variants {
+                    let mut got = [0f32; TOKEN_TILE];
+                    kernel(dtype, &row, &acts, tokens, &mut got);
+                    for t in 0..tokens {
+                        assert!(
+                            (got[t] - want[t]).abs() <= 1e-4 * (1.0 + want[t].abs()),
+                            "{name} {dtype:?} tokens={tokens} t={t}: {} vs {}",
+                            got[t],
+                            want[t]
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,78 @@
+//! Times the forward pass alone (no HTTP, no sampling): decode steps per second for batches of
+//! 1, 4 and 16 sequences at a few hundred tokens of context. For comparing kernel variants on
+//! one machine, run alternately, e.g.
+//! `SWITCHBOARD_KERNEL=vnni cargo run --release -p switchboard-engine --example decode_steps`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use switchboard_engine::gguf::GgufFile;
+use switchboard_engine::kv::KvCache;
+use switchboard_engine::transformer::{BatchToken, Scratch, Transformer};
+
+fn main() {
+    let path = std::env::args().nth(1).map_or_else(
+        || {
+            let home = std::env::var_os("SWITCHBOARD_HOME").map_or_else(
+                || PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/switchboard"),
+                PathBuf::from,
+            );
+            home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        },
+        PathBuf::from,
+    );
+    let file = GgufFile::open(&path).unwrap();
+    let model = Transformer::load(&file).unwrap();
+    let h = &model.hyper;
+    let threads: usize = std::env::var("THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(2);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        for sequences in [1usize, 4, 16] {
+            let context = 256;
+            let mut caches: Vec<KvCache> = (0..sequences)
+                .map(|_| KvCache::new(h.layers, h.kv_dim(), h.head_dim, context + 64))
+                .collect();
+            let mut scratch = Scratch::default();
+            let mut logits = Vec::new();
+            // Fill each cache with `context` positions, one prompt chunk per sequence.
+            for (seq, cache) in caches.iter_mut().enumerate() {
+                let batch: Vec<BatchToken> = (0..context)
+                    .map(|pos| BatchToken {
+                        token: (pos * 7 + seq) as u32 % 1000 + 100,
+                        seq: 0,
+                        pos,
+                        logits: false,
+                    })
+                    .collect();
+                model.forward(&batch, &mut [cache], &mut scratch, &mut logits);
+            }
+            let steps = 32;
+            let start = Instant::now();
+            for step in 0..steps {
+                let batch: Vec<BatchToken> = (0..sequences)
+                    .map(|seq| BatchToken {
+                        token: 200 + step as u32,
+                        seq,
+                        pos: context + step,
+                        logits: true,
+                    })
+                    .collect();
+                let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
+                model.forward(&batch, &mut refs, &mut scratch, &mut logits);
+            }
+            let elapsed = start.elapsed().as_secs_f64();
+            println!(
+                "{sequences:>2} sequences: {:.1} steps/s, {:.1} tokens/s",
+                steps as f64 / elapsed,
+                (steps * sequences) as f64 / elapsed
+            );
+        }
+    });
+}
