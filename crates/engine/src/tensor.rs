@@ -721,7 +721,8 @@ mod x86 {
 
     /// ggml's formulation: unsigned-by-signed byte products summed to i32 per lane (`maddubs`
     /// then `madd` with ones, or one `dpbusd` with VNNI), converted to f32 and scaled per block.
-    /// Even and odd blocks accumulate separately so consecutive FMAs do not wait on each other.
+    /// One accumulator per token, in block order, as ggml sums: a second accumulator (to hide
+    /// FMA latency) changed the rounding enough to flip a near-tie early in the golden prompt.
     #[inline(always)]
     unsafe fn qdot_blocks<const KIND: u8, const VNNI: bool>(
         row: &[u8],
@@ -733,7 +734,7 @@ mod x86 {
         let blocks = acts.len() / tokens.max(1);
         let ones = _mm256_set1_epi16(1);
         let low_mask = _mm256_set1_epi8(0x0f);
-        let mut acc = [[_mm256_setzero_ps(); TOKEN_TILE]; 2];
+        let mut acc = [_mm256_setzero_ps(); TOKEN_TILE];
         let mut offsets = [0f32; TOKEN_TILE];
         let block_bytes = match KIND {
             Q4_1 => 20,
@@ -766,7 +767,6 @@ mod x86 {
             } else {
                 0.0
             };
-            let lane = b & 1;
             for t in 0..tokens {
                 let a = &acts[t * blocks + b];
                 // SAFETY: `a.qs` is 32 bytes.
@@ -778,14 +778,14 @@ mod x86 {
                     _mm256_madd_epi16(_mm256_maddubs_epi16(wx_abs, ay), ones)
                 };
                 let sums = _mm256_cvtepi32_ps(ints);
-                acc[lane][t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), sums, acc[lane][t]);
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), sums, acc[t]);
                 if KIND == Q4_1 {
                     offsets[t] += m * a.s;
                 }
             }
         }
         for t in 0..tokens {
-            out[t] = horizontal_sum(_mm256_add_ps(acc[0][t], acc[1][t])) + offsets[t];
+            out[t] = horizontal_sum(acc[t]) + offsets[t];
         }
     }
 
