@@ -12,16 +12,9 @@ use switchboard_engine::kv::KvCache;
 use switchboard_engine::transformer::{BatchToken, Scratch, Transformer};
 
 fn main() {
-    let path = std::env::args().nth(1).map_or_else(
-        || {
-            let home = std::env::var_os("SWITCHBOARD_HOME").map_or_else(
-                || PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/switchboard"),
-                PathBuf::from,
-            );
-            home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        },
-        PathBuf::from,
-    );
+    let path = std::env::args()
+        .nth(1)
+        .map_or_else(switchboard_testkit::default_model_path, PathBuf::from);
     let file = GgufFile::open(&path).unwrap();
     let model = Transformer::load(&file).unwrap();
     let h = &model.hyper;

@@ -37,16 +37,6 @@ impl KvCache {
         self.len() == 0
     }
 
-    /// Bytes held, for accounting.
-    #[must_use]
-    pub fn bytes(&self) -> usize {
-        self.keys
-            .iter()
-            .chain(&self.values)
-            .map(|layer| layer.capacity() * 2)
-            .sum()
-    }
-
     /// Stores position `pos` of `layer`; positions arrive in order, so this appends.
     pub fn write(&mut self, layer: usize, pos: usize, key: &[f32], value: &[f32]) {
         let keys = &mut self.keys[layer];

@@ -949,13 +949,6 @@ pub fn axpy_f16_portable(a: f32, x: &[f16], y: &mut [f32]) {
     }
 }
 
-/// `y += a · x`.
-pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += a * xi;
-    }
-}
-
 #[cfg(test)]
 #[allow(
     clippy::unwrap_used,

@@ -653,31 +653,17 @@ fn gpt2_char_to_byte() -> HashMap<char, u8> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 pub(crate) mod tests {
-    use std::path::PathBuf;
     use std::sync::{Arc, OnceLock};
     use std::time::Instant;
 
     use super::*;
-
-    /// Where the default model lives: `$SWITCHBOARD_HOME/models/…`, home defaulting to
-    /// `~/.cache/switchboard`.
-    fn default_model_path() -> PathBuf {
-        let home = std::env::var_os("SWITCHBOARD_HOME").map_or_else(
-            || {
-                PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                    .join(".cache/switchboard")
-            },
-            PathBuf::from,
-        );
-        home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    }
 
     /// The default model's file and tokenizer, loaded once for all tests; `None` (after saying
     /// the test is skipped) when the model is not on disk.
     pub(crate) fn smollm() -> Option<&'static (GgufFile, Tokenizer)> {
         static LOADED: OnceLock<Option<(GgufFile, Tokenizer)>> = OnceLock::new();
         let loaded = LOADED.get_or_init(|| {
-            let path = default_model_path();
+            let path = switchboard_testkit::default_model_path();
             path.exists().then(|| {
                 let file = GgufFile::open(&path).unwrap();
                 let tokenizer = Tokenizer::from_gguf(&file).unwrap();
@@ -687,7 +673,7 @@ pub(crate) mod tests {
         if loaded.is_none() {
             eprintln!(
                 "skipping: {} is absent (run `switchboard pull` or set SWITCHBOARD_HOME)",
-                default_model_path().display()
+                switchboard_testkit::default_model_path().display()
             );
         }
         loaded.as_ref()

@@ -11,11 +11,7 @@ use switchboard_engine::tokenizer::Tokenizer;
 use switchboard_engine::transformer::{BatchToken, Scratch, Transformer};
 
 fn inputs() -> Option<(PathBuf, Value)> {
-    let home = std::env::var_os("SWITCHBOARD_HOME").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/switchboard"),
-        PathBuf::from,
-    );
-    let model = home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let model = switchboard_testkit::default_model_path();
     let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/fixtures/smollm2-golden.json");
     if !model.is_file() || !fixture.is_file() {

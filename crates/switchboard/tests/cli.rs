@@ -14,11 +14,7 @@ fn binary() -> Command {
 }
 
 fn model_path() -> Option<PathBuf> {
-    let home = std::env::var_os("SWITCHBOARD_HOME").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/switchboard"),
-        PathBuf::from,
-    );
-    let path = home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = switchboard_testkit::default_model_path();
     if path.is_file() {
         Some(path)
     } else {

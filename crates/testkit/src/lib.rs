@@ -284,6 +284,22 @@ fn rewrite_nullable(value: &mut Value) {
     }
 }
 
+/// Where `switchboard pull` keeps the default model: `$SWITCHBOARD_HOME/models/…`, home
+/// defaulting to `~/.cache/switchboard`. Tests that need the real model look here.
+#[must_use]
+pub fn default_model_path() -> std::path::PathBuf {
+    let home = std::env::var_os("SWITCHBOARD_HOME")
+        .filter(|h| !h.is_empty())
+        .map_or_else(
+            || {
+                std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                    .join(".cache/switchboard")
+            },
+            std::path::PathBuf::from,
+        );
+    home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

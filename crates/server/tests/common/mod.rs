@@ -19,12 +19,7 @@ pub struct TestServer {
 }
 
 pub fn model_path() -> PathBuf {
-    let home = std::env::var_os("SWITCHBOARD_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/switchboard")
-        });
-    let path = home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = switchboard_testkit::default_model_path();
     assert!(
         path.is_file(),
         "the default model is missing at {}: run `cargo run -p switchboard -- pull` (scripts/test.sh does)",
