@@ -1288,7 +1288,13 @@ mod tests {
 
     fn tempfile_with(bytes: &[u8]) -> std::fs::File {
         use std::io::Write;
-        let path = std::env::temp_dir().join(format!("sb-tensor-test-{}", std::process::id()));
+        // Tests run in parallel threads of one process: each call needs its own file.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "sb-tensor-test-{}-{serial}",
+            std::process::id()
+        ));
         let mut file = std::fs::File::create(&path).unwrap();
         file.write_all(bytes).unwrap();
         let file = std::fs::File::open(&path).unwrap();
