@@ -44,7 +44,12 @@ fn main() {
                         logits: false,
                     })
                     .collect();
-                model.forward(&batch, &mut [cache], &mut scratch, &mut logits);
+                model.forward(
+                    &batch,
+                    std::slice::from_mut(cache),
+                    &mut scratch,
+                    &mut logits,
+                );
             }
             let steps = 32;
             let start = Instant::now();
@@ -57,8 +62,7 @@ fn main() {
                         logits: true,
                     })
                     .collect();
-                let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
-                model.forward(&batch, &mut refs, &mut scratch, &mut logits);
+                model.forward(&batch, &mut caches[..], &mut scratch, &mut logits);
             }
             let elapsed = start.elapsed().as_secs_f64();
             println!(

@@ -1,7 +1,8 @@
 //! Per-sequence key/value cache: for every layer, the rotated keys and the values of each
 //! position, `kv_dim` half-precision values per position (llama.cpp's default cache type, so
-//! attention rounds as it does, at half the memory of f32). The prompt plus a first stretch of
-//! output is reserved at admission; longer generations grow the cache geometrically.
+//! attention rounds as it does, at half the memory of f32). The scheduler reserves each
+//! sequence's whole length (prompt plus its output limit) at admission, so decoding never
+//! reallocates; the reserved pages stay virtual until positions are written.
 
 use half::f16;
 
@@ -24,6 +25,12 @@ impl KvCache {
             kv_dim,
             head_dim,
         }
+    }
+
+    /// Positions this cache holds without reallocating.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.keys.first().map_or(0, |k| k.capacity() / self.kv_dim)
     }
 
     /// Positions stored (equal across layers once a step has completed).

@@ -78,7 +78,9 @@ impl Sampler {
         } else {
             (None, Vec::new())
         };
-        *self.counts.entry(token).or_insert(0) += 1;
+        if self.presence_penalty != 0.0 || self.frequency_penalty != 0.0 {
+            *self.counts.entry(token).or_insert(0) += 1;
+        }
         Sampled {
             token,
             logprob,

@@ -25,7 +25,7 @@ use crate::sampler::{Sampled, Sampler};
 use crate::template::ChatTemplate;
 use crate::text::{Pushed, TextAssembler};
 use crate::tokenizer::Tokenizer;
-use crate::transformer::{BatchToken, Scratch, Transformer};
+use crate::transformer::{BatchToken, KvCaches, Scratch, Transformer};
 use crate::EngineError;
 
 /// Tunables of one engine instance.
@@ -150,6 +150,9 @@ impl Engine {
             logits: Vec::new(),
             choice_logits: Vec::new(),
             prefixes: PrefixCache::new(config.prefix_cache_tokens),
+            batch: Vec::new(),
+            rows: Vec::new(),
+            seqs: Vec::new(),
         };
         thread::Builder::new()
             .name("engine-scheduler".into())
@@ -307,6 +310,38 @@ enum Slot {
     Choice { job: usize, choice: usize },
 }
 
+/// The running sequences' caches as the forward pass addresses them.
+struct RunningCaches<'a> {
+    running: &'a mut [Running],
+    seqs: &'a [Slot],
+}
+
+impl KvCaches for RunningCaches<'_> {
+    fn cache(&self, seq: usize) -> &KvCache {
+        match self.seqs[seq] {
+            Slot::Prompt { job } => match &self.running[job].prompt_cache {
+                Some(cache) => cache,
+                None => {
+                    unreachable!("a prompt row is scheduled only while its prompt cache exists")
+                }
+            },
+            Slot::Choice { job, choice } => &self.running[job].choices[choice].cache,
+        }
+    }
+
+    fn cache_mut(&mut self, seq: usize) -> &mut KvCache {
+        match self.seqs[seq] {
+            Slot::Prompt { job } => match &mut self.running[job].prompt_cache {
+                Some(cache) => cache,
+                None => {
+                    unreachable!("a prompt row is scheduled only while its prompt cache exists")
+                }
+            },
+            Slot::Choice { job, choice } => &mut self.running[job].choices[choice].cache,
+        }
+    }
+}
+
 struct Scheduler {
     active: Arc<AtomicUsize>,
     model: Transformer,
@@ -320,6 +355,9 @@ struct Scheduler {
     logits: Vec<f32>,
     choice_logits: Vec<f32>,
     prefixes: PrefixCache,
+    batch: Vec<BatchToken>,
+    rows: Vec<Slot>,
+    seqs: Vec<Slot>,
 }
 
 impl Scheduler {
@@ -356,8 +394,9 @@ impl Scheduler {
 
     fn admit(&mut self, job: Job) {
         let h = &self.model.hyper;
-        // Reserve the prompt plus a first stretch of output; long generations grow the cache.
-        let reserve = (job.prompt.len() + job.max_new_tokens.min(512)).min(self.context_window);
+        // The whole sequence is reserved at admission, so decoding never reallocates the cache.
+        // Reserved pages stay virtual until written; memory grows only with tokens produced.
+        let reserve = (job.prompt.len() + job.max_new_tokens).min(self.context_window);
         let (cached_tokens, cache) = self
             .prefixes
             .lookup(&job.prompt, reserve)
@@ -419,8 +458,13 @@ impl Scheduler {
 
     /// One batched forward pass; returns false when there was nothing to compute.
     fn step(&mut self) -> bool {
-        let mut batch = Vec::new();
-        let mut slots = Vec::new();
+        // The step's lists live in the scheduler and are reused, so a step does not allocate.
+        let mut batch = std::mem::take(&mut self.batch);
+        let mut rows = std::mem::take(&mut self.rows);
+        let mut seqs = std::mem::take(&mut self.seqs);
+        batch.clear();
+        rows.clear();
+        seqs.clear();
         let mut budget = self.step_tokens;
         for (j, running) in self.running.iter().enumerate() {
             if running.prefilled < running.job.prompt.len() || running.outbox.len() >= OUTBOX_PAUSE
@@ -429,13 +473,15 @@ impl Scheduler {
             }
             for (c, choice) in running.choices.iter().enumerate() {
                 if !choice.finished {
-                    slots.push(Slot::Choice { job: j, choice: c });
+                    let slot = Slot::Choice { job: j, choice: c };
                     batch.push(BatchToken {
                         token: choice.last_token,
-                        seq: 0,
+                        seq: seqs.len(),
                         pos: choice.cache.len(),
                         logits: true,
                     });
+                    seqs.push(slot);
+                    rows.push(slot);
                     budget = budget.saturating_sub(1);
                 }
             }
@@ -448,66 +494,45 @@ impl Scheduler {
             // At least one prompt token per step, so a prompt is never starved by decoding.
             let take = remaining.min(budget.max(1));
             budget = budget.saturating_sub(take);
+            let slot = Slot::Prompt { job: j };
             for offset in 0..take {
                 let pos = running.prefilled + offset;
-                slots.push(Slot::Prompt { job: j });
+                rows.push(slot);
                 batch.push(BatchToken {
                     token: running.job.prompt[pos],
-                    seq: 0,
+                    seq: seqs.len(),
                     pos,
                     logits: pos + 1 == running.job.prompt.len(),
                 });
             }
+            seqs.push(slot);
             if budget == 0 {
                 break;
             }
         }
-        if batch.is_empty() {
-            return false;
+        let worked = !batch.is_empty();
+        if worked {
+            self.run_batch(&batch, &rows, &seqs);
         }
-        self.run_batch(&mut batch, &slots);
-        true
+        self.batch = batch;
+        self.rows = rows;
+        self.seqs = seqs;
+        worked
     }
 
-    fn run_batch(&mut self, batch: &mut [BatchToken], slots: &[Slot]) {
-        // Gather one mutable cache reference per distinct slot, in first-seen order.
-        let mut caches: Vec<&mut KvCache> = Vec::new();
-        let mut seen: Vec<(usize, Option<usize>)> = Vec::new();
-        let mut keyed: Vec<((usize, Option<usize>), &mut KvCache)> = Vec::new();
-        for (j, running) in self.running.iter_mut().enumerate() {
-            if let Some(cache) = running.prompt_cache.as_mut() {
-                keyed.push(((j, None), cache));
-            }
-            for (c, choice) in running.choices.iter_mut().enumerate() {
-                keyed.push(((j, Some(c)), &mut choice.cache));
-            }
-        }
-        for (row, slot) in slots.iter().enumerate() {
-            let key = match *slot {
-                Slot::Prompt { job } => (job, None),
-                Slot::Choice { job, choice } => (job, Some(choice)),
-            };
-            let index = if let Some(i) = seen.iter().position(|k| *k == key) {
-                i
-            } else {
-                let Some(at) = keyed.iter().position(|(k, _)| *k == key) else {
-                    continue;
-                };
-                let (_, cache) = keyed.swap_remove(at);
-                seen.push(key);
-                caches.push(cache);
-                seen.len() - 1
-            };
-            batch[row].seq = index;
-        }
+    /// `rows[i]` is the cache batch row `i` belongs to; `seqs[k]` the cache behind `seq == k`.
+    fn run_batch(&mut self, batch: &[BatchToken], rows: &[Slot], seqs: &[Slot]) {
+        let mut caches = RunningCaches {
+            running: &mut self.running,
+            seqs,
+        };
         self.model
             .forward(batch, &mut caches, &mut self.scratch, &mut self.logits);
-        drop(caches);
 
         let vocab = self.model.hyper.vocab;
         let mut logits = std::mem::take(&mut self.logits);
         let mut row_logits = logits.chunks_exact_mut(vocab.max(1));
-        for (row, slot) in slots.iter().enumerate() {
+        for (row, slot) in rows.iter().enumerate() {
             if !batch[row].logits {
                 if let Slot::Prompt { job } = *slot {
                     self.running[job].prefilled += 1;
@@ -533,9 +558,8 @@ impl Scheduler {
             return;
         };
         let n = running.sequences();
-        // Forks reserve a short stretch of output; n can be large, and most choices end early.
-        let reserve = (running.job.prompt.len() + running.job.max_new_tokens.min(128))
-            .min(self.context_window);
+        let reserve =
+            (running.job.prompt.len() + running.job.max_new_tokens).min(self.context_window);
         let mut caches: Vec<KvCache> = (1..n).map(|_| prompt_cache.fork(reserve)).collect();
         caches.push(prompt_cache);
         for (index, cache) in caches.into_iter().enumerate() {
@@ -580,11 +604,11 @@ impl Scheduler {
         choice.last_token = sampled.token;
         choice.tokens.push(sampled.token);
         let index = choice.index;
-        let mut events = Vec::new();
+        let events = &mut running.outbox;
         let finish = if self.tokenizer.is_end_of_generation(sampled.token) {
             let tail = choice.text.finish();
             if !tail.is_empty() {
-                events.push(text_event(index, tail, Vec::new()));
+                events.push_back(text_event(index, tail, Vec::new()));
             }
             Some(FinishReason::Stop)
         } else {
@@ -592,7 +616,7 @@ impl Scheduler {
             match choice.text.push(self.tokenizer.token_bytes(sampled.token)) {
                 Pushed::Stopped(text) => {
                     if !text.is_empty() || !logprobs.is_empty() {
-                        events.push(text_event(index, text, logprobs));
+                        events.push_back(text_event(index, text, logprobs));
                     }
                     Some(FinishReason::Stop)
                 }
@@ -604,7 +628,7 @@ impl Scheduler {
                         text.push_str(&choice.text.finish());
                     }
                     if !text.is_empty() || !logprobs.is_empty() {
-                        events.push(text_event(index, text, logprobs));
+                        events.push_back(text_event(index, text, logprobs));
                     }
                     out_of_room.then_some(FinishReason::Length)
                 }
@@ -612,12 +636,11 @@ impl Scheduler {
         };
         if let Some(reason) = finish {
             choice.finished = true;
-            events.push(Event::Finished {
+            events.push_back(Event::Finished {
                 choice: index,
                 reason,
             });
         }
-        running.outbox.extend(events);
         if running.done() && !running.cancelled {
             #[allow(clippy::cast_possible_truncation)]
             running.outbox.push_back(Event::Usage(Usage {

@@ -197,6 +197,9 @@ impl Matrix {
     }
 }
 
+/// Matrices one `matmul_group` call can take (q, k, v is the largest group a layer has).
+pub const MAX_GROUP: usize = 4;
+
 /// Several matrices applied to the same activations (`x` is `n × cols`, `outs[i]` is
 /// `n × mats[i].rows`) in one parallel region: the activations are quantized once and the row
 /// blocks of all matrices are shared out together, so the threads meet once, not once per
@@ -220,13 +223,23 @@ pub fn matmul_group(mats: &[&Matrix], x: &[f32], outs: &mut [&mut [f32]]) {
             .all(|(m, o)| o.len() == n * m.rows),
         "output shapes"
     );
-    let outputs: Vec<SharedOut> = outs.iter_mut().map(|o| SharedOut(o.as_mut_ptr())).collect();
-    let mut starts = Vec::with_capacity(mats.len() + 1);
+    assert!(
+        mats.len() <= MAX_GROUP,
+        "at most {MAX_GROUP} matrices per group"
+    );
+    // Fixed arrays, not vectors: this runs several times per layer per step, and the decode
+    // path must not allocate.
+    let mut outputs = [SharedOut(std::ptr::null_mut()); MAX_GROUP];
+    for (slot, out) in outputs.iter_mut().zip(outs.iter_mut()) {
+        *slot = SharedOut(out.as_mut_ptr());
+    }
+    let mut starts = [usize::MAX; MAX_GROUP];
     let mut total = 0;
-    for m in mats {
-        starts.push(total);
+    for (start, m) in starts.iter_mut().zip(mats) {
+        *start = total;
         total += m.rows.div_ceil(ROW_BLOCK);
     }
+    let starts = &starts[..mats.len()];
     ACTIVATIONS.with(|acts| {
         let mut acts = acts.borrow_mut();
         if mats.iter().any(|m| m.is_quantized()) {
@@ -1291,10 +1304,8 @@ mod tests {
         // Tests run in parallel threads of one process: each call needs its own file.
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "sb-tensor-test-{}-{serial}",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("sb-tensor-test-{}-{serial}", std::process::id()));
         let mut file = std::fs::File::create(&path).unwrap();
         file.write_all(bytes).unwrap();
         let file = std::fs::File::open(&path).unwrap();

@@ -244,7 +244,7 @@ impl Transformer {
     pub fn forward(
         &self,
         batch: &[BatchToken],
-        caches: &mut [&mut KvCache],
+        caches: &mut (impl KvCaches + ?Sized),
         scratch: &mut Scratch,
         logits: &mut Vec<f32>,
     ) {
@@ -278,15 +278,14 @@ impl Transformer {
                 self.rope(&mut s.q[row * dim..(row + 1) * dim], item.pos);
                 self.rope(&mut s.k[row * kv_dim..(row + 1) * kv_dim], item.pos);
                 round_to_f16(&mut s.q[row * dim..(row + 1) * dim]);
-                caches[item.seq].write(
+                caches.cache_mut(item.seq).write(
                     layer_index,
                     item.pos,
                     &s.k[row * kv_dim..(row + 1) * kv_dim],
                     &s.v[row * kv_dim..(row + 1) * kv_dim],
                 );
             }
-            let readonly: &[&mut KvCache] = caches;
-            self.attention(layer_index, batch, readonly, &s.q, &mut s.attn);
+            self.attention(layer_index, batch, &*caches, &s.q, &mut s.attn);
             layer.wo.matmul(&s.attn, &mut s.proj);
             add_assign(&mut s.x, &s.proj);
 
@@ -342,7 +341,7 @@ impl Transformer {
         &self,
         layer: usize,
         batch: &[BatchToken],
-        caches: &[&mut KvCache],
+        caches: &(impl KvCaches + ?Sized),
         q: &[f32],
         out: &mut [f32],
     ) {
@@ -355,12 +354,14 @@ impl Transformer {
             .for_each(|(index, head_out)| {
                 let (row, head) = (index / h.heads, index % h.heads);
                 let item = batch[row];
-                let cache = &*caches[item.seq];
+                let cache = caches.cache(item.seq);
                 let kv_head = head / group;
                 let q_head = &q[row * h.dim + head * h.head_dim..][..h.head_dim];
                 SCORES.with(|scores| {
                     let mut scores = scores.borrow_mut();
                     scores.clear();
+                    // Sized for the whole reserved context at once, not grown token by token.
+                    scores.reserve(cache.capacity().max(item.pos + 1));
                     let mut max = f32::NEG_INFINITY;
                     for p in 0..=item.pos {
                         let score = dot_f16(q_head, cache.key(layer, p, kv_head)) * scale;
@@ -381,6 +382,33 @@ impl Transformer {
                     }
                 });
             });
+    }
+}
+
+/// The caches of one forward step, addressed by [`BatchToken::seq`]. The scheduler implements
+/// it over its running sequences directly, so a step needs no per-step list of references.
+pub trait KvCaches: Sync {
+    fn cache(&self, seq: usize) -> &KvCache;
+    fn cache_mut(&mut self, seq: usize) -> &mut KvCache;
+}
+
+impl KvCaches for [&mut KvCache] {
+    fn cache(&self, seq: usize) -> &KvCache {
+        self[seq]
+    }
+
+    fn cache_mut(&mut self, seq: usize) -> &mut KvCache {
+        self[seq]
+    }
+}
+
+impl KvCaches for [KvCache] {
+    fn cache(&self, seq: usize) -> &KvCache {
+        &self[seq]
+    }
+
+    fn cache_mut(&mut self, seq: usize) -> &mut KvCache {
+        &mut self[seq]
     }
 }
 

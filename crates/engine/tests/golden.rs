@@ -92,7 +92,12 @@ fn greedy_tokens_match_llama_cpp() {
                     logits: pos + 1 >= prompt.len(),
                 })
                 .collect();
-            model.forward(&batch, &mut [&mut cache], &mut scratch, &mut logits);
+            model.forward(
+                &batch,
+                std::slice::from_mut(&mut cache),
+                &mut scratch,
+                &mut logits,
+            );
             rows.extend(logits.chunks_exact(h.vocab).map(<[f32]>::to_vec));
         }
         assert_eq!(rows.len(), want.len());
