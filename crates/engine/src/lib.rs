@@ -2,15 +2,18 @@
 //! batched forward pass on CPU, samples, and schedules many concurrent generations on its own
 //! threads. It speaks the canonical `model` types and knows nothing about HTTP or OpenAI shapes.
 
+pub mod constraint;
 pub mod gguf;
 pub mod kv;
 mod prefix;
 pub mod sampler;
 mod scheduler;
+pub mod schema;
 pub mod template;
 pub mod tensor;
 pub mod text;
 pub mod tokenizer;
+pub mod tools;
 pub mod transformer;
 
 pub use scheduler::{Engine, EngineConfig, Generation, ModelInfo};

@@ -18,6 +18,7 @@ use std::time::Duration;
 use switchboard_model::{self as model, Event, FinishReason, TokenLogprob, TopLogprob, Usage};
 use tokio::sync::mpsc as async_mpsc;
 
+use crate::constraint::{Constraint, Grammars};
 use crate::gguf::GgufFile;
 use crate::kv::KvCache;
 use crate::prefix::PrefixCache;
@@ -25,6 +26,7 @@ use crate::sampler::{Sampled, Sampler};
 use crate::template::ChatTemplate;
 use crate::text::{Pushed, TextAssembler};
 use crate::tokenizer::Tokenizer;
+use crate::tools::{OutputParser, Parsed};
 use crate::transformer::{BatchToken, KvCaches, Scratch, Transformer};
 use crate::EngineError;
 
@@ -91,6 +93,7 @@ struct Shared {
     active: Arc<AtomicUsize>,
     tokenizer: Arc<Tokenizer>,
     template: ChatTemplate,
+    grammars: Grammars,
     jobs: SyncSender<Job>,
 }
 
@@ -99,6 +102,10 @@ struct Job {
     sampling: model::Sampling,
     max_new_tokens: usize,
     events: async_mpsc::Sender<Event>,
+    /// The grammar every choice's output must follow, compiled at submission.
+    constraint: Option<Constraint>,
+    /// Turns each choice's text into text, reasoning and tool-call events.
+    parser: OutputParser,
 }
 
 const EVENT_CHANNEL: usize = 128;
@@ -115,6 +122,7 @@ impl Engine {
         let transformer = Transformer::load(&file)?;
         let tokenizer = Arc::new(Tokenizer::from_gguf(&file)?);
         let template = ChatTemplate::from_gguf(&file, &tokenizer)?;
+        let grammars = Grammars::new(&tokenizer)?;
         let trained = transformer.hyper.context_length;
         let context_window = match config.context_window {
             0 => trained,
@@ -164,6 +172,7 @@ impl Engine {
                 active,
                 tokenizer,
                 template,
+                grammars,
                 jobs,
             }),
         })
@@ -194,7 +203,12 @@ impl Engine {
     /// # Errors
     /// When the conversation cannot be rendered by the model's template.
     pub fn prompt_tokens(&self, request: &model::Request) -> Result<Vec<u32>, model::Error> {
-        let rendered = self.shared.template.render(&request.items, true)?;
+        let rendered = self.shared.template.render_with_tools(
+            &request.items,
+            &request.tools,
+            &request.tool_choice,
+            true,
+        )?;
         let tokenizer = &self.shared.tokenizer;
         let mut tokens = Vec::new();
         if tokenizer.add_bos() {
@@ -202,6 +216,51 @@ impl Engine {
         }
         tokens.extend(tokenizer.encode_prompt(&rendered));
         Ok(tokens)
+    }
+
+    /// Checks strict schemas and compiles the request's grammar (on the caller's thread, so a
+    /// slow compilation never holds up the batch).
+    fn constraint(&self, request: &model::Request) -> Result<Option<Constraint>, model::Error> {
+        if let model::OutputFormat::JsonSchema {
+            name,
+            schema,
+            strict: true,
+            ..
+        } = &request.output_format
+        {
+            crate::schema::check_strict(schema).map_err(|problem| {
+                model::Error::invalid(
+                    "response_format",
+                    format!("Invalid schema for response_format '{name}': {problem}"),
+                )
+                .with_code("invalid_json_schema")
+            })?;
+        }
+        for (i, model::Tool::Function(tool)) in request.tools.iter().enumerate() {
+            if !tool.strict {
+                continue;
+            }
+            let schema = tool.parameters.clone().unwrap_or_else(
+                || serde_json::json!({"type": "object", "properties": {}, "required": [], "additionalProperties": false}),
+            );
+            crate::schema::check_strict(&schema).map_err(|problem| {
+                model::Error::invalid(
+                    format!("tools[{i}].function.parameters"),
+                    format!("Invalid schema for function '{}': {problem}", tool.name),
+                )
+                .with_code("invalid_function_parameters")
+            })?;
+        }
+        let format = self.shared.template.format();
+        let Some(grammar) = format.grammar(request) else {
+            return Ok(None);
+        };
+        let param = if format.calls_allowed(request).is_empty() {
+            "response_format"
+        } else {
+            "tools"
+        };
+        self.shared.grammars.compile(grammar, param).map(Some)
     }
 
     /// Validates, tokenizes and queues a request.
@@ -222,6 +281,9 @@ impl Engine {
                 ));
             }
         }
+        let constraint = self.constraint(request)?;
+        let format = self.shared.template.format();
+        let parser = format.parser(!format.calls_allowed(request).is_empty());
         let prompt = self.prompt_tokens(request)?;
         let window = info.context_window;
         let requested = request.sampling.max_output_tokens.map(|n| n as usize);
@@ -251,6 +313,8 @@ impl Engine {
             sampling: request.sampling.clone(),
             max_new_tokens,
             events,
+            constraint,
+            parser,
         };
         match self.shared.jobs.try_send(job) {
             Ok(()) => Ok(Generation {
@@ -272,6 +336,8 @@ struct Choice {
     index: u32,
     cache: KvCache,
     sampler: Sampler,
+    constraint: Option<Constraint>,
+    parser: OutputParser,
     text: TextAssembler,
     last_token: u32,
     /// Every sampled token, in order; all but the last are in `cache`.
@@ -569,6 +635,8 @@ impl Scheduler {
                 index,
                 cache,
                 sampler: Sampler::new(&running.job.sampling, index),
+                constraint: running.job.constraint.clone(),
+                parser: running.job.parser.clone(),
                 text: TextAssembler::new(&running.job.sampling.stop),
                 last_token: 0,
                 tokens: Vec::new(),
@@ -598,43 +666,98 @@ impl Scheduler {
         let max_new = running.job.max_new_tokens;
         let prompt_len = running.job.prompt.len();
         let choice = &mut running.choices[choice_index];
+        let mut grammar_failed = false;
+        let remaining = max_new
+            .min(context_window.saturating_sub(prompt_len))
+            .saturating_sub(choice.generated);
+        if let Some(constraint) = choice.constraint.as_mut() {
+            if let Err(problem) = constraint.apply(logits, remaining) {
+                tracing::warn!(%problem, "constrained decoding stopped");
+                grammar_failed = true;
+            }
+        }
         let sampled = choice.sampler.sample(logits);
+        if let Some(constraint) = choice.constraint.as_mut() {
+            let bytes = self.tokenizer.token_bytes(sampled.token);
+            if let Err(problem) = constraint.commit(sampled.token, bytes) {
+                tracing::warn!(%problem, "constrained decoding rejected a token");
+                grammar_failed = true;
+            }
+        }
         choice.generated += 1;
         running.completion_tokens += 1;
         choice.last_token = sampled.token;
         choice.tokens.push(sampled.token);
         let index = choice.index;
-        let events = &mut running.outbox;
-        let finish = if self.tokenizer.is_end_of_generation(sampled.token) {
+        let mut parsed = Vec::new();
+        let mut logprobs = Vec::new();
+        let finish = if self.tokenizer.is_end_of_generation(sampled.token) || grammar_failed {
             let tail = choice.text.finish();
-            if !tail.is_empty() {
-                events.push_back(text_event(index, tail, Vec::new()));
-            }
+            choice.parser.push(&tail, &mut parsed);
+            choice.parser.finish(&mut parsed);
             Some(FinishReason::Stop)
         } else {
-            let logprobs = logprob_entries(&self.tokenizer, &sampled);
+            logprobs = logprob_entries(&self.tokenizer, &sampled);
             match choice.text.push(self.tokenizer.token_bytes(sampled.token)) {
                 Pushed::Stopped(text) => {
-                    if !text.is_empty() || !logprobs.is_empty() {
-                        events.push_back(text_event(index, text, logprobs));
-                    }
+                    choice.parser.push(&text, &mut parsed);
+                    choice.parser.finish(&mut parsed);
                     Some(FinishReason::Stop)
                 }
                 Pushed::Text(text) => {
                     let out_of_room = choice.generated >= max_new
                         || prompt_len + choice.generated >= context_window;
-                    let mut text = text;
+                    choice.parser.push(&text, &mut parsed);
                     if out_of_room {
-                        text.push_str(&choice.text.finish());
-                    }
-                    if !text.is_empty() || !logprobs.is_empty() {
-                        events.push_back(text_event(index, text, logprobs));
+                        let tail = choice.text.finish();
+                        choice.parser.push(&tail, &mut parsed);
+                        choice.parser.finish(&mut parsed);
                     }
                     out_of_room.then_some(FinishReason::Length)
                 }
             }
         };
+        let events = &mut running.outbox;
+        let calls = choice.parser.calls();
+        for piece in parsed {
+            match piece {
+                Parsed::Text(text) => {
+                    events.push_back(text_event(index, text, std::mem::take(&mut logprobs)));
+                }
+                Parsed::Reasoning(text) => events.push_back(Event::ReasoningDelta {
+                    choice: index,
+                    text,
+                }),
+                Parsed::CallStart {
+                    index: call,
+                    id,
+                    name,
+                } => events.push_back(Event::ToolCallStart {
+                    choice: index,
+                    index: call,
+                    id,
+                    name,
+                }),
+                Parsed::CallArguments {
+                    index: call,
+                    fragment,
+                } => events.push_back(Event::ToolCallArguments {
+                    choice: index,
+                    index: call,
+                    fragment,
+                }),
+            }
+        }
+        // Logprobs of a token whose text is held back (a possible stop string or call marker)
+        // still go out now, on an empty delta; tokens of tool calls carry none, as OpenAI's.
+        if !logprobs.is_empty() && calls == 0 {
+            events.push_back(text_event(index, String::new(), logprobs));
+        }
         if let Some(reason) = finish {
+            let reason = match reason {
+                FinishReason::Stop if calls > 0 => FinishReason::ToolCalls,
+                other => other,
+            };
             choice.finished = true;
             events.push_back(Event::Finished {
                 choice: index,

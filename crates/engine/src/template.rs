@@ -6,8 +6,12 @@
 //!
 //! Every piece of caller-supplied text is wrapped in [`USER_TEXT_START`]…[`USER_TEXT_END`] so
 //! that [`crate::tokenizer::Tokenizer::encode_prompt`] can tell template text, where control-token
-//! strings are meant, from caller text, where they must stay ordinary text. This module does not
-//! tokenize, render tool definitions (`tools` is passed as none for now) or parse model output.
+//! strings are meant, from caller text, where they must stay ordinary text.
+//!
+//! Tools: templates that render `tools` themselves get them in Hugging Face's shape. For the
+//! others (SmolLM2's among them) the tool list and call format go into the system message and
+//! past calls and results are written into the turns as the model's [`ToolSyntax`] writes
+//! them, so the conversation reads the same either way.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,8 +19,9 @@ use minijinja::value::{Kwargs, Value, ValueKind};
 use minijinja::{Environment, ErrorKind};
 
 use crate::gguf::{GgufFile, MetaValue};
-use crate::model::{ContentPart, Item, Role};
+use crate::model::{ContentPart, Item, Role, Tool, ToolChoice};
 use crate::tokenizer::Tokenizer;
+use crate::tools::{hf_tool, ModelFormat, ToolSyntax};
 use crate::EngineError;
 
 /// Opens a span of caller-supplied text in a rendered prompt (a private-use character).
@@ -38,6 +43,7 @@ pub struct ChatTemplate {
     eos_token: String,
     /// Templates that never mention `developer` get developer messages as `system`.
     knows_developer: bool,
+    format: ModelFormat,
 }
 
 impl ChatTemplate {
@@ -61,6 +67,7 @@ impl ChatTemplate {
             bos_token: bos_token.to_owned(),
             eos_token: eos_token.to_owned(),
             knows_developer: source.contains("developer"),
+            format: ModelFormat::detect(source),
         })
     }
 
@@ -87,18 +94,72 @@ impl ChatTemplate {
         )
     }
 
-    /// Renders a conversation, with caller text between sentinels, ending with the assistant
-    /// header when `add_generation_prompt` is set.
+    /// The model family's tool and reasoning conventions, detected from the template.
+    #[must_use]
+    pub fn format(&self) -> ModelFormat {
+        self.format
+    }
+
+    /// Renders a conversation without tool definitions.
     ///
     /// # Errors
-    /// [`EngineError::Template`] when a message carries content the model cannot take (images,
-    /// audio, files) or the template rejects the conversation (`raise_exception`).
+    /// As [`render_with_tools`](Self::render_with_tools).
     pub fn render(
         &self,
         items: &[Item],
         add_generation_prompt: bool,
     ) -> Result<String, EngineError> {
-        let messages = self.messages(items)?;
+        self.render_with_tools(items, &[], &ToolChoice::None, add_generation_prompt)
+    }
+
+    /// Renders a conversation, with caller text between sentinels, ending with the assistant
+    /// header when `add_generation_prompt` is set. Tools are offered unless `choice` is `none`.
+    ///
+    /// # Errors
+    /// [`EngineError::Template`] when a message carries content the model cannot take (images,
+    /// audio, files) or the template rejects the conversation (`raise_exception`).
+    pub fn render_with_tools(
+        &self,
+        items: &[Item],
+        tools: &[Tool],
+        choice: &ToolChoice,
+        add_generation_prompt: bool,
+    ) -> Result<String, EngineError> {
+        let offered = if matches!(choice, ToolChoice::None) {
+            &[][..]
+        } else {
+            tools
+        };
+        let mut messages = self.messages(items)?;
+        let tools_value = if offered.is_empty() {
+            Value::from(())
+        } else if self.format.native_tools {
+            offered
+                .iter()
+                .map(|Tool::Function(tool)| json_user_value(&hf_tool(tool)))
+                .collect()
+        } else {
+            let block = self.format.tool_prompt(offered, choice);
+            let block = format!("{USER_TEXT_START}{block}{USER_TEXT_END}");
+            match messages.first_mut() {
+                Some(first) if first.role == "system" => {
+                    let content = first
+                        .content
+                        .as_ref()
+                        .and_then(|c| c.as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    let joined = if content.is_empty() {
+                        block
+                    } else {
+                        format!("{content}\n\n{block}")
+                    };
+                    first.content = Some(Value::from(joined));
+                }
+                _ => messages.insert(0, Message::plain("system", Some(Value::from(block)))),
+            }
+            Value::from(())
+        };
+        let messages: Vec<Value> = messages.into_iter().map(Message::into_value).collect();
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
@@ -109,13 +170,17 @@ impl ChatTemplate {
                 bos_token => &self.bos_token,
                 eos_token => &self.eos_token,
                 add_generation_prompt => add_generation_prompt,
-                tools => Value::from(()),
+                tools => tools_value,
             })
             .map_err(template_error)
     }
 
-    /// Maps canonical items to Hugging Face's `messages` list.
-    fn messages(&self, items: &[Item]) -> Result<Vec<Value>, EngineError> {
+    /// Maps canonical items to Hugging Face's `messages` list. Without native tool support,
+    /// calls become assistant text and results become user turns, as the model writes and
+    /// reads them.
+    fn messages(&self, items: &[Item]) -> Result<Vec<Message>, EngineError> {
+        let native = self.format.native_tools;
+        let syntax = self.format.tools;
         let mut messages: Vec<Message> = Vec::new();
         for item in items {
             match item {
@@ -124,43 +189,77 @@ impl ChatTemplate {
                         Role::Developer if !self.knows_developer => Role::System,
                         other => *other,
                     };
-                    messages.push(Message {
-                        role: role.as_str(),
-                        content: Some(user_text(&message_text(parts)?)),
-                        name: name.as_deref().map(user_text),
-                        tool_calls: Vec::new(),
-                        tool_call_id: None,
-                    });
+                    let mut message =
+                        Message::plain(role.as_str(), Some(user_text(&message_text(parts)?)));
+                    message.name = name.as_deref().map(user_text);
+                    messages.push(message);
                 }
                 Item::FunctionCall {
                     call_id,
                     name,
                     arguments,
-                } => {
+                } if native => {
                     let call = tool_call(call_id, name, arguments);
                     match messages.last_mut() {
                         Some(last) if last.role == "assistant" => last.tool_calls.push(call),
-                        _ => messages.push(Message {
-                            role: "assistant",
-                            content: None,
-                            name: None,
-                            tool_calls: vec![call],
-                            tool_call_id: None,
-                        }),
+                        _ => {
+                            let mut message = Message::plain("assistant", None);
+                            message.tool_calls.push(call);
+                            messages.push(message);
+                        }
                     }
                 }
-                Item::FunctionOutput { call_id, output } => messages.push(Message {
-                    role: "tool",
-                    content: Some(user_text(output)),
-                    name: None,
-                    tool_calls: Vec::new(),
-                    tool_call_id: Some(user_text(call_id)),
-                }),
+                Item::FunctionCall {
+                    name, arguments, ..
+                } => {
+                    let text = written_call(syntax, name, arguments);
+                    append_turn(&mut messages, "assistant", &text);
+                }
+                Item::FunctionOutput { call_id, output } if native => {
+                    let mut message = Message::plain("tool", Some(user_text(output)));
+                    message.tool_call_id = Some(user_text(call_id));
+                    messages.push(message);
+                }
+                Item::FunctionOutput { output, .. } => {
+                    let text = format!("<tool_response>\n{}\n</tool_response>", user_span(output));
+                    append_turn(&mut messages, "user", &text);
+                }
                 // Earlier reasoning is not replayed: chat templates of reasoning models drop it.
                 Item::Reasoning { .. } => {}
             }
         }
-        Ok(messages.into_iter().map(Message::into_value).collect())
+        Ok(messages)
+    }
+}
+
+/// A past call in the model's own syntax; the envelope is caller data, so it is marked as such
+/// while the markers around it stay template text.
+fn written_call(syntax: ToolSyntax, name: &str, arguments: &str) -> String {
+    let written = syntax.render_call(name, arguments);
+    let envelope = written
+        .strip_prefix(syntax.open)
+        .and_then(|rest| rest.strip_suffix(syntax.close))
+        .unwrap_or(&written);
+    format!("{}{}{}", syntax.open, user_span(envelope), syntax.close)
+}
+
+/// Appends text to the last turn when it has `role` (a call after the assistant's words, a
+/// second result after the first), or starts a new turn.
+fn append_turn(messages: &mut Vec<Message>, role: &'static str, text: &str) {
+    if let Some(last) = messages.last_mut().filter(|m| m.role == role) {
+        let before = last
+            .content
+            .as_ref()
+            .and_then(|c| c.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let joined = if before.is_empty() {
+            text.to_owned()
+        } else {
+            format!("{before}\n{text}")
+        };
+        last.content = Some(Value::from(joined));
+    } else {
+        messages.push(Message::plain(role, Some(Value::from(text))));
     }
 }
 
@@ -174,6 +273,16 @@ struct Message {
 }
 
 impl Message {
+    fn plain(role: &'static str, content: Option<Value>) -> Self {
+        Self {
+            role,
+            content,
+            name: None,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+
     fn into_value(self) -> Value {
         let mut fields = vec![
             ("role", Value::from(self.role)),
@@ -258,21 +367,26 @@ fn json_user_value(value: &serde_json::Value) -> Value {
 /// template still remove it; whitespace cannot spell a control token, and llama.cpp would see
 /// the same characters. Empty text stays empty so `{% if message.content %}` keeps its meaning.
 fn user_text(text: &str) -> Value {
+    Value::from(user_span(text))
+}
+
+/// [`user_text`] as a string, for building turns out of several pieces.
+fn user_span(text: &str) -> String {
     let clean: String = text
         .chars()
         .filter(|c| *c != USER_TEXT_START && *c != USER_TEXT_END)
         .collect();
     let core = clean.trim();
     if core.is_empty() {
-        return Value::from(clean);
+        return clean;
     }
     let start = clean.len() - clean.trim_start().len();
     let end = start + core.len();
-    Value::from(format!(
+    format!(
         "{}{USER_TEXT_START}{core}{USER_TEXT_END}{}",
         &clean[..start],
         &clean[end..]
-    ))
+    )
 }
 
 fn template_error(err: minijinja::Error) -> EngineError {

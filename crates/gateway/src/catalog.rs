@@ -50,7 +50,8 @@ pub struct CatalogEntry {
 
 impl CatalogEntry {
     /// An entry for a model served by the embedded engine. Local inference costs nothing per
-    /// token; capabilities grow as the engine learns them (constrained decoding, tools).
+    /// token. Tool calls and JSON output are guaranteed by constrained decoding, so every local
+    /// model has them, whatever it was trained on.
     #[must_use]
     pub fn local(engine: Engine, created: u64) -> Self {
         let info = engine.info();
@@ -59,7 +60,11 @@ impl CatalogEntry {
             owned_by: "switchboard".into(),
             created,
             context_window: u32::try_from(info.context_window).unwrap_or(u32::MAX),
-            capabilities: Vec::new(),
+            capabilities: vec![
+                Capability::Tools,
+                Capability::JsonObject,
+                Capability::JsonSchema,
+            ],
             pricing: Pricing::default(),
             provider: Provider::Local(engine),
         }

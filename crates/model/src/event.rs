@@ -11,6 +11,22 @@ pub enum Event {
         text: String,
         logprobs: Vec<TokenLogprob>,
     },
+    /// Reasoning text (a thinking model's `<think>` block), kept apart from the answer.
+    ReasoningDelta { choice: u32, text: String },
+    /// A tool call began: its position among the choice's calls, its id and the tool's name.
+    /// Its arguments follow as `ToolCallArguments` fragments.
+    ToolCallStart {
+        choice: u32,
+        index: u32,
+        id: String,
+        name: String,
+    },
+    /// The next fragment of a tool call's arguments (a JSON text once all are joined).
+    ToolCallArguments {
+        choice: u32,
+        index: u32,
+        fragment: String,
+    },
     /// A choice ended.
     Finished { choice: u32, reason: FinishReason },
     /// Exact token accounting; sent once, after every choice finished.
@@ -81,8 +97,18 @@ pub struct Completion {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Choice {
     pub text: String,
+    pub reasoning: String,
     pub logprobs: Vec<TokenLogprob>,
+    pub tool_calls: Vec<ToolCall>,
     pub finish_reason: Option<FinishReason>,
+}
+
+/// A complete tool call of a folded completion.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
 }
 
 impl Completion {
@@ -97,6 +123,35 @@ impl Completion {
                 let slot = self.choice_mut(choice);
                 slot.text.push_str(&text);
                 slot.logprobs.extend(logprobs);
+            }
+            Event::ReasoningDelta { choice, text } => {
+                self.choice_mut(choice).reasoning.push_str(&text);
+            }
+            Event::ToolCallStart {
+                choice,
+                index,
+                id,
+                name,
+            } => {
+                let calls = &mut self.choice_mut(choice).tool_calls;
+                let index = index as usize;
+                if calls.len() <= index {
+                    calls.resize_with(index + 1, ToolCall::default);
+                }
+                calls[index].id = id;
+                calls[index].name = name;
+            }
+            Event::ToolCallArguments {
+                choice,
+                index,
+                fragment,
+            } => {
+                let calls = &mut self.choice_mut(choice).tool_calls;
+                let index = index as usize;
+                if calls.len() <= index {
+                    calls.resize_with(index + 1, ToolCall::default);
+                }
+                calls[index].arguments.push_str(&fragment);
             }
             Event::Finished { choice, reason } => {
                 self.choice_mut(choice).finish_reason = Some(reason)
@@ -164,5 +219,53 @@ mod tests {
             Some(FinishReason::Stop)
         );
         assert_eq!(completion.usage.total_tokens(), 7);
+    }
+
+    #[test]
+    fn fold_joins_tool_call_fragments() {
+        let mut completion = Completion::default();
+        for event in [
+            Event::ToolCallStart {
+                choice: 0,
+                index: 0,
+                id: "call_a".into(),
+                name: "f".into(),
+            },
+            Event::ToolCallArguments {
+                choice: 0,
+                index: 0,
+                fragment: "{\"x\":".into(),
+            },
+            Event::ToolCallStart {
+                choice: 0,
+                index: 1,
+                id: "call_b".into(),
+                name: "g".into(),
+            },
+            Event::ToolCallArguments {
+                choice: 0,
+                index: 0,
+                fragment: "1}".into(),
+            },
+            Event::ToolCallArguments {
+                choice: 0,
+                index: 1,
+                fragment: "{}".into(),
+            },
+        ] {
+            completion.push(event);
+        }
+        let calls = &completion.choices[0].tool_calls;
+        assert_eq!(calls.len(), 2);
+        assert_eq!(
+            calls[0],
+            ToolCall {
+                id: "call_a".into(),
+                name: "f".into(),
+                arguments: "{\"x\":1}".into()
+            }
+        );
+        assert_eq!(calls[1].name, "g");
+        assert_eq!(calls[1].arguments, "{}");
     }
 }

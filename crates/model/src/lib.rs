@@ -11,7 +11,9 @@ mod event;
 mod request;
 
 pub use error::{Error, ErrorKind};
-pub use event::{Choice, Completion, Event, FinishReason, TokenLogprob, TopLogprob, Usage};
+pub use event::{
+    Choice, Completion, Event, FinishReason, TokenLogprob, ToolCall, TopLogprob, Usage,
+};
 pub use request::{
     Capability, ContentPart, FunctionTool, Item, OutputFormat, ReasoningEffort, Request, Role,
     Sampling, Tool, ToolChoice, WebSearch,

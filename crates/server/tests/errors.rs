@@ -130,21 +130,7 @@ async fn context_length_exceeded() {
 #[tokio::test]
 async fn features_of_later_issues_are_refused_not_ignored() {
     let server = shared();
-    let tool =
-        json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
     let cases: Vec<(Value, &str)> = vec![
-        (
-            json!({"model": MODEL, "messages": user("hi"), "tools": tool}),
-            "tools",
-        ),
-        (
-            json!({"model": MODEL, "messages": user("hi"), "response_format": {"type": "json_object"}}),
-            "response_format",
-        ),
-        (
-            json!({"model": MODEL, "messages": user("hi"), "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}}),
-            "response_format",
-        ),
         (
             json!({"model": MODEL, "messages": user("hi"), "web_search_options": {}}),
             "web_search_options",

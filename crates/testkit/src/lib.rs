@@ -300,6 +300,31 @@ pub fn default_model_path() -> std::path::PathBuf {
     home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
+/// Checks a JSON value against a JSON Schema (draft 2020-12), as a client validating
+/// structured output or tool arguments would.
+///
+/// # Errors
+/// The first violations, joined, or why the schema itself is unusable.
+pub fn check_against_schema(
+    schema: &serde_json::Value,
+    instance: &serde_json::Value,
+) -> Result<(), String> {
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .build(schema)
+        .map_err(|e| format!("unusable schema: {e}"))?;
+    let problems: Vec<String> = validator
+        .iter_errors(instance)
+        .take(5)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

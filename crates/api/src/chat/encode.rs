@@ -45,6 +45,27 @@ pub struct ChatMessage {
     pub refusal: Option<String>,
     /// URL citations; always empty until web search lands.
     pub annotations: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<WireToolCall>>,
+    /// A thinking model's reasoning, under the name other OpenAI-compatible servers use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+}
+
+/// `{"id", "type": "function", "function": {"name", "arguments"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WireToolCall {
+    pub id: String,
+    /// Always `"function"`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: WireFunction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WireFunction {
+    pub name: String,
+    pub arguments: String,
 }
 
 /// `{"content": [...], "refusal": null}`; used by both the body and the chunks.
@@ -111,9 +132,26 @@ pub fn encode_chat_completion(
             index,
             message: ChatMessage {
                 role: "assistant",
-                content: Some(choice.text.clone()),
+                // As OpenAI: a message that only calls tools has `content: null`.
+                content: (choice.tool_calls.is_empty() || !choice.text.is_empty())
+                    .then(|| choice.text.clone()),
                 refusal: None,
                 annotations: Vec::new(),
+                reasoning_content: (!choice.reasoning.is_empty()).then(|| choice.reasoning.clone()),
+                tool_calls: (!choice.tool_calls.is_empty()).then(|| {
+                    choice
+                        .tool_calls
+                        .iter()
+                        .map(|call| WireToolCall {
+                            id: call.id.clone(),
+                            kind: "function",
+                            function: WireFunction {
+                                name: call.name.clone(),
+                                arguments: call.arguments.clone(),
+                            },
+                        })
+                        .collect()
+                }),
             },
             logprobs: logprobs_requested.then(|| ChatLogprobs::content(&choice.logprobs)),
             // A choice without a Finished event was cut short by the provider; `stop` is the
@@ -225,6 +263,39 @@ mod tests {
     }
 
     #[test]
+    fn tool_calls_have_null_content_and_finish_reason_tool_calls() {
+        let mut completion = Completion::default();
+        for event in [
+            Event::ToolCallStart {
+                choice: 0,
+                index: 0,
+                id: "call_1".into(),
+                name: "get_weather".into(),
+            },
+            Event::ToolCallArguments {
+                choice: 0,
+                index: 0,
+                fragment: "{\"city\": \"Paris\"}".into(),
+            },
+            Event::Finished {
+                choice: 0,
+                reason: FinishReason::ToolCalls,
+            },
+        ] {
+            completion.push(event);
+        }
+        let body = encode(&completion, false);
+        let message = &body["choices"][0]["message"];
+        assert_eq!(message["content"], Value::Null);
+        assert_eq!(
+            message["tool_calls"],
+            json!([{"id": "call_1", "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}])
+        );
+        assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+    }
+
+    #[test]
     fn plain_completion_has_every_required_field() {
         let mut completion = Completion::default();
         for event in [
@@ -279,12 +350,16 @@ mod tests {
             choices: vec![
                 Choice {
                     text: "Hi".into(),
+                    reasoning: String::new(),
                     logprobs: vec![token("Hi", -0.25)],
+                    tool_calls: vec![],
                     finish_reason: Some(FinishReason::Length),
                 },
                 Choice {
                     text: String::new(),
+                    reasoning: String::new(),
                     logprobs: vec![],
+                    tool_calls: vec![],
                     finish_reason: Some(FinishReason::Stop),
                 },
             ],
@@ -318,7 +393,9 @@ mod tests {
         let completion = Completion {
             choices: vec![Choice {
                 text: "x".into(),
+                reasoning: String::new(),
                 logprobs: vec![token("x", f32::NEG_INFINITY)],
+                tool_calls: vec![],
                 finish_reason: Some(FinishReason::Stop),
             }],
             usage: Usage::default(),

@@ -46,6 +46,29 @@ pub struct ChunkDelta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+}
+
+/// One tool call's piece of a chunk: `index` always; `id`, `type` and the name on its first
+/// chunk; argument fragments after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ToolCallDelta {
+    pub index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub function: FunctionDelta,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FunctionDelta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub arguments: String,
 }
 
 /// Encodes one generation's events into chunks. Feed every event to [`push`](Self::push) in
@@ -117,6 +140,61 @@ impl ChatStreamEncoder {
                     chunks.push(self.text_chunk(*choice, text, logprobs));
                 }
             }
+            Event::ReasoningDelta { choice, text } => {
+                let slot = self.slot(*choice);
+                if self.finished[slot] || text.is_empty() {
+                    return chunks;
+                }
+                self.start(*choice, &mut chunks);
+                let delta = ChunkDelta {
+                    reasoning_content: Some(text.clone()),
+                    ..ChunkDelta::default()
+                };
+                chunks.push(self.chunk(*choice, delta, None, None));
+            }
+            Event::ToolCallStart {
+                choice,
+                index: call,
+                id,
+                name,
+            } => {
+                let slot = self.slot(*choice);
+                if self.finished[slot] {
+                    return chunks;
+                }
+                self.start(*choice, &mut chunks);
+                let call = ToolCallDelta {
+                    index: *call,
+                    id: Some(id.clone()),
+                    kind: Some("function"),
+                    function: FunctionDelta {
+                        name: Some(name.clone()),
+                        arguments: String::new(),
+                    },
+                };
+                chunks.push(self.tool_chunk(*choice, call));
+            }
+            Event::ToolCallArguments {
+                choice,
+                index: call,
+                fragment,
+            } => {
+                let slot = self.slot(*choice);
+                if self.finished[slot] || fragment.is_empty() {
+                    return chunks;
+                }
+                self.start(*choice, &mut chunks);
+                let call = ToolCallDelta {
+                    index: *call,
+                    id: None,
+                    kind: None,
+                    function: FunctionDelta {
+                        name: None,
+                        arguments: fragment.clone(),
+                    },
+                };
+                chunks.push(self.tool_chunk(*choice, call));
+            }
             Event::Finished { choice, reason } => {
                 let index = self.slot(*choice);
                 if self.finished[index] {
@@ -163,6 +241,7 @@ impl ChatStreamEncoder {
             let delta = ChunkDelta {
                 role: Some("assistant"),
                 content: Some(String::new()),
+                ..ChunkDelta::default()
             };
             chunks.push(self.chunk(choice, delta, None, None));
         }
@@ -177,11 +256,20 @@ impl ChatStreamEncoder {
         let delta = ChunkDelta {
             role: None,
             content: Some(text.to_owned()),
+            ..ChunkDelta::default()
         };
         let logprobs = self
             .logprobs_requested
             .then(|| ChatLogprobs::content(logprobs));
         self.chunk(choice, delta, logprobs, None)
+    }
+
+    fn tool_chunk(&self, choice: u32, call: ToolCallDelta) -> ChatCompletionChunk {
+        let delta = ChunkDelta {
+            tool_calls: Some(vec![call]),
+            ..ChunkDelta::default()
+        };
+        self.chunk(choice, delta, None, None)
     }
 
     fn finish_chunk(&self, choice: u32, reason: FinishReason) -> ChatCompletionChunk {
@@ -422,5 +510,46 @@ mod tests {
         );
         assert_eq!(chunks[2]["choices"][0]["logprobs"], Value::Null);
         assert!(chunks.iter().all(|c| c["system_fingerprint"] == "fp_x"));
+    }
+
+    #[test]
+    fn tool_calls_stream_as_openai_does() {
+        let mut encoder = ChatStreamEncoder::new("chatcmpl-s", 42, "smollm2", 1, true, false);
+        let chunks = run(
+            &mut encoder,
+            &[
+                Event::ToolCallStart {
+                    choice: 0,
+                    index: 0,
+                    id: "call_1".into(),
+                    name: "get_weather".into(),
+                },
+                Event::ToolCallArguments {
+                    choice: 0,
+                    index: 0,
+                    fragment: "{\"city\": ".into(),
+                },
+                Event::ToolCallArguments {
+                    choice: 0,
+                    index: 0,
+                    fragment: "\"Paris\"}".into(),
+                },
+                finished(0, FinishReason::ToolCalls),
+                usage(),
+            ],
+        );
+        assert_eq!(chunks.len(), 6);
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(
+            chunks[1]["choices"][0]["delta"]["tool_calls"],
+            json!([{"index": 0, "id": "call_1", "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""}}])
+        );
+        assert_eq!(
+            chunks[2]["choices"][0]["delta"]["tool_calls"],
+            json!([{"index": 0, "function": {"arguments": "{\"city\": "}}])
+        );
+        assert_eq!(chunks[4]["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(chunks[5]["choices"], json!([]));
     }
 }
