@@ -75,4 +75,84 @@ try:
 except openai.BadRequestError as err:
     assert err.body["param"] == "temperature", err.body
 
+# Structured outputs: the SDK's own Pydantic helper, strict schema included.
+from typing import List, Literal, Optional  # noqa: E402
+
+from pydantic import BaseModel, Field  # noqa: E402
+
+
+class Pet(BaseModel):
+    name: str = Field(max_length=20)
+    kind: Literal["cat", "dog", "fish"]
+
+
+class Person(BaseModel):
+    name: str = Field(max_length=30)
+    age: int
+    pets: List[Pet] = Field(max_length=3)
+    nickname: Optional[str] = Field(max_length=20)
+
+
+describe = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "Invent a person with pets."},
+]
+for seed in range(3):
+    parsed = client.chat.completions.parse(
+        model=MODEL, messages=describe, response_format=Person, temperature=1, seed=seed, max_tokens=300
+    )
+    person = parsed.choices[0].message.parsed
+    assert isinstance(person, Person), parsed
+    assert parsed.choices[0].finish_reason == "stop", parsed
+
+
+# Tools: a forced call, streamed and not, then the tool result back in the conversation.
+class GetWeather(BaseModel):
+    city: str = Field(max_length=30)
+    unit: Literal["celsius", "fahrenheit"]
+
+
+weather_tool = openai.pydantic_function_tool(GetWeather, name="get_weather", description="Current weather.")
+weather_question = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "What is the weather in Paris?"},
+]
+called = client.chat.completions.parse(
+    model=MODEL, messages=weather_question, tools=[weather_tool], tool_choice="required",
+    parallel_tool_calls=False, max_tokens=200,
+)
+message = called.choices[0].message
+assert called.choices[0].finish_reason == "tool_calls", called
+assert len(message.tool_calls) == 1
+call = message.tool_calls[0]
+assert call.function.name == "get_weather"
+assert isinstance(call.function.parsed_arguments, GetWeather), call
+
+stream = client.chat.completions.create(
+    model=MODEL, messages=weather_question, tools=[weather_tool],
+    tool_choice={"type": "function", "function": {"name": "get_weather"}}, stream=True, max_tokens=200,
+)
+names, fragments, finish = [], {}, None
+for chunk in stream:
+    for choice in chunk.choices:
+        for delta in choice.delta.tool_calls or []:
+            if delta.function and delta.function.name:
+                names.append(delta.function.name)
+            fragments.setdefault(delta.index, []).append((delta.function and delta.function.arguments) or "")
+        if choice.finish_reason:
+            finish = choice.finish_reason
+assert finish == "tool_calls" and names and set(names) == {"get_weather"}, (finish, names)
+for pieces in fragments.values():
+    GetWeather.model_validate_json("".join(pieces))
+
+follow_up = weather_question + [
+    message.model_dump(exclude_none=True, exclude={"parsed", "refusal", "annotations"}),
+    {"role": "tool", "tool_call_id": call.id, "content": "21 degrees celsius and sunny"},
+]
+answer_after_tool = client.chat.completions.create(
+    model=MODEL, messages=follow_up, tools=[weather_tool], tool_choice="none", max_tokens=40
+)
+assert answer_after_tool.choices[0].message.content, answer_after_tool
+assert not answer_after_tool.choices[0].message.tool_calls
+
 print("ALL OK")
