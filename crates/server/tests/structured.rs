@@ -163,6 +163,29 @@ async fn json_object_always_parses_streamed_or_not() {
 }
 
 #[tokio::test]
+async fn json_cut_by_a_small_token_limit_still_parses() {
+    let server = shared();
+    for seed in 0..4u64 {
+        let (status, body) = server
+            .chat(&json!({
+                "model": MODEL,
+                "messages": ask("Describe a city as JSON with many nested details."),
+                "temperature": 1.0,
+                "seed": seed,
+                "max_tokens": 40,
+                "response_format": {"type": "json_object"}
+            }))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let text = body["choices"][0]["message"]["content"].as_str().unwrap();
+        let value: Value = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("seed {seed}: cut JSON does not parse ({e}): {text}"));
+        assert!(value.is_object());
+        assert!(body["usage"]["completion_tokens"].as_u64().unwrap() <= 40);
+    }
+}
+
+#[tokio::test]
 async fn required_and_named_tool_choices_always_call_validly() {
     let server = shared();
     let tools = weather_tools();
