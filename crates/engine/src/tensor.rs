@@ -162,6 +162,23 @@ impl Matrix {
         let kernel = *QDOT;
         let data = self.data.bytes();
         let mut tile = [0f32; TOKEN_TILE];
+        if n == 1 && *MULTI_ROW {
+            // One token (single-stream decode): several rows at once, so their accumulation
+            // chains overlap and each activation block is loaded once for all of them.
+            let rows_kernel = *QDOT_ROWS;
+            let mut r = first;
+            while r < first + count {
+                let rows = ROW_TILE.min(first + count - r);
+                let bytes = &data[r * self.row_bytes..(r + rows) * self.row_bytes];
+                rows_kernel(self.dtype, bytes, self.row_bytes, rows, acts, &mut tile);
+                for (i, value) in tile[..rows].iter().enumerate() {
+                    // SAFETY: as below: this task owns columns `first..first + count`.
+                    unsafe { out.write(r + i, *value) };
+                }
+                r += rows;
+            }
+            return;
+        }
         for t0 in (0..n).step_by(TOKEN_TILE) {
             let tokens = TOKEN_TILE.min(n - t0);
             let act = &acts[t0 * blocks_per_row..(t0 + tokens) * blocks_per_row];
@@ -326,6 +343,74 @@ fn scale(table: &[f32], lo: u8, hi: u8) -> f32 {
 type QDotFn = fn(DType, &[u8], &[ActBlock], usize, &mut [f32; TOKEN_TILE]);
 
 static QDOT: LazyLock<QDotFn> = LazyLock::new(select_qdot);
+
+/// Weight rows one [`QDotRowsFn`] call takes (equal to [`TOKEN_TILE`], so both share `out`).
+pub const ROW_TILE: usize = TOKEN_TILE;
+
+/// Dot products of `rows` (≤ [`ROW_TILE`]) consecutive quantized weight rows (`row_bytes`
+/// apart in `weights`) with one quantized activation row, written to `out[..rows]`. Each row
+/// is summed in exactly the order [`QDotFn`] sums it, so results are bit-identical.
+type QDotRowsFn = fn(DType, &[u8], usize, usize, &[ActBlock], &mut [f32; TOKEN_TILE]);
+
+static QDOT_ROWS: LazyLock<QDotRowsFn> = LazyLock::new(select_qdot_rows);
+
+/// `SWITCHBOARD_ROW_TILE=off` keeps single-token steps on the one-row kernel, for measuring
+/// what the multi-row kernel gains on a given machine (results are identical either way).
+static MULTI_ROW: LazyLock<bool> =
+    LazyLock::new(|| std::env::var("SWITCHBOARD_ROW_TILE").map_or(true, |v| v != "off"));
+
+fn select_qdot_rows() -> QDotRowsFn {
+    LazyLock::force(&F16_TABLE);
+    let wanted = std::env::var("SWITCHBOARD_KERNEL").unwrap_or_default();
+    if wanted == "portable" {
+        return qdot_rows_portable;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            if wanted == "vnni" && std::arch::is_x86_feature_detected!("avxvnni") {
+                return x86::qdot_rows_vnni_safe;
+            }
+            return x86::qdot_rows_avx2_safe;
+        }
+    }
+    qdot_rows_portable
+}
+
+/// The portable multi-row kernel: one [`qdot_portable`] per row.
+pub fn qdot_rows_portable(
+    dtype: DType,
+    weights: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    acts: &[ActBlock],
+    out: &mut [f32; TOKEN_TILE],
+) {
+    let mut one = [0f32; TOKEN_TILE];
+    for (r, value) in out.iter_mut().enumerate().take(rows) {
+        qdot_portable(
+            dtype,
+            &weights[r * row_bytes..(r + 1) * row_bytes],
+            acts,
+            1,
+            &mut one,
+        );
+        *value = one[0];
+    }
+}
+
+/// The multi-row kernel this CPU uses (see [`QDotRowsFn`]); exposed for tests and benchmarks.
+pub fn qdot_rows(
+    dtype: DType,
+    weights: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    acts: &[ActBlock],
+    out: &mut [f32; TOKEN_TILE],
+) {
+    (*QDOT_ROWS)(dtype, weights, row_bytes, rows, acts, out);
+}
 
 fn select_qdot() -> QDotFn {
     // Touch the table before the first parallel use.
@@ -646,12 +731,13 @@ pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::{
-        __m256, _mm256_add_ps, _mm256_and_si256, _mm256_castps256_ps128, _mm256_cvtepi32_ps,
-        _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_extractf128_ps, _mm256_fmadd_ps,
-        _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16,
-        _mm256_set1_epi16, _mm256_set1_epi8, _mm256_set1_ps, _mm256_set_m128i, _mm256_setzero_ps,
-        _mm256_setzero_si256, _mm256_sign_epi8, _mm256_storeu_ps, _mm256_sub_epi8, _mm_add_ps,
-        _mm_add_ss, _mm_cvtss_f32, _mm_loadu_si128, _mm_movehl_ps, _mm_shuffle_ps, _mm_srli_epi16,
+        __m256, __m256i, _mm256_add_ps, _mm256_and_si256, _mm256_castps256_ps128,
+        _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_extractf128_ps,
+        _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16,
+        _mm256_maddubs_epi16, _mm256_set1_epi16, _mm256_set1_epi8, _mm256_set1_ps,
+        _mm256_set_m128i, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_sign_epi8,
+        _mm256_storeu_ps, _mm256_sub_epi8, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_loadu_si128,
+        _mm_movehl_ps, _mm_shuffle_ps, _mm_srli_epi16,
     };
 
     use half::f16;
@@ -704,9 +790,161 @@ mod x86 {
         unsafe { qdot_dispatch::<true>(dtype, row, acts, tokens, out) }
     }
 
+    pub(super) fn qdot_rows_avx2_safe(
+        dtype: DType,
+        weights: &[u8],
+        row_bytes: usize,
+        rows: usize,
+        acts: &[ActBlock],
+        out: &mut [f32; TOKEN_TILE],
+    ) {
+        // SAFETY: selected only after runtime detection of AVX2 and FMA.
+        unsafe { qdot_rows_avx2(dtype, weights, row_bytes, rows, acts, out) }
+    }
+
+    pub(super) fn qdot_rows_vnni_safe(
+        dtype: DType,
+        weights: &[u8],
+        row_bytes: usize,
+        rows: usize,
+        acts: &[ActBlock],
+        out: &mut [f32; TOKEN_TILE],
+    ) {
+        // SAFETY: selected only after runtime detection of AVX2, FMA and AVX-VNNI.
+        unsafe { qdot_rows_vnni(dtype, weights, row_bytes, rows, acts, out) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn qdot_rows_avx2(
+        dtype: DType,
+        weights: &[u8],
+        row_bytes: usize,
+        rows: usize,
+        acts: &[ActBlock],
+        out: &mut [f32; TOKEN_TILE],
+    ) {
+        // SAFETY: the caller guarantees AVX2 and FMA.
+        unsafe { qdot_rows_dispatch::<false>(dtype, weights, row_bytes, rows, acts, out) }
+    }
+
+    #[target_feature(enable = "avx2,fma,avxvnni")]
+    unsafe fn qdot_rows_vnni(
+        dtype: DType,
+        weights: &[u8],
+        row_bytes: usize,
+        rows: usize,
+        acts: &[ActBlock],
+        out: &mut [f32; TOKEN_TILE],
+    ) {
+        // SAFETY: the caller guarantees AVX2, FMA and AVX-VNNI.
+        unsafe { qdot_rows_dispatch::<true>(dtype, weights, row_bytes, rows, acts, out) }
+    }
+
+    #[inline(always)]
+    unsafe fn qdot_rows_dispatch<const VNNI: bool>(
+        dtype: DType,
+        weights: &[u8],
+        row_bytes: usize,
+        rows: usize,
+        acts: &[ActBlock],
+        out: &mut [f32; TOKEN_TILE],
+    ) {
+        // SAFETY (all arms): the target features are guaranteed by the caller.
+        match dtype {
+            DType::Q4_1 => unsafe {
+                qdot_row_blocks::<Q4_1, VNNI>(weights, row_bytes, rows, acts, out);
+            },
+            DType::Q4_0 => unsafe {
+                qdot_row_blocks::<Q4_0, VNNI>(weights, row_bytes, rows, acts, out);
+            },
+            DType::Q8_0 => unsafe {
+                qdot_row_blocks::<Q8_0, VNNI>(weights, row_bytes, rows, acts, out);
+            },
+            _ => {
+                let mut one = [0f32; TOKEN_TILE];
+                for (r, value) in out.iter_mut().enumerate().take(rows) {
+                    let row = &weights[r * row_bytes..(r + 1) * row_bytes];
+                    // SAFETY: as above.
+                    unsafe { qdot_dispatch::<VNNI>(dtype, row, acts, 1, &mut one) };
+                    *value = one[0];
+                }
+            }
+        }
+    }
+
     const Q4_1: u8 = 0;
     const Q4_0: u8 = 1;
     const Q8_0: u8 = 2;
+
+    /// The 32 weights of one block as bytes: unsigned 0..15 for Q4_1, signed otherwise.
+    #[inline(always)]
+    unsafe fn block_weights<const KIND: u8>(w: &[u8]) -> __m256i {
+        if KIND == Q8_0 {
+            // SAFETY: a Q8_0 block holds 32 quant bytes after its 2-byte scale.
+            unsafe { _mm256_loadu_si256(w[2..34].as_ptr().cast()) }
+        } else {
+            let qs = if KIND == Q4_1 { &w[4..20] } else { &w[2..18] };
+            // SAFETY: `qs` holds exactly 16 bytes.
+            let packed = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
+            let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+            let nibbles = _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+            if KIND == Q4_0 {
+                _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8))
+            } else {
+                nibbles
+            }
+        }
+    }
+
+    /// [`qdot_blocks`] for one token and up to [`TOKEN_TILE`] rows: the same operations in the
+    /// same order per row, with one accumulator per row, so the rows' FMA chains overlap.
+    #[inline(always)]
+    unsafe fn qdot_row_blocks<const KIND: u8, const VNNI: bool>(
+        weights: &[u8],
+        row_bytes: usize,
+        rows: usize,
+        acts: &[ActBlock],
+        out: &mut [f32; TOKEN_TILE],
+    ) {
+        let table: &[f32] = &F16_TABLE;
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); TOKEN_TILE];
+        let mut offsets = [0f32; TOKEN_TILE];
+        let block_bytes = match KIND {
+            Q4_1 => 20,
+            Q4_0 => 18,
+            _ => 34,
+        };
+        let signed = KIND != Q4_1;
+        let rows = rows.min(TOKEN_TILE);
+        for (b, a) in acts.iter().enumerate().take(row_bytes / block_bytes) {
+            // SAFETY: `a.qs` is 32 bytes.
+            let ax = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
+            for r in 0..rows {
+                let start = r * row_bytes + b * block_bytes;
+                let w = &weights[start..start + block_bytes];
+                let d = table[usize::from(u16::from_le_bytes([w[0], w[1]]))];
+                // SAFETY: `w` is one whole block.
+                let wx = unsafe { block_weights::<KIND>(w) };
+                let wx_abs = if signed { _mm256_sign_epi8(wx, wx) } else { wx };
+                let ay = if signed { _mm256_sign_epi8(ax, wx) } else { ax };
+                let ints = if VNNI {
+                    _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), wx_abs, ay)
+                } else {
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(wx_abs, ay), ones)
+                };
+                let sums = _mm256_cvtepi32_ps(ints);
+                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), sums, acc[r]);
+                if KIND == Q4_1 {
+                    let m = table[usize::from(u16::from_le_bytes([w[2], w[3]]))];
+                    offsets[r] += m * a.s;
+                }
+            }
+        }
+        for r in 0..rows {
+            out[r] = horizontal_sum(acc[r]) + offsets[r];
+        }
+    }
 
     #[inline(always)]
     unsafe fn qdot_dispatch<const VNNI: bool>(
@@ -1254,6 +1492,60 @@ mod tests {
                             "{name} {dtype:?} tokens={tokens} t={t}: {} vs {}",
                             got[t],
                             want[t]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The multi-row kernel gives exactly (bit for bit) what the one-row kernel gives per row,
+    /// so switching between them can never change an answer.
+    #[test]
+    fn multi_row_kernels_are_bit_identical_to_one_row() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let cols = 192;
+        let mut variants: Vec<(&str, QDotFn, QDotRowsFn)> =
+            vec![("portable", qdot_portable, qdot_rows_portable)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                variants.push(("avx2", x86::qdot_avx2_safe, x86::qdot_rows_avx2_safe));
+                if has!("avxvnni") {
+                    variants.push(("vnni", x86::qdot_vnni_safe, x86::qdot_rows_vnni_safe));
+                }
+            }
+        }
+        for dtype in [DType::Q4_0, DType::Q4_1, DType::Q8_0] {
+            let mut weights = Vec::new();
+            for _ in 0..ROW_TILE {
+                let row: Vec<f32> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+                weights.extend(encode(dtype, &row));
+            }
+            let row_bytes = weights.len() / ROW_TILE;
+            let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-3.0..3.0)).collect();
+            let mut acts = Vec::new();
+            quantize_rows(&x, cols, true, &mut acts);
+            for (name, one_row, many_rows) in &variants {
+                for rows in 1..=ROW_TILE {
+                    let mut got = [0f32; TOKEN_TILE];
+                    many_rows(dtype, &weights, row_bytes, rows, &acts, &mut got);
+                    for r in 0..rows {
+                        let mut want = [0f32; TOKEN_TILE];
+                        one_row(
+                            dtype,
+                            &weights[r * row_bytes..(r + 1) * row_bytes],
+                            &acts,
+                            1,
+                            &mut want,
+                        );
+                        assert_eq!(
+                            got[r].to_bits(),
+                            want[0].to_bits(),
+                            "{name} {dtype:?} rows={rows} r={r}: {} vs {}",
+                            got[r],
+                            want[0]
                         );
                     }
                 }
