@@ -731,7 +731,7 @@ pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::{
-        __m256, __m256i, _mm256_add_ps, _mm256_and_si256, _mm256_castps256_ps128,
+        __m256, __m256i, _mm_prefetch, _MM_HINT_T0, _mm256_add_ps, _mm256_and_si256, _mm256_castps256_ps128,
         _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_extractf128_ps,
         _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16,
         _mm256_maddubs_epi16, _mm256_set1_epi16, _mm256_set1_epi8, _mm256_set1_ps,
@@ -876,6 +876,10 @@ mod x86 {
     const Q4_0: u8 = 1;
     const Q8_0: u8 = 2;
 
+    static PREFETCH_ON: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+        std::env::var("SWITCHBOARD_PREFETCH").map_or(true, |v| v != "off")
+    });
+
     /// The 32 weights of one block as bytes: unsigned 0..15 for Q4_1, signed otherwise.
     #[inline(always)]
     unsafe fn block_weights<const KIND: u8>(w: &[u8]) -> __m256i {
@@ -896,8 +900,9 @@ mod x86 {
         }
     }
 
-    /// [`qdot_blocks`] for one token and up to [`TOKEN_TILE`] rows: the same operations in the
-    /// same order per row, with one accumulator per row, so the rows' FMA chains overlap.
+    /// [`qdot_blocks`] for one token and [`TOKEN_TILE`] rows: the same operations in the same
+    /// order per row, with one accumulator per row (kept in registers: the row count is a
+    /// constant), so the rows' FMA chains overlap. Fewer rows go one at a time.
     #[inline(always)]
     unsafe fn qdot_row_blocks<const KIND: u8, const VNNI: bool>(
         weights: &[u8],
@@ -906,23 +911,43 @@ mod x86 {
         acts: &[ActBlock],
         out: &mut [f32; TOKEN_TILE],
     ) {
-        let table: &[f32] = &F16_TABLE;
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); TOKEN_TILE];
-        let mut offsets = [0f32; TOKEN_TILE];
+        const ROWS: usize = TOKEN_TILE;
         let block_bytes = match KIND {
             Q4_1 => 20,
             Q4_0 => 18,
             _ => 34,
         };
+        let blocks = (row_bytes / block_bytes).min(acts.len());
+        if rows != ROWS || weights.len() < ROWS * row_bytes {
+            let mut one = [0f32; TOKEN_TILE];
+            for (r, value) in out.iter_mut().enumerate().take(rows) {
+                let row = &weights[r * row_bytes..(r + 1) * row_bytes];
+                // SAFETY: the caller guarantees the target features.
+                unsafe { qdot_blocks::<KIND, VNNI>(row, &acts[..blocks], 1, &mut one) };
+                *value = one[0];
+            }
+            return;
+        }
+        let table: &[f32] = &F16_TABLE;
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); ROWS];
+        let prefetch = *PREFETCH_ON;
+        let mut offsets = [0f32; ROWS];
         let signed = KIND != Q4_1;
-        let rows = rows.min(TOKEN_TILE);
-        for (b, a) in acts.iter().enumerate().take(row_bytes / block_bytes) {
+        for (b, a) in acts.iter().enumerate().take(blocks) {
             // SAFETY: `a.qs` is 32 bytes.
             let ax = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
-            for r in 0..rows {
+            for r in 0..ROWS {
                 let start = r * row_bytes + b * block_bytes;
-                let w = &weights[start..start + block_bytes];
+                // SAFETY: `b < blocks ≤ row_bytes / block_bytes` and `r < ROWS`, and `weights`
+                // holds `ROWS` whole rows (checked above), so the block is in bounds.
+                let w = unsafe { weights.get_unchecked(start..start + block_bytes) };
+                if prefetch {
+                    // The same block of the next group of rows: weights stream from memory,
+                    // and the hardware prefetcher alone leaves the loads waiting.
+                    let ahead = w.as_ptr().wrapping_add(ROWS * row_bytes);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                }
                 let d = table[usize::from(u16::from_le_bytes([w[0], w[1]]))];
                 // SAFETY: `w` is one whole block.
                 let wx = unsafe { block_weights::<KIND>(w) };
@@ -941,7 +966,7 @@ mod x86 {
                 }
             }
         }
-        for r in 0..rows {
+        for r in 0..ROWS {
             out[r] = horizontal_sum(acc[r]) + offsets[r];
         }
     }
