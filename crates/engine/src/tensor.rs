@@ -731,13 +731,13 @@ pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::{
-        __m256, __m256i, _mm_prefetch, _MM_HINT_T0, _mm256_add_ps, _mm256_and_si256, _mm256_castps256_ps128,
+        __m256, __m256i, _mm256_add_ps, _mm256_and_si256, _mm256_castps256_ps128,
         _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_extractf128_ps,
         _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16,
         _mm256_maddubs_epi16, _mm256_set1_epi16, _mm256_set1_epi8, _mm256_set1_ps,
         _mm256_set_m128i, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_sign_epi8,
         _mm256_storeu_ps, _mm256_sub_epi8, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_loadu_si128,
-        _mm_movehl_ps, _mm_shuffle_ps, _mm_srli_epi16,
+        _mm_movehl_ps, _mm_prefetch, _mm_shuffle_ps, _mm_srli_epi16, _MM_HINT_T0,
     };
 
     use half::f16;
