@@ -1,4 +1,4 @@
-//! Client-facing wire formats. Each surface module owns its JSON shapes, decodes them into the
+//! Client-facing wire formats: Chat Completions ([`chat`]) and Responses ([`responses`]). Each surface module owns its JSON shapes, decodes them into the
 //! canonical [`switchboard_model::Request`] with OpenAI-style validation errors that name the
 //! offending `param`, and encodes canonical [`switchboard_model::Event`]s back into response
 //! bodies or stream chunks.
@@ -10,7 +10,9 @@
 pub mod chat;
 pub mod error;
 pub mod models;
+pub mod responses;
 pub mod sse;
+mod wire;
 
 pub use chat::{
     decode_chat_request, encode_chat_completion, ChatCompletionChunk, ChatCompletionResponse,

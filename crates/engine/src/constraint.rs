@@ -13,8 +13,11 @@ use crate::model;
 use crate::tokenizer::Tokenizer;
 use crate::EngineError;
 
-/// Tokens kept in reserve, beyond two per open JSON level, before steering a choice to close.
+/// Tokens kept in reserve, beyond three per open JSON level, before steering a choice to close.
 const CLOSING_MARGIN: usize = 8;
+
+/// Tokens a closing path may need per open level: close a key string, `:`, a short value.
+const TOKENS_PER_OPEN_LEVEL: usize = 3;
 
 /// The vocabulary as llguidance sees it: token bytes in a trie, control tokens marked special.
 struct Vocabulary {
@@ -35,7 +38,7 @@ impl TokenizerEnv for Vocabulary {
 /// Compiles grammars for one model; shared by every request.
 pub struct Grammars {
     factory: ParserFactory,
-    closers: Arc<Vec<u32>>,
+    closers: Arc<Closers>,
     eos: usize,
 }
 
@@ -87,13 +90,14 @@ impl Grammars {
         factory.quiet();
         #[allow(clippy::cast_possible_truncation)]
         let closers = (0..vocab as u32)
-            .filter(|id| {
-                let bytes = tokenizer.token_bytes(*id);
-                !tokenizer.is_special(*id)
-                    && bytes.iter().any(|b| matches!(b, b'"' | b'}' | b']'))
+            .filter_map(|id| {
+                let bytes = tokenizer.token_bytes(id);
+                let closing = !tokenizer.is_special(id)
+                    && bytes.iter().any(|b| CLOSING_BYTES.contains(b))
                     && bytes
                         .iter()
-                        .all(|b| matches!(b, b'"' | b'}' | b']' | b' ' | b'\n'))
+                        .all(|b| CLOSING_BYTES.contains(b) || matches!(b, b' ' | b'\n'));
+                closing.then(|| (id, bytes.to_vec().into_boxed_slice()))
             })
             .collect();
         Ok(Self {
@@ -129,17 +133,26 @@ impl Grammars {
             closers: Arc::clone(&self.closers),
             eos: self.eos,
             json: JsonDepth::default(),
+            kept: Vec::with_capacity(64),
         })
     }
 }
 
+/// What a closing path is written with: quotes and brackets that close, and the `:` and `0`
+/// that complete a key whose value is still missing. No `,`, `{` or `[`, so no path can grow.
+const CLOSING_BYTES: &[u8] = b"\"}]:0";
+
+/// Tokens made only of [`CLOSING_BYTES`] and whitespace, with their bytes.
+type Closers = Vec<(u32, Box<[u8]>)>;
+
 /// The grammar state of one choice.
 pub struct Constraint {
     matcher: Matcher,
-    /// Tokens made only of `"`, `}`, `]` and spaces: what closes open JSON soonest.
-    closers: Arc<Vec<u32>>,
+    closers: Arc<Closers>,
     eos: usize,
     json: JsonDepth,
+    /// Reused while steering, so masking allocates nothing per token.
+    kept: Vec<(u32, f32)>,
 }
 
 impl Clone for Constraint {
@@ -149,6 +162,7 @@ impl Clone for Constraint {
             closers: Arc::clone(&self.closers),
             eos: self.eos,
             json: self.json,
+            kept: Vec::with_capacity(64),
         }
     }
 }
@@ -209,9 +223,10 @@ impl Constraint {
     /// When the grammar has reached an internal error and allows nothing.
     ///
     /// With only `remaining` tokens left and JSON still open, the choice is steered to close
-    /// it: among the allowed tokens, only those that close strings, objects or arrays stay,
-    /// whenever any is allowed. A length cut then still leaves parseable JSON wherever the
-    /// schema lets it close (OpenAI's cut JSON does not parse).
+    /// it: of the allowed closing tokens, only those that leave the fewest levels open stay
+    /// (a closing quote inside a string; `:` and a short value after a dangling key; `}` or
+    /// `]` when the schema allows), whenever any is allowed. A length cut then still leaves
+    /// parseable JSON wherever the schema lets it close (OpenAI's cut JSON does not parse).
     pub fn apply(&mut self, logits: &mut [f32], remaining: usize) -> Result<(), String> {
         let mask = self
             .matcher
@@ -245,15 +260,27 @@ impl Constraint {
             logits[eos] = logit;
             return Ok(());
         }
-        if open > 0 && remaining <= 2 * open + CLOSING_MARGIN {
-            let closing = |id: &u32| (*id as usize) < known && mask.is_allowed(*id);
-            if self.closers.iter().any(closing) {
-                let mut kept = Vec::with_capacity(16);
-                for &id in self.closers.iter().filter(|id| closing(id)) {
-                    kept.push((id, logits[id as usize]));
+        if open > 0 && remaining <= TOKENS_PER_OPEN_LEVEL * open + CLOSING_MARGIN {
+            let mut fewest_open = usize::MAX;
+            self.kept.clear();
+            for (id, bytes) in self.closers.iter() {
+                if (*id as usize) >= known || !mask.is_allowed(*id) {
+                    continue;
                 }
+                let mut after = self.json;
+                after.push(bytes);
+                let open_after = after.open();
+                if open_after < fewest_open {
+                    fewest_open = open_after;
+                    self.kept.clear();
+                }
+                if open_after == fewest_open {
+                    self.kept.push((*id, logits[*id as usize]));
+                }
+            }
+            if !self.kept.is_empty() {
                 logits[..known].fill(f32::NEG_INFINITY);
-                for (id, logit) in kept {
+                for &(id, logit) in &self.kept {
                     logits[id as usize] = logit;
                 }
             }

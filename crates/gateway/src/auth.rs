@@ -5,6 +5,22 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use switchboard_model::{Error, ErrorKind};
 
+/// Who made a request: the SHA-256 digest (hex) of the API key it presented, or empty when the
+/// server has no keys. Never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub owner: String,
+}
+
+impl Caller {
+    #[must_use]
+    pub fn anonymous() -> Self {
+        Self {
+            owner: String::new(),
+        }
+    }
+}
+
 /// The configured keys; empty means authentication is off.
 #[derive(Default)]
 pub struct ApiKeys {
@@ -29,12 +45,13 @@ impl ApiKeys {
     }
 
     /// Accepts any request when no keys are configured; otherwise the presented key must match.
+    /// Returns who is calling, so per-key state (stored responses) stays with its key.
     ///
     /// # Errors
     /// `Unauthorized` when a key is required and missing or wrong.
-    pub fn check(&self, presented: Option<&str>) -> Result<(), Error> {
+    pub fn check(&self, presented: Option<&str>) -> Result<Caller, Error> {
         if self.digests.is_empty() {
-            return Ok(());
+            return Ok(Caller::anonymous());
         }
         let Some(presented) = presented.filter(|k| !k.is_empty()) else {
             return Err(Error::new(
@@ -51,7 +68,9 @@ impl ApiKeys {
                 acc | d.ct_eq(&presented)
             });
         if bool::from(matched) {
-            Ok(())
+            Ok(Caller {
+                owner: presented.iter().map(|byte| format!("{byte:02x}")).collect(),
+            })
         } else {
             Err(
                 Error::new(ErrorKind::Unauthorized, "Incorrect API key provided.")
@@ -67,6 +86,8 @@ fn digest(key: &str) -> [u8; 32] {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -74,6 +95,15 @@ mod tests {
         assert!(ApiKeys::default().check(None).is_ok());
         let keys = ApiKeys::new(["alpha", "beta"]);
         assert!(keys.check(Some("beta")).is_ok());
+        let alpha = keys.check(Some("alpha")).unwrap();
+        let beta = keys.check(Some("beta")).unwrap();
+        assert_ne!(alpha, beta, "each key is its own caller");
+        assert_eq!(alpha.owner.len(), 64);
+        assert!(!alpha.owner.contains("alpha"));
+        assert_eq!(
+            ApiKeys::default().check(Some("x")).unwrap(),
+            Caller::anonymous()
+        );
         assert_eq!(
             keys.check(Some("gamma")).map_err(|e| e.kind),
             Err(ErrorKind::Unauthorized)

@@ -7,7 +7,7 @@
 mod auth;
 mod catalog;
 
-pub use auth::ApiKeys;
+pub use auth::{ApiKeys, Caller};
 pub use catalog::{Catalog, CatalogEntry, EventStream, Pricing, Provider};
 
 use switchboard_model::{self as model, ErrorKind};
@@ -25,13 +25,20 @@ impl Gateway {
     }
 
     /// Checks the request against the model's capabilities and starts generating.
+    /// `param_name` is the calling surface's name for a request field, so an error names the
+    /// parameter the client actually sent.
     ///
     /// # Errors
     /// `ModelNotFound`, `Unsupported` naming the parameter the model cannot honour, or whatever
     /// the provider rejects (context length, overload).
-    pub fn generate(&self, request: &model::Request) -> Result<EventStream, model::Error> {
+    pub fn generate(
+        &self,
+        request: &model::Request,
+        param_name: fn(model::RequestField) -> &'static str,
+    ) -> Result<EventStream, model::Error> {
         let entry = self.catalog.get(&request.model)?;
-        for (capability, param) in request.required_capabilities() {
+        for (capability, field) in request.required_capabilities() {
+            let param = param_name(field);
             if !entry.capabilities.contains(&capability) {
                 return Err(model::Error::new(
                     ErrorKind::Unsupported,
@@ -59,7 +66,7 @@ fn describe(capability: model::Capability) -> &'static str {
         C::AudioInput => "audio inputs",
         C::AudioOutput => "audio outputs",
         C::Files => "file inputs",
-        C::Reasoning => "reasoning_effort",
+        C::Reasoning => "reasoning",
         C::WebSearch => "web search",
     }
 }

@@ -15,6 +15,6 @@ pub use event::{
     Choice, Completion, Event, FinishReason, TokenLogprob, ToolCall, TopLogprob, Usage,
 };
 pub use request::{
-    Capability, ContentPart, FunctionTool, Item, OutputFormat, ReasoningEffort, Request, Role,
-    Sampling, Tool, ToolChoice, WebSearch,
+    Capability, ContentPart, FunctionTool, Item, OutputFormat, ReasoningEffort, Request,
+    RequestField, Role, Sampling, Tool, ToolChoice, WebSearch,
 };

@@ -44,12 +44,13 @@ impl Request {
         }
     }
 
-    /// Capabilities a model must have to serve this request exactly as asked.
+    /// Capabilities a model must have to serve this request exactly as asked, each with the
+    /// request field that needs it (each surface names fields its own way).
     #[must_use]
-    pub fn required_capabilities(&self) -> Vec<(Capability, &'static str)> {
+    pub fn required_capabilities(&self) -> Vec<(Capability, RequestField)> {
         let mut needed = Vec::new();
         if !self.tools.is_empty() {
-            needed.push((Capability::Tools, "tools"));
+            needed.push((Capability::Tools, RequestField::Tools));
         }
         if self.items.iter().any(|item| {
             matches!(
@@ -57,40 +58,54 @@ impl Request {
                 Item::FunctionCall { .. } | Item::FunctionOutput { .. }
             )
         }) {
-            needed.push((Capability::Tools, "messages"));
+            needed.push((Capability::Tools, RequestField::Conversation));
         }
         match self.output_format {
             OutputFormat::Text => {}
-            OutputFormat::JsonObject => needed.push((Capability::JsonObject, "response_format")),
+            OutputFormat::JsonObject => {
+                needed.push((Capability::JsonObject, RequestField::OutputFormat));
+            }
             OutputFormat::JsonSchema { .. } => {
-                needed.push((Capability::JsonSchema, "response_format"));
+                needed.push((Capability::JsonSchema, RequestField::OutputFormat));
             }
         }
         if self.reasoning_effort.is_some() {
-            needed.push((Capability::Reasoning, "reasoning_effort"));
+            needed.push((Capability::Reasoning, RequestField::ReasoningEffort));
         }
         if self.web_search.is_some() {
-            needed.push((Capability::WebSearch, "web_search_options"));
+            needed.push((Capability::WebSearch, RequestField::WebSearch));
         }
         if !self.extra_output_modalities.is_empty() {
-            needed.push((Capability::AudioOutput, "modalities"));
+            needed.push((Capability::AudioOutput, RequestField::OutputModalities));
         }
         for item in &self.items {
             if let Item::Message { parts, .. } = item {
                 for part in parts {
-                    match part {
-                        ContentPart::Text(_) | ContentPart::Refusal(_) => {}
-                        ContentPart::Image { .. } => needed.push((Capability::Vision, "messages")),
-                        ContentPart::Audio { .. } => {
-                            needed.push((Capability::AudioInput, "messages"));
-                        }
-                        ContentPart::File { .. } => needed.push((Capability::Files, "messages")),
-                    }
+                    let capability = match part {
+                        ContentPart::Text(_) | ContentPart::Refusal(_) => continue,
+                        ContentPart::Image { .. } => Capability::Vision,
+                        ContentPart::Audio { .. } => Capability::AudioInput,
+                        ContentPart::File { .. } => Capability::Files,
+                    };
+                    needed.push((capability, RequestField::Conversation));
                 }
             }
         }
         needed
     }
+}
+
+/// The parts of a request that can need a capability. Surfaces map these to their own
+/// parameter names (`messages` or `input`, `response_format` or `text.format`…).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestField {
+    Tools,
+    /// The conversation's items (content parts, tool calls and results).
+    Conversation,
+    OutputFormat,
+    ReasoningEffort,
+    WebSearch,
+    OutputModalities,
 }
 
 /// What a model can do; the catalog advertises these and the gateway checks them.

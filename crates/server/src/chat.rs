@@ -4,19 +4,18 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use switchboard_api::{decode_chat_request, encode_chat_completion, sse, ChatStreamEncoder};
 use switchboard_gateway::EventStream;
-use switchboard_model::{Completion, Error, ErrorKind, Event};
+use switchboard_model::{Completion, Error, Event};
 
-use crate::{ApiError, AppState};
+use crate::{body_error, unix_now, ApiError, AppState};
 
 pub(crate) async fn create(
     State(state): State<AppState>,
@@ -28,7 +27,7 @@ pub(crate) async fn create(
     let gateway = state.gateway.clone();
     // Rendering and tokenizing a long prompt is CPU work; keep it off the async workers.
     let (events, request) = tokio::task::spawn_blocking(move || {
-        let events = gateway.generate(&request);
+        let events = gateway.generate(&request, switchboard_api::chat::param_name);
         (events, request)
     })
     .await
@@ -51,20 +50,6 @@ pub(crate) async fn create(
         let completion = fold(events).await?;
         let body = encode_chat_completion(&id, created, &request.model, &completion, logprobs);
         Ok(Json(body).into_response())
-    }
-}
-
-fn body_error(rejection: BytesRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError(Error::new(
-            ErrorKind::PayloadTooLarge,
-            "The request body exceeds the configured size limit.",
-        ))
-    } else {
-        ApiError(Error::new(
-            ErrorKind::InvalidRequest,
-            format!("Could not read the request body: {rejection}"),
-        ))
     }
 }
 
@@ -135,10 +120,4 @@ fn stream_response(events: EventStream, encoder: ChatStreamEncoder) -> Response 
         Body::from_stream(stream),
     )
         .into_response()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

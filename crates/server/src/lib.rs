@@ -8,12 +8,15 @@
 mod chat;
 pub mod errors;
 mod models;
+mod responses;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,6 +24,7 @@ use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use switchboard_gateway::Gateway;
 use switchboard_model::{Error, ErrorKind};
+use switchboard_store::Store;
 use tokio::net::TcpListener;
 
 pub use errors::ApiError;
@@ -46,13 +50,20 @@ impl Default for ServerConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub gateway: Arc<Gateway>,
+    pub store: Store,
 }
 
 /// The full router.
-pub fn router(gateway: Arc<Gateway>, config: &ServerConfig) -> Router {
-    let state = AppState { gateway };
+pub fn router(gateway: Arc<Gateway>, store: Store, config: &ServerConfig) -> Router {
+    let state = AppState { gateway, store };
     let api = Router::new()
         .route("/chat/completions", post(chat::create))
+        .route("/responses", post(responses::create))
+        .route(
+            "/responses/{id}",
+            get(responses::retrieve).delete(responses::delete),
+        )
+        .route("/responses/{id}/input_items", get(responses::input_items))
         .route("/models", get(models::list))
         .route("/models/{id}", get(models::retrieve))
         .fallback(not_found)
@@ -72,6 +83,7 @@ pub fn router(gateway: Arc<Gateway>, config: &ServerConfig) -> Router {
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
+    store: Store,
     config: &ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -80,7 +92,7 @@ pub async fn serve(
             tracing::debug!(%err, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router(gateway, config))
+    axum::serve(listener, router(gateway, store, config))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -101,10 +113,14 @@ async fn not_found(request: Request) -> ApiError {
 }
 
 /// Accepts `Authorization: Bearer KEY` or `x-api-key: KEY`.
-async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Handlers find the [`switchboard_gateway::Caller`] in the request's extensions.
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let presented = presented_key(request.headers());
     match state.gateway.keys.check(presented) {
-        Ok(()) => next.run(request).await,
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
         Err(err) => ApiError(err).into_response(),
     }
 }
@@ -124,4 +140,24 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
+}
+
+pub(crate) fn body_error(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError(Error::new(
+            ErrorKind::PayloadTooLarge,
+            "The request body exceeds the configured size limit.",
+        ))
+    } else {
+        ApiError(Error::new(
+            ErrorKind::InvalidRequest,
+            format!("Could not read the request body: {rejection}"),
+        ))
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -165,7 +165,8 @@ async fn json_object_always_parses_streamed_or_not() {
 #[tokio::test]
 async fn json_cut_by_a_small_token_limit_still_parses() {
     let server = shared();
-    for seed in 0..4u64 {
+    // Seeds 3 and 5 once cut inside a dangling key (`{"key` with no value yet).
+    for seed in 0..10u64 {
         let (status, body) = server
             .chat(&json!({
                 "model": MODEL,

@@ -42,6 +42,9 @@ pub struct ServeArgs {
     /// Largest accepted request body in bytes [default: 16 MiB].
     #[arg(long)]
     pub body_limit: Option<usize>,
+    /// SQLite database for stored responses [default: $SWITCHBOARD_HOME/switchboard.db].
+    #[arg(long)]
+    pub store: Option<PathBuf>,
 }
 
 /// The configuration file.
@@ -53,6 +56,7 @@ pub struct FileConfig {
     pub api_keys: Vec<String>,
     pub insecure_no_auth: Option<bool>,
     pub body_limit: Option<usize>,
+    pub store: Option<PathBuf>,
     #[serde(default)]
     pub engine: FileEngineConfig,
 }
@@ -80,6 +84,8 @@ pub struct Settings {
     pub model_id: Option<String>,
     pub engine: EngineConfig,
     pub server: ServerConfig,
+    /// SQLite file for stored responses; `None` means the default under `$SWITCHBOARD_HOME`.
+    pub store: Option<PathBuf>,
 }
 
 const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
@@ -114,6 +120,7 @@ impl Settings {
             api_keys,
             insecure_no_auth: args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false),
             model: args.model.clone().or(e.model),
+            store: args.store.clone().or(file.store),
             model_id: args.model_id.clone().or(e.model_id),
             engine: EngineConfig {
                 threads: args.threads.or(e.threads).unwrap_or(defaults.threads),

@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use switchboard_engine::Engine;
 use switchboard_gateway::{ApiKeys, Catalog, CatalogEntry, Gateway};
+use switchboard_store::Store;
 use tokio::net::TcpListener;
 
 use crate::config::{ServeArgs, Settings};
@@ -86,12 +87,27 @@ fn serve(args: &ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let store_path = settings
+        .store
+        .clone()
+        .unwrap_or_else(|| fetch::home().join("switchboard.db"));
     runtime.block_on(async move {
+        let store = Store::open(&store_path)
+            .await
+            .with_context(|| format!("opening the response store {}", store_path.display()))?;
+        tracing::info!(path = %store_path.display(), "response store ready");
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
         tracing::info!(address = %listener.local_addr()?, "listening");
-        switchboard_server::serve(listener, gateway, &settings.server, shutdown_signal()).await?;
+        switchboard_server::serve(
+            listener,
+            gateway,
+            store,
+            &settings.server,
+            shutdown_signal(),
+        )
+        .await?;
         tracing::info!("shut down");
         Ok(())
     })

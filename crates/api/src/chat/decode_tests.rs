@@ -2,6 +2,7 @@
 
 use super::*;
 use serde_json::json;
+use switchboard_model::ErrorKind;
 use switchboard_testkit::validate_or_skip;
 
 fn base() -> Value {

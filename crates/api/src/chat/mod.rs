@@ -9,7 +9,7 @@ mod decode;
 mod encode;
 mod stream;
 
-pub use decode::{decode_chat_request, ChatRequest};
+pub use decode::{decode_chat_request, param_name, ChatRequest};
 pub use encode::{
     encode_chat_completion, ChatChoice, ChatCompletionResponse, ChatLogprobs, ChatMessage,
     ChatTokenLogprob, ChatTopLogprob, ChatUsage, CompletionTokensDetails, PromptTokensDetails,

@@ -52,11 +52,18 @@ pub fn start(
             .build()
             .unwrap();
         runtime.block_on(async move {
+            let store = switchboard_store::Store::in_memory().await.unwrap();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
-            switchboard_server::serve(listener, gateway, &server_config, std::future::pending())
-                .await
-                .unwrap();
+            switchboard_server::serve(
+                listener,
+                gateway,
+                store,
+                &server_config,
+                std::future::pending(),
+            )
+            .await
+            .unwrap();
         });
     });
     let addr = rx

@@ -1,0 +1,654 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{json, Value};
+use switchboard_model::{
+    ContentPart, ErrorKind, Event, FinishReason, Item, OutputFormat, RequestField, Role, Tool,
+    ToolChoice, Usage,
+};
+use switchboard_testkit::validate_or_skip;
+
+use super::*;
+
+fn counter() -> impl FnMut(&str) -> String {
+    let mut next = 0;
+    move |prefix: &str| {
+        next += 1;
+        format!("{prefix}_{next}")
+    }
+}
+
+fn decode(body: Value) -> Result<ResponsesRequest, switchboard_model::Error> {
+    decode_responses_request(body.to_string().as_bytes(), &mut counter())
+}
+
+fn decode_ok(body: Value) -> ResponsesRequest {
+    decode(body).unwrap()
+}
+
+fn decode_err(body: Value) -> switchboard_model::Error {
+    decode(body).unwrap_err()
+}
+
+fn encoder(decoded: &ResponsesRequest) -> ResponseEncoder {
+    ResponseEncoder::new(
+        "resp_1".into(),
+        1_700_000_000,
+        decoded,
+        &decoded.request,
+        Box::new(counter()),
+    )
+}
+
+fn text(value: &str) -> Event {
+    Event::TextDelta {
+        choice: 0,
+        text: value.into(),
+        logprobs: vec![],
+    }
+}
+
+fn usage(prompt: u32, completion: u32) -> Event {
+    Event::Usage(Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        cached_tokens: 1,
+        reasoning_tokens: 0,
+    })
+}
+
+fn events_json(events: &[ResponseStreamEvent]) -> Vec<Value> {
+    events
+        .iter()
+        .map(|event| {
+            let value = serde_json::to_value(event).unwrap();
+            assert_eq!(value["type"], event.kind());
+            validate_or_skip("ResponseStreamEvent", &value);
+            value
+        })
+        .collect()
+}
+
+fn run(decoded: &ResponsesRequest, events: &[Event]) -> (Vec<Value>, Value) {
+    let mut encoder = encoder(decoded);
+    let mut out = encoder.start();
+    for event in events {
+        out.extend(encoder.push(event));
+    }
+    out.extend(encoder.finish(1_700_000_005));
+    let values = events_json(&out);
+    for (index, value) in values.iter().enumerate() {
+        assert_eq!(value["sequence_number"], index, "{value}");
+    }
+    let response = serde_json::to_value(encoder.response()).unwrap();
+    validate_or_skip("Response", &response);
+    (values, response)
+}
+
+fn kinds(values: &[Value]) -> Vec<&str> {
+    values.iter().map(|v| v["type"].as_str().unwrap()).collect()
+}
+
+#[test]
+fn string_input_becomes_one_user_message_with_an_id() {
+    let decoded = decode_ok(json!({"model": "m", "input": "Hi"}));
+    assert_eq!(decoded.request.items, vec![Item::text(Role::User, "Hi")]);
+    assert!(decoded.store, "store defaults to true");
+    assert!(!decoded.stream);
+    let stored = serde_json::to_value(&decoded.input_items).unwrap();
+    assert_eq!(
+        stored,
+        json!([{"type": "message", "id": "msg_1", "role": "user", "status": "completed",
+                 "content": [{"type": "input_text", "text": "Hi"}]}])
+    );
+    validate_or_skip("ItemResource", &stored[0]);
+}
+
+#[test]
+fn instructions_come_first_then_previous_context_then_input() {
+    let decoded = decode_ok(json!({"model": "m", "input": "Now?", "instructions": "Be brief."}));
+    let previous = vec![
+        Item::text(Role::User, "Before"),
+        Item::text(Role::Assistant, "Reply"),
+    ];
+    let items = decoded.conversation(previous);
+    assert_eq!(
+        items,
+        vec![
+            Item::text(Role::System, "Be brief."),
+            Item::text(Role::User, "Before"),
+            Item::text(Role::Assistant, "Reply"),
+            Item::text(Role::User, "Now?"),
+        ]
+    );
+    assert_eq!(decoded.pinned_items(), 1);
+}
+
+#[test]
+fn every_input_item_kind() {
+    let decoded = decode_ok(json!({"model": "m", "input": [
+        {"role": "developer", "content": "Rules"},
+        {"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "Look"},
+            {"type": "input_image", "image_url": "https://example.com/a.png"}
+        ]},
+        {"type": "message", "role": "assistant", "id": "msg_keep",
+         "content": [{"type": "output_text", "text": "Calling", "annotations": []}]},
+        {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "42"},
+        {"type": "reasoning", "summary": [{"type": "summary_text", "text": "thought"}]}
+    ]}));
+    let items = &decoded.request.items;
+    assert_eq!(items[0], Item::text(Role::Developer, "Rules"));
+    assert_eq!(
+        items[1],
+        Item::Message {
+            role: Role::User,
+            parts: vec![
+                ContentPart::Text("Look".into()),
+                ContentPart::Image {
+                    url: "https://example.com/a.png".into(),
+                    detail: Some("auto".into())
+                }
+            ],
+            name: None
+        }
+    );
+    assert_eq!(items[2], Item::text(Role::Assistant, "Calling"));
+    assert_eq!(
+        items[3],
+        Item::FunctionCall {
+            call_id: "call_1".into(),
+            name: "f".into(),
+            arguments: "{}".into()
+        }
+    );
+    assert_eq!(
+        items[4],
+        Item::FunctionOutput {
+            call_id: "call_1".into(),
+            output: "42".into()
+        }
+    );
+    assert_eq!(
+        items[5],
+        Item::Reasoning {
+            text: "thought".into()
+        }
+    );
+    let ids: Vec<&str> = decoded.input_items.iter().map(StoredItem::id).collect();
+    assert_eq!(ids, ["msg_1", "msg_2", "msg_keep", "fc_3", "fco_4", "rs_5"]);
+    for item in &decoded.input_items {
+        validate_or_skip("ItemResource", &item.to_document());
+    }
+    // Images need a capability; Responses names the `input` parameter for it.
+    assert!(decoded
+        .request
+        .required_capabilities()
+        .iter()
+        .any(|(_, field)| param_name(*field) == "input"));
+}
+
+#[test]
+fn stored_items_decode_back_to_the_same_conversation() {
+    let decoded = decode_ok(json!({"model": "m", "input": [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{\"a\":1}"},
+        {"type": "function_call_output", "call_id": "c", "output": [{"type": "input_text", "text": "ok"}]}
+    ]}));
+    let documents: Vec<Value> = decoded
+        .input_items
+        .iter()
+        .map(StoredItem::to_document)
+        .collect();
+    assert_eq!(decode_context(&documents).unwrap(), decoded.request.items);
+}
+
+#[test]
+fn settings_are_decoded() {
+    let decoded = decode_ok(json!({
+        "model": "m", "input": "x", "temperature": 0, "top_p": 0.5, "max_output_tokens": 16,
+        "store": false, "stream": true, "stream_options": {"include_obfuscation": false},
+        "truncation": "auto", "metadata": {"k": "v"}, "user": "u", "parallel_tool_calls": false,
+        "include": ["message.output_text.logprobs"], "top_logprobs": 3,
+        "reasoning": {"effort": "none", "summary": "auto"}, "text": {"verbosity": "low"},
+        "previous_response_id": "resp_0", "service_tier": "auto", "prompt_cache_key": "k",
+        "safety_identifier": "s", "max_tool_calls": 2, "prompt_cache_retention": "24h"
+    }));
+    let sampling = &decoded.request.sampling;
+    assert!((sampling.temperature - 0.0).abs() < f32::EPSILON);
+    assert!((sampling.top_p - 0.5).abs() < f32::EPSILON);
+    assert_eq!(sampling.max_output_tokens, Some(16));
+    assert!(sampling.logprobs);
+    assert_eq!(sampling.top_logprobs, 3);
+    assert!(!decoded.store && decoded.stream && decoded.truncation_auto);
+    assert!(!decoded.request.parallel_tool_calls);
+    assert_eq!(decoded.request.reasoning_effort, None);
+    assert_eq!(decoded.previous_response_id.as_deref(), Some("resp_0"));
+    assert_eq!(decoded.request.metadata, Some(json!({"k": "v"})));
+}
+
+#[test]
+fn tools_formats_and_choices() {
+    let decoded = decode_ok(json!({"model": "m", "input": "x",
+        "tools": [{"type": "function", "name": "get_weather", "description": "d",
+                   "parameters": {"type": "object", "properties": {}}}],
+        "tool_choice": {"type": "function", "name": "get_weather"},
+        "text": {"format": {"type": "json_schema", "name": "out", "strict": true,
+                            "schema": {"type": "object"}}}
+    }));
+    let Tool::Function(function) = &decoded.request.tools[0];
+    assert_eq!(function.name, "get_weather");
+    assert!(
+        function.strict,
+        "Responses function tools are strict by default"
+    );
+    assert_eq!(
+        decoded.request.tool_choice,
+        ToolChoice::Function("get_weather".into())
+    );
+    assert!(matches!(
+        decoded.request.output_format,
+        OutputFormat::JsonSchema { strict: true, .. }
+    ));
+    let json_object =
+        decode_ok(json!({"model": "m", "input": "x", "text": {"format": {"type": "json_object"}}}));
+    assert_eq!(json_object.request.output_format, OutputFormat::JsonObject);
+    let searching =
+        decode_ok(json!({"model": "m", "input": "x", "tools": [{"type": "web_search"}]}));
+    assert!(searching.request.web_search.is_some());
+    let (_, field) = searching.request.required_capabilities()[0];
+    assert_eq!(
+        (field, param_name(field)),
+        (RequestField::WebSearch, "tools")
+    );
+}
+
+#[test]
+fn errors_name_the_param() {
+    let cases = [
+        (json!({"input": "x"}), "model"),
+        (json!({"model": "m"}), "input"),
+        (json!({"model": "m", "input": []}), "input"),
+        (json!({"model": "m", "input": 3}), "input"),
+        (json!({"model": "m", "input": "x", "bogus": 1}), "bogus"),
+        (
+            json!({"model": "m", "input": "x", "temperature": 3}),
+            "temperature",
+        ),
+        (json!({"model": "m", "input": "x", "top_p": -1}), "top_p"),
+        (
+            json!({"model": "m", "input": "x", "max_output_tokens": 8}),
+            "max_output_tokens",
+        ),
+        (
+            json!({"model": "m", "input": "x", "top_logprobs": 21}),
+            "top_logprobs",
+        ),
+        (
+            json!({"model": "m", "input": "x", "stream_options": {}}),
+            "stream_options",
+        ),
+        (
+            json!({"model": "m", "input": "x", "truncation": "sometimes"}),
+            "truncation",
+        ),
+        (
+            json!({"model": "m", "input": "x", "include": ["nope"]}),
+            "include[0]",
+        ),
+        (
+            json!({"model": "m", "input": [{"role": "robot", "content": "x"}]}),
+            "input[0].role",
+        ),
+        (
+            json!({"model": "m", "input": [{"role": "user"}]}),
+            "input[0].content",
+        ),
+        (
+            json!({"model": "m", "input": [{"role": "user", "content": [{"type": "output_text", "text": "x"}]}]}),
+            "input[0].content[0].type",
+        ),
+        (
+            json!({"model": "m", "input": [{"type": "function_call", "name": "f", "arguments": "{}"}]}),
+            "input[0].call_id",
+        ),
+        (
+            json!({"model": "m", "input": "x", "tools": [{"type": "function"}]}),
+            "tools[0].name",
+        ),
+        (
+            json!({"model": "m", "input": "x", "tools": [{"type": "function", "name": "bad name"}]}),
+            "tools[0].name",
+        ),
+        (
+            json!({"model": "m", "input": "x", "tools": [{"type": "spaceship"}]}),
+            "tools[0].type",
+        ),
+        (
+            json!({"model": "m", "input": "x", "tool_choice": "required"}),
+            "tool_choice",
+        ),
+        (
+            json!({"model": "m", "input": "x", "tool_choice": "sometimes"}),
+            "tool_choice",
+        ),
+        (
+            json!({"model": "m", "input": "x", "tools": [{"type": "function", "name": "f"}], "tool_choice": {"type": "function", "name": "g"}}),
+            "tool_choice.name",
+        ),
+        (
+            json!({"model": "m", "input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}}),
+            "text.format.schema",
+        ),
+        (
+            json!({"model": "m", "input": "x", "text": {"format": {"type": "yaml"}}}),
+            "text.format.type",
+        ),
+        (
+            json!({"model": "m", "input": "x", "text": {"verbosity": "loud"}}),
+            "text.verbosity",
+        ),
+        (
+            json!({"model": "m", "input": "x", "reasoning": {"effort": "extreme"}}),
+            "reasoning.effort",
+        ),
+        (
+            json!({"model": "m", "input": "x", "metadata": {"k": 1}}),
+            "metadata.k",
+        ),
+    ];
+    for (body, param) in cases {
+        let error = decode_err(body.clone());
+        assert_eq!(error.kind, ErrorKind::InvalidRequest, "{body}: {error:?}");
+        assert_eq!(error.param.as_deref(), Some(param), "{body}: {error:?}");
+        let wire = serde_json::to_value(crate::ErrorBody::from(&error)).unwrap();
+        validate_or_skip("ErrorResponse", &wire);
+    }
+}
+
+#[test]
+fn unsupported_features_are_clear_400s() {
+    let cases = [
+        (
+            json!({"model": "m", "input": "x", "background": true}),
+            "background",
+        ),
+        (
+            json!({"model": "m", "input": "x", "conversation": "conv_1"}),
+            "conversation",
+        ),
+        (
+            json!({"model": "m", "input": "x", "prompt": {"id": "p"}}),
+            "prompt",
+        ),
+        (
+            json!({"model": "m", "input": [{"type": "item_reference", "id": "msg_1"}]}),
+            "input[0].type",
+        ),
+        (
+            json!({"model": "m", "input": [{"type": "computer_call"}]}),
+            "input[0].type",
+        ),
+        (
+            json!({"model": "m", "input": "x", "tools": [{"type": "file_search"}]}),
+            "tools[0].type",
+        ),
+        (
+            json!({"model": "m", "input": "x", "tool_choice": {"type": "allowed_tools"}}),
+            "tool_choice.type",
+        ),
+    ];
+    for (body, param) in cases {
+        let error = decode_err(body.clone());
+        assert_eq!(error.kind, ErrorKind::Unsupported, "{body}: {error:?}");
+        assert_eq!(error.param.as_deref(), Some(param), "{body}");
+        assert!(error.code.is_some(), "{body}");
+    }
+}
+
+#[test]
+fn text_answer_streams_every_event_in_order() {
+    let decoded = decode_ok(json!({"model": "m", "input": "Hi", "instructions": "Be nice."}));
+    let (values, response) = run(
+        &decoded,
+        &[
+            text("Hel"),
+            text("lo"),
+            Event::Finished {
+                choice: 0,
+                reason: FinishReason::Stop,
+            },
+            usage(5, 2),
+        ],
+    );
+    assert_eq!(
+        kinds(&values),
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+    );
+    assert_eq!(values[0]["response"]["status"], "in_progress");
+    assert_eq!(values[0]["response"]["output"], json!([]));
+    assert_eq!(values[4]["item_id"], "msg_1");
+    assert_eq!(values[6]["text"], "Hello");
+    assert_eq!(values[8]["item"]["status"], "completed");
+    assert_eq!(response, values[9]["response"]);
+    assert_eq!(response["status"], "completed");
+    assert_eq!(response["instructions"], "Be nice.");
+    assert_eq!(response["output"][0]["content"][0]["text"], "Hello");
+    assert_eq!(response["usage"]["input_tokens"], 5);
+    assert_eq!(response["usage"]["output_tokens"], 2);
+    assert_eq!(response["usage"]["total_tokens"], 7);
+    assert_eq!(
+        response["usage"]["input_tokens_details"]["cached_tokens"],
+        1
+    );
+    assert_eq!(response["completed_at"], 1_700_000_005);
+    assert_eq!(response["tool_choice"], "auto");
+    assert_eq!(response["text"]["format"]["type"], "text");
+}
+
+#[test]
+fn length_cut_is_incomplete_with_its_reason() {
+    let decoded = decode_ok(json!({"model": "m", "input": "Hi", "max_output_tokens": 16}));
+    let (values, response) = run(
+        &decoded,
+        &[
+            text("A long"),
+            Event::Finished {
+                choice: 0,
+                reason: FinishReason::Length,
+            },
+            usage(3, 16),
+        ],
+    );
+    assert_eq!(values.last().unwrap()["type"], "response.incomplete");
+    assert_eq!(response["status"], "incomplete");
+    assert_eq!(
+        response["incomplete_details"]["reason"],
+        "max_output_tokens"
+    );
+    assert_eq!(response["output"][0]["status"], "incomplete");
+    assert_eq!(response["max_output_tokens"], 16);
+}
+
+#[test]
+fn tool_calls_become_function_call_items() {
+    let decoded = decode_ok(json!({"model": "m", "input": "Weather?",
+        "tools": [{"type": "function", "name": "w", "strict": false, "parameters": {"type": "object"}}]}));
+    let (values, response) = run(
+        &decoded,
+        &[
+            Event::ReasoningDelta {
+                choice: 0,
+                text: "think".into(),
+            },
+            Event::ToolCallStart {
+                choice: 0,
+                index: 0,
+                id: "call_a".into(),
+                name: "w".into(),
+            },
+            Event::ToolCallArguments {
+                choice: 0,
+                index: 0,
+                fragment: "{\"c\":".into(),
+            },
+            Event::ToolCallArguments {
+                choice: 0,
+                index: 0,
+                fragment: "1}".into(),
+            },
+            Event::ToolCallStart {
+                choice: 0,
+                index: 1,
+                id: "call_b".into(),
+                name: "w".into(),
+            },
+            Event::ToolCallArguments {
+                choice: 0,
+                index: 1,
+                fragment: "{}".into(),
+            },
+            Event::Finished {
+                choice: 0,
+                reason: FinishReason::ToolCalls,
+            },
+            usage(9, 12),
+        ],
+    );
+    assert_eq!(
+        kinds(&values),
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.reasoning_text.delta",
+            "response.reasoning_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.output_item.added",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.output_item.added",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+    );
+    assert_eq!(values[11]["arguments"], "{\"c\":1}");
+    assert_eq!(values[11]["name"], "w");
+    let output = &response["output"];
+    assert_eq!(output[0]["type"], "reasoning");
+    assert_eq!(output[0]["content"][0]["text"], "think");
+    assert_eq!(output[1]["type"], "function_call");
+    assert_eq!(output[1]["call_id"], "call_a");
+    assert_eq!(output[1]["arguments"], "{\"c\":1}");
+    assert_eq!(output[2]["call_id"], "call_b");
+    assert_eq!(output[1]["status"], "completed");
+    assert_eq!(response["tools"][0]["name"], "w");
+    assert_eq!(response["tools"][0]["strict"], false);
+}
+
+#[test]
+fn logprobs_ride_on_deltas_and_parts() {
+    let decoded = decode_ok(
+        json!({"model": "m", "input": "x", "include": ["message.output_text.logprobs"], "top_logprobs": 1}),
+    );
+    let logprob = switchboard_model::TokenLogprob {
+        token: "A".into(),
+        bytes: vec![65],
+        logprob: -0.5,
+        top: vec![switchboard_model::TopLogprob {
+            token: "B".into(),
+            bytes: vec![66],
+            logprob: -1.0,
+        }],
+    };
+    let (values, response) = run(
+        &decoded,
+        &[
+            Event::TextDelta {
+                choice: 0,
+                text: "A".into(),
+                logprobs: vec![logprob],
+            },
+            Event::Finished {
+                choice: 0,
+                reason: FinishReason::Stop,
+            },
+            usage(1, 1),
+        ],
+    );
+    assert_eq!(values[4]["logprobs"][0]["token"], "A");
+    assert_eq!(values[4]["logprobs"][0]["top_logprobs"][0]["token"], "B");
+    let part = &response["output"][0]["content"][0];
+    assert_eq!(part["logprobs"][0]["bytes"], json!([65]));
+    assert_eq!(part["logprobs"][0]["top_logprobs"][0]["bytes"], json!([66]));
+}
+
+#[test]
+fn a_stream_without_a_finish_fails() {
+    let decoded = decode_ok(json!({"model": "m", "input": "x"}));
+    let mut encoder = encoder(&decoded);
+    let mut out = encoder.start();
+    out.extend(encoder.push(&text("partial")));
+    out.extend(encoder.finish(1_700_000_001));
+    let values = events_json(&out);
+    let last = values.last().unwrap();
+    assert_eq!(last["type"], "response.failed");
+    assert_eq!(last["response"]["status"], "failed");
+    assert_eq!(last["response"]["error"]["code"], "server_error");
+    assert_eq!(last["response"]["output"][0]["status"], "incomplete");
+}
+
+#[test]
+fn input_items_page_in_both_orders() {
+    let items: Vec<Value> = (1..=5).map(|n| json!({"id": format!("msg_{n}")})).collect();
+    let page = InputItemList::page(&items, Some("2"), None, None).unwrap();
+    assert_eq!(page.first_id, "msg_5");
+    assert_eq!(page.last_id, "msg_4");
+    assert!(page.has_more);
+    let next = InputItemList::page(&items, Some("2"), None, Some("msg_4")).unwrap();
+    assert_eq!(next.first_id, "msg_3");
+    let asc = InputItemList::page(&items, None, Some("asc"), Some("msg_3")).unwrap();
+    assert_eq!(asc.data.len(), 2);
+    assert_eq!(asc.first_id, "msg_4");
+    assert!(!asc.has_more);
+    assert_eq!(
+        InputItemList::page(&items, Some("0"), None, None)
+            .unwrap_err()
+            .param
+            .as_deref(),
+        Some("limit")
+    );
+    assert_eq!(
+        InputItemList::page(&items, None, Some("up"), None)
+            .unwrap_err()
+            .param
+            .as_deref(),
+        Some("order")
+    );
+}
+
+#[test]
+fn deleted_response_shape() {
+    assert_eq!(
+        serde_json::to_value(DeletedResponse::new("resp_1".into())).unwrap(),
+        json!({"id": "resp_1", "object": "response", "deleted": true})
+    );
+}

@@ -1,0 +1,317 @@
+//! `/v1/responses`: create (one body or a stream of semantic events), retrieve, delete, and list
+//! a stored response's input items.
+//!
+//! Creating a response loads the context of `previous_response_id` from the store (only the
+//! caller's own responses are visible), asks the gateway to generate from the assembled
+//! conversation (dropping the oldest items while it does not fit when `truncation` is `auto`),
+//! runs every event through one [`ResponseEncoder`] and, with `store`, saves the result before
+//! the final event is sent, so a client can continue from it the moment it sees it.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde_json::Value;
+use switchboard_api::responses::{
+    decode_context, decode_responses_request, param_name, DeletedResponse, InputItemList,
+    ResponseEncoder, ResponsesRequest, StoredItem,
+};
+use switchboard_api::sse;
+use switchboard_gateway::{Caller, EventStream, Gateway};
+use switchboard_model::{Error, ErrorKind, Event, Request};
+use switchboard_store::{Store, StoreError, StoredResponse};
+
+use crate::{body_error, unix_now, ApiError, AppState};
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    let decoded = decode_responses_request(&body, &mut new_item_id)?;
+    let previous_context = match &decoded.previous_response_id {
+        None => Vec::new(),
+        Some(id) => load_previous(&state.store, id, &caller).await?,
+    };
+    let previous_items = decode_context(&previous_context).map_err(|err| {
+        Error::internal(format!("stored context no longer decodes: {}", err.message))
+    })?;
+    let mut request = decoded.request.clone();
+    request.items = decoded.conversation(previous_items);
+    let gateway = state.gateway.clone();
+    let truncation_auto = decoded.truncation_auto;
+    let pinned = decoded.pinned_items();
+    // Rendering and tokenizing a long prompt is CPU work; keep it off the async workers.
+    let (events, request) = tokio::task::spawn_blocking(move || {
+        generate_fitting(&gateway, request, truncation_auto, pinned)
+    })
+    .await
+    .map_err(|err| Error::internal(format!("generation task failed: {err}")))?;
+    let events = events?;
+    let id = format!("resp_{}", uuid::Uuid::new_v4().simple());
+    let encoder = ResponseEncoder::new(id, unix_now(), &decoded, &request, Box::new(new_item_id));
+    let record = Record::new(&state.store, &caller, &decoded, previous_context);
+    if decoded.stream {
+        Ok(stream_response(events, encoder, record))
+    } else {
+        let response = fold(events, encoder).await?;
+        record.save(&response).await;
+        Ok(Json(response).into_response())
+    }
+}
+
+pub(crate) async fn retrieve(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let query = query_params(query)?;
+    if query.get("stream").is_some_and(|value| value == "true") {
+        return Err(Error::unsupported(
+            "stream",
+            "Streaming a stored response is only possible for background responses, which this \
+             server does not support.",
+        )
+        .with_code("unsupported_parameter")
+        .into());
+    }
+    let stored = find(&state.store, &id, &caller).await?;
+    Ok(Json(stored.response).into_response())
+}
+
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let deleted = state
+        .store
+        .delete_response(&id, &caller.owner)
+        .await
+        .map_err(store_error)?;
+    if deleted {
+        Ok(Json(DeletedResponse::new(id)).into_response())
+    } else {
+        Err(not_found(&id).into())
+    }
+}
+
+pub(crate) async fn input_items(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let query = query_params(query)?;
+    let stored = find(&state.store, &id, &caller).await?;
+    let page = InputItemList::page(
+        &stored.input_items,
+        query.get("limit").map(String::as_str),
+        query.get("order").map(String::as_str),
+        query.get("after").map(String::as_str),
+    )?;
+    Ok(Json(page).into_response())
+}
+
+fn new_item_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Starts the generation; with `truncation: auto`, drops the oldest unpinned item while the
+/// conversation does not fit the model's context window.
+fn generate_fitting(
+    gateway: &Gateway,
+    mut request: Request,
+    truncation_auto: bool,
+    pinned: usize,
+) -> (Result<EventStream, Error>, Request) {
+    loop {
+        match gateway.generate(&request, param_name) {
+            Err(err)
+                if err.kind == ErrorKind::ContextLengthExceeded
+                    && truncation_auto
+                    && request.items.len() > pinned + 1 =>
+            {
+                request.items.remove(pinned);
+            }
+            result => return (result, request),
+        }
+    }
+}
+
+async fn fold(
+    mut events: EventStream,
+    mut encoder: ResponseEncoder,
+) -> Result<switchboard_api::responses::ResponseObject, Error> {
+    let mut complete = false;
+    while let Some(event) = events.next().await {
+        complete |= matches!(event, Event::Usage(_));
+        encoder.push(&event);
+    }
+    if !complete {
+        return Err(Error::internal("the generation ended unexpectedly"));
+    }
+    encoder.finish(unix_now());
+    Ok(encoder.response().clone())
+}
+
+/// What is saved once the response is final (nothing when the request said `store: false`).
+struct Record {
+    target: Option<(Store, String)>,
+    input_items: Vec<StoredItem>,
+    previous_context: Vec<Value>,
+}
+
+impl Record {
+    fn new(
+        store: &Store,
+        caller: &Caller,
+        decoded: &ResponsesRequest,
+        previous_context: Vec<Value>,
+    ) -> Self {
+        Self {
+            target: decoded.store.then(|| (store.clone(), caller.owner.clone())),
+            input_items: decoded.input_items.clone(),
+            previous_context,
+        }
+    }
+
+    /// Saves the response; a storage failure is logged, not sent: the client already has its
+    /// answer and only a later `previous_response_id` or retrieval will miss it.
+    async fn save(self, response: &switchboard_api::responses::ResponseObject) {
+        let Some((store, owner)) = self.target else {
+            return;
+        };
+        let input_items: Vec<Value> = self
+            .input_items
+            .iter()
+            .map(StoredItem::to_document)
+            .collect();
+        let mut context = self.previous_context;
+        context.extend(input_items.iter().cloned());
+        context.extend(response.output.iter().map(StoredItem::to_document));
+        let stored = StoredResponse {
+            id: response.id.clone(),
+            owner,
+            created_at: response.created_at,
+            response: serde_json::to_value(response).unwrap_or(Value::Null),
+            input_items,
+            context,
+        };
+        if let Err(err) = store.put_response(&stored).await {
+            tracing::error!(%err, id = %stored.id, "could not store the response");
+        }
+    }
+}
+
+struct StreamState {
+    events: EventStream,
+    encoder: ResponseEncoder,
+    frames: VecDeque<String>,
+    record: Option<Record>,
+    complete: bool,
+    ended: bool,
+}
+
+fn stream_response(events: EventStream, mut encoder: ResponseEncoder, record: Record) -> Response {
+    let frames = encoder.start().iter().map(frame).collect();
+    let state = StreamState {
+        events,
+        encoder,
+        frames,
+        record: Some(record),
+        complete: false,
+        ended: false,
+    };
+    let stream = futures::stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(frame) = state.frames.pop_front() {
+                return Some((Ok::<_, Infallible>(frame), state));
+            }
+            if state.ended {
+                return None;
+            }
+            if let Some(event) = state.events.next().await {
+                state.complete |= matches!(event, Event::Usage(_));
+                let out = state.encoder.push(&event);
+                state.frames.extend(out.iter().map(frame));
+                continue;
+            }
+            state.ended = true;
+            let last = if state.complete {
+                state.encoder.finish(unix_now())
+            } else {
+                tracing::error!("stream ended before the generation completed");
+                state.encoder.fail(
+                    "The server had an error while processing your request.",
+                    unix_now(),
+                )
+            };
+            if let Some(record) = state.record.take() {
+                record.save(state.encoder.response()).await;
+            }
+            state.frames.extend(last.iter().map(frame));
+        }
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+fn frame(event: &switchboard_api::responses::ResponseStreamEvent) -> String {
+    sse::event_frame(event.kind(), event)
+}
+
+async fn load_previous(store: &Store, id: &str, caller: &Caller) -> Result<Vec<Value>, Error> {
+    match store
+        .get_response(id, &caller.owner)
+        .await
+        .map_err(store_error)?
+    {
+        Some(stored) => Ok(stored.context),
+        None => Err(Error::invalid(
+            "previous_response_id",
+            format!("Previous response with id '{id}' not found."),
+        )
+        .with_code("previous_response_not_found")),
+    }
+}
+
+async fn find(store: &Store, id: &str, caller: &Caller) -> Result<StoredResponse, Error> {
+    store
+        .get_response(id, &caller.owner)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| not_found(id))
+}
+
+fn not_found(id: &str) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!("No response with id '{id}' found."),
+    )
+}
+
+fn store_error(err: StoreError) -> Error {
+    Error::internal(format!("response store: {err}"))
+}
+
+fn query_params(
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<HashMap<String, String>, Error> {
+    query
+        .map(|Query(params)| params)
+        .map_err(|rejection| Error::invalid("query", format!("Invalid query string: {rejection}")))
+}
