@@ -2,8 +2,20 @@
 //! path, range checks, and errors worded the way OpenAI words them.
 
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{Map, Value};
-use switchboard_model::{Error, ErrorKind};
+use switchboard_model::{Error, ErrorKind, Tool, ToolChoice};
+
+/// A content part that carries text (`text`, `input_text`, `output_text`).
+#[derive(Deserialize)]
+pub(crate) struct WireTextPart {
+    pub text: String,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WireRefusalPart {
+    pub refusal: String,
+}
 
 /// Parses a body that must be a JSON object whose top-level keys are all in `known`.
 pub(crate) fn parse_object(body: &[u8], known: &[&str]) -> Result<Value, Error> {
@@ -33,6 +45,31 @@ pub(crate) fn parse_object(body: &[u8], known: &[&str]) -> Result<Value, Error> 
         ));
     }
     Ok(value)
+}
+
+/// `required` and a named function need tools, and the name must be one of them. `unknown`
+/// says what to answer for a name that is not (param, message), in the surface's wording.
+pub(crate) fn check_tool_choice(
+    choice: ToolChoice,
+    tools: &[Tool],
+    unknown: impl FnOnce(&str) -> (&'static str, String),
+) -> Result<ToolChoice, Error> {
+    match &choice {
+        ToolChoice::Required | ToolChoice::Function(_) if tools.is_empty() => Err(Error::invalid(
+            "tool_choice",
+            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are \
+             specified.",
+        )),
+        ToolChoice::Function(name)
+            if !tools
+                .iter()
+                .any(|Tool::Function(function)| &function.name == name) =>
+        {
+            let (param, message) = unknown(name);
+            Err(Error::invalid(param, message))
+        }
+        _ => Ok(choice),
+    }
 }
 
 /// A value the API defines but this server does not implement.

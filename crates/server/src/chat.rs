@@ -2,19 +2,17 @@
 //! one body or encode them as SSE chunks as they come. Dropping the response body (a client
 //! that disconnected) drops the event stream, which cancels the generation.
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
-
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures::future::BoxFuture;
 use switchboard_api::{decode_chat_request, encode_chat_completion, sse, ChatStreamEncoder};
 use switchboard_gateway::EventStream;
 use switchboard_model::{Completion, Error, Event};
 
+use crate::stream::{sse_response, FrameEncoder};
 use crate::{body_error, unix_now, ApiError, AppState};
 
 pub(crate) async fn create(
@@ -45,7 +43,7 @@ pub(crate) async fn create(
             decoded.include_usage,
             logprobs,
         );
-        Ok(stream_response(events, encoder))
+        Ok(sse_response(events, Vec::new(), encoder))
     } else {
         let completion = fold(events).await?;
         let body = encode_chat_completion(&id, created, &request.model, &completion, logprobs);
@@ -67,57 +65,21 @@ async fn fold(mut events: EventStream) -> Result<Completion, Error> {
     }
 }
 
-struct StreamState {
-    events: EventStream,
-    encoder: ChatStreamEncoder,
-    frames: VecDeque<String>,
-    complete: bool,
-    ended: bool,
-}
+impl FrameEncoder for ChatStreamEncoder {
+    fn push(&mut self, event: &Event) -> Vec<String> {
+        ChatStreamEncoder::push(self, event)
+            .iter()
+            .map(sse::data_frame)
+            .collect()
+    }
 
-fn stream_response(events: EventStream, encoder: ChatStreamEncoder) -> Response {
-    let state = StreamState {
-        events,
-        encoder,
-        frames: VecDeque::new(),
-        complete: false,
-        ended: false,
-    };
-    let stream = futures::stream::unfold(state, |mut state| async move {
-        loop {
-            if let Some(frame) = state.frames.pop_front() {
-                return Some((Ok::<_, Infallible>(frame), state));
-            }
-            if state.ended {
-                return None;
-            }
-            match state.events.next().await {
-                Some(event) => {
-                    state.complete |= matches!(event, Event::Usage(_));
-                    let chunks = state.encoder.push(&event);
-                    state.frames.extend(chunks.iter().map(sse::data_frame));
-                }
-                None => {
-                    state.ended = true;
-                    if state.complete {
-                        state.frames.push_back(sse::DONE_FRAME.to_owned());
-                    } else {
-                        let err = Error::internal("the generation ended unexpectedly");
-                        tracing::error!("stream ended before the generation completed");
-                        state
-                            .frames
-                            .push_back(sse::data_frame(&switchboard_api::ErrorBody::from(&err)));
-                    }
-                }
-            }
-        }
-    });
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response()
+    fn end(&mut self, complete: bool) -> BoxFuture<'_, Vec<String>> {
+        let frame = if complete {
+            sse::DONE_FRAME.to_owned()
+        } else {
+            let err = Error::internal("the generation ended unexpectedly");
+            sse::data_frame(&switchboard_api::ErrorBody::from(&err))
+        };
+        Box::pin(std::future::ready(vec![frame]))
+    }
 }

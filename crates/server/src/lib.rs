@@ -9,6 +9,7 @@ mod chat;
 pub mod errors;
 mod models;
 mod responses;
+mod stream;
 
 use std::future::Future;
 use std::sync::Arc;

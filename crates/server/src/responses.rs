@@ -7,15 +7,14 @@
 //! runs every event through one [`ResponseEncoder`] and, with `store`, saves the result before
 //! the final event is sent, so a client can continue from it the moment it sees it.
 
-use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
+use std::collections::HashMap;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use futures::future::BoxFuture;
 use serde_json::Value;
 use switchboard_api::responses::{
     decode_context, decode_responses_request, param_name, DeletedResponse, InputItemList,
@@ -26,6 +25,7 @@ use switchboard_gateway::{Caller, EventStream, Gateway};
 use switchboard_model::{Error, ErrorKind, Event, Request};
 use switchboard_store::{Store, StoreError, StoredResponse};
 
+use crate::stream::{sse_response, FrameEncoder};
 use crate::{body_error, unix_now, ApiError, AppState};
 
 pub(crate) async fn create(
@@ -58,7 +58,13 @@ pub(crate) async fn create(
     let encoder = ResponseEncoder::new(id, unix_now(), &decoded, &request, Box::new(new_item_id));
     let record = Record::new(&state.store, &caller, &decoded, previous_context);
     if decoded.stream {
-        Ok(stream_response(events, encoder, record))
+        let mut encoder = encoder;
+        let initial = encoder.start().iter().map(frame).collect();
+        let frames = ResponseFrames {
+            encoder,
+            record: Some(record),
+        };
+        Ok(sse_response(events, initial, frames))
     } else {
         let response = fold(events, encoder).await?;
         record.save(&response).await;
@@ -211,63 +217,34 @@ impl Record {
     }
 }
 
-struct StreamState {
-    events: EventStream,
+/// The Responses stream: semantic events, framed with their `event:` names; the record is
+/// saved before the final event goes out.
+struct ResponseFrames {
     encoder: ResponseEncoder,
-    frames: VecDeque<String>,
     record: Option<Record>,
-    complete: bool,
-    ended: bool,
 }
 
-fn stream_response(events: EventStream, mut encoder: ResponseEncoder, record: Record) -> Response {
-    let frames = encoder.start().iter().map(frame).collect();
-    let state = StreamState {
-        events,
-        encoder,
-        frames,
-        record: Some(record),
-        complete: false,
-        ended: false,
-    };
-    let stream = futures::stream::unfold(state, |mut state| async move {
-        loop {
-            if let Some(frame) = state.frames.pop_front() {
-                return Some((Ok::<_, Infallible>(frame), state));
-            }
-            if state.ended {
-                return None;
-            }
-            if let Some(event) = state.events.next().await {
-                state.complete |= matches!(event, Event::Usage(_));
-                let out = state.encoder.push(&event);
-                state.frames.extend(out.iter().map(frame));
-                continue;
-            }
-            state.ended = true;
-            let last = if state.complete {
-                state.encoder.finish(unix_now())
+impl FrameEncoder for ResponseFrames {
+    fn push(&mut self, event: &Event) -> Vec<String> {
+        self.encoder.push(event).iter().map(frame).collect()
+    }
+
+    fn end(&mut self, complete: bool) -> BoxFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            let last = if complete {
+                self.encoder.finish(unix_now())
             } else {
-                tracing::error!("stream ended before the generation completed");
-                state.encoder.fail(
+                self.encoder.fail(
                     "The server had an error while processing your request.",
                     unix_now(),
                 )
             };
-            if let Some(record) = state.record.take() {
-                record.save(state.encoder.response()).await;
+            if let Some(record) = self.record.take() {
+                record.save(self.encoder.response()).await;
             }
-            state.frames.extend(last.iter().map(frame));
-        }
-    });
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response()
+            last.iter().map(frame).collect()
+        })
+    }
 }
 
 fn frame(event: &switchboard_api::responses::ResponseStreamEvent) -> String {

@@ -493,26 +493,7 @@ async fn disconnect_cancels_generation() {
 
 #[tokio::test]
 async fn python_sdk_client() {
-    let Some(python) = std::env::var_os("SWITCHBOARD_TEST_PYTHON") else {
-        eprintln!("skipping the OpenAI SDK test: set SWITCHBOARD_TEST_PYTHON to a python with `openai` installed (scripts/test.sh does)");
-        return;
-    };
-    let server = shared();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk_client.py");
-    let output = tokio::process::Command::new(python)
-        .arg(script)
-        .env("SWITCHBOARD_BASE_URL", server.url("/v1"))
-        .env("SWITCHBOARD_MODEL", MODEL)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "SDK script failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("ALL OK"), "{stdout}");
+    common::run_sdk_script("sdk_client.py").await;
 }
 
 #[tokio::test]

@@ -652,24 +652,5 @@ async fn errors_match_chat_completions() {
 
 #[tokio::test]
 async fn python_sdk_responses() {
-    let Some(python) = std::env::var_os("SWITCHBOARD_TEST_PYTHON") else {
-        eprintln!("skipping the OpenAI SDK Responses test: set SWITCHBOARD_TEST_PYTHON to a python with `openai` installed (scripts/test.sh does)");
-        return;
-    };
-    let server = shared();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk_responses.py");
-    let output = tokio::process::Command::new(python)
-        .arg(script)
-        .env("SWITCHBOARD_BASE_URL", server.url("/v1"))
-        .env("SWITCHBOARD_MODEL", MODEL)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "SDK script failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("ALL OK"), "{stdout}");
+    common::run_sdk_script("sdk_responses.py").await;
 }

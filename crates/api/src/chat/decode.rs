@@ -17,8 +17,8 @@ use switchboard_model::{
 };
 
 use crate::wire::{
-    bounded_decimal, bounded_integer, check_name, decode_metadata, from_value, invalid_type,
-    missing, one_of, parse_object, type_field,
+    bounded_decimal, bounded_integer, check_name, check_tool_choice, decode_metadata, from_value,
+    invalid_type, missing, one_of, parse_object, type_field, WireRefusalPart, WireTextPart,
 };
 
 /// A decoded Chat Completions request: the canonical request plus what only this surface's
@@ -188,16 +188,6 @@ struct WireFunctionCall {
 struct WireToolMessage {
     content: Option<Value>,
     tool_call_id: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct WireTextPart {
-    text: String,
-}
-
-#[derive(Deserialize)]
-struct WireRefusalPart {
-    refusal: String,
 }
 
 #[derive(Deserialize)]
@@ -734,27 +724,15 @@ fn decode_tool_choice(choice: Option<Value>, tools: &[Tool]) -> Result<ToolChoic
         }
     };
     // `none`/`auto` without tools are harmless, and some clients always send them.
-    match &choice {
-        ToolChoice::Required | ToolChoice::Function(_) if tools.is_empty() => Err(Error::invalid(
+    check_tool_choice(choice, tools, |name| {
+        (
             "tool_choice",
-            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are \
-             specified.",
-        )),
-        ToolChoice::Function(name)
-            if !tools
-                .iter()
-                .any(|Tool::Function(function)| &function.name == name) =>
-        {
-            Err(Error::invalid(
-                "tool_choice",
-                format!(
-                    "Invalid value for 'tool_choice': function '{name}' is not one of the \
-                     provided 'tools'."
-                ),
-            ))
-        }
-        _ => Ok(choice),
-    }
+            format!(
+                "Invalid value for 'tool_choice': function '{name}' is not one of the provided \
+                 'tools'."
+            ),
+        )
+    })
 }
 
 fn decode_response_format(format: Option<Value>) -> Result<OutputFormat, Error> {

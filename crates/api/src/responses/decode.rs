@@ -18,8 +18,9 @@ use switchboard_model::{
 
 use super::items::{ItemContent, ReasoningText, StoredItem, SummaryText};
 use crate::wire::{
-    bounded_decimal, bounded_integer, check_name, decode_metadata, from_value, invalid_type,
-    missing, one_of, parse_object, type_field, unsupported_value,
+    bounded_decimal, bounded_integer, check_name, check_tool_choice, decode_metadata, from_value,
+    invalid_type, missing, one_of, parse_object, type_field, unsupported_value, WireRefusalPart,
+    WireTextPart,
 };
 
 /// A decoded `CreateResponse`: the canonical request for this turn plus what only this surface
@@ -246,16 +247,6 @@ struct WireReasoningItem {
     id: Option<String>,
     summary: Option<Vec<WireTextPart>>,
     content: Option<Vec<WireTextPart>>,
-}
-
-#[derive(Deserialize)]
-struct WireTextPart {
-    text: String,
-}
-
-#[derive(Deserialize)]
-struct WireRefusalPart {
-    refusal: String,
 }
 
 #[derive(Deserialize)]
@@ -916,24 +907,12 @@ fn decode_tool_choice(choice: Option<Value>, tools: &[Tool]) -> Result<ToolChoic
         }
         Some(other) => return Err(invalid_type("tool_choice", "a string or an object", &other)),
     };
-    match &choice {
-        ToolChoice::Required | ToolChoice::Function(_) if tools.is_empty() => Err(Error::invalid(
-            "tool_choice",
-            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are \
-             specified.",
-        )),
-        ToolChoice::Function(name)
-            if !tools
-                .iter()
-                .any(|Tool::Function(function)| &function.name == name) =>
-        {
-            Err(Error::invalid(
-                "tool_choice.name",
-                format!("Tool choice '{name}' not found in 'tools' parameter."),
-            ))
-        }
-        _ => Ok(choice),
-    }
+    check_tool_choice(choice, tools, |name| {
+        (
+            "tool_choice.name",
+            format!("Tool choice '{name}' not found in 'tools' parameter."),
+        )
+    })
 }
 
 fn decode_text(text: Option<WireText>) -> Result<(OutputFormat, Option<String>), Error> {

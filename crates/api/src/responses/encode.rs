@@ -651,7 +651,10 @@ impl ResponseEncoder {
             output_index,
             content_index: 0,
             delta: text.to_owned(),
-            logprobs: logprobs.iter().map(delta_logprob).collect(),
+            logprobs: logprobs
+                .iter()
+                .map(|logprob| delta_from_output(&output_logprob(logprob)))
+                .collect(),
         });
     }
 
@@ -862,21 +865,6 @@ fn output_logprob(logprob: &TokenLogprob) -> LogProb {
                 token: top.token.clone(),
                 logprob: top.logprob,
                 bytes: top.bytes.clone(),
-            })
-            .collect(),
-    }
-}
-
-fn delta_logprob(logprob: &TokenLogprob) -> DeltaLogProb {
-    DeltaLogProb {
-        token: logprob.token.clone(),
-        logprob: logprob.logprob,
-        top_logprobs: logprob
-            .top
-            .iter()
-            .map(|top| DeltaTopLogProb {
-                token: top.token.clone(),
-                logprob: top.logprob,
             })
             .collect(),
     }

@@ -169,3 +169,30 @@ pub fn assert_error(status: u16, body: &Value, want_status: u16, want_param: Opt
         assert_eq!(error["param"], param, "{body}");
     }
 }
+
+/// Runs one of the official-SDK scripts in `tests/` against the shared server; it must print
+/// ALL OK. Skips with a message when no Python with `openai` is configured.
+pub async fn run_sdk_script(script: &str) {
+    let Some(python) = std::env::var_os("SWITCHBOARD_TEST_PYTHON") else {
+        eprintln!("skipping {script}: set SWITCHBOARD_TEST_PYTHON to a python with `openai` installed (scripts/test.sh does)");
+        return;
+    };
+    let server = shared();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(script);
+    let output = tokio::process::Command::new(python)
+        .arg(path)
+        .env("SWITCHBOARD_BASE_URL", server.url("/v1"))
+        .env("SWITCHBOARD_MODEL", MODEL)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("ALL OK"), "{stdout}");
+}
