@@ -467,6 +467,13 @@ impl Scheduler {
             .prefixes
             .lookup(&job.prompt, reserve)
             .unwrap_or_else(|| (0, KvCache::new(h.layers, h.kv_dim(), h.head_dim, reserve)));
+        tracing::debug!(
+            prompt_tokens = job.prompt.len(),
+            cached_tokens,
+            max_new_tokens = job.max_new_tokens,
+            constrained = job.constraint.is_some(),
+            "request admitted"
+        );
         self.running.push(Running {
             prompt_cache: Some(cache),
             job,
@@ -765,6 +772,11 @@ impl Scheduler {
             });
         }
         if running.done() && !running.cancelled {
+            tracing::debug!(
+                prompt_tokens = prompt_len,
+                completion_tokens = running.completion_tokens,
+                "request finished"
+            );
             #[allow(clippy::cast_possible_truncation)]
             running.outbox.push_back(Event::Usage(Usage {
                 prompt_tokens: prompt_len as u32,

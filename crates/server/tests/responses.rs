@@ -396,7 +396,7 @@ async fn json_schema_text_format_validates() {
     let (status, body) = server
         .respond(
             &json!({"model": MODEL, "instructions": SYSTEM, "input": "List three colors.",
-                         "text": {"format": {"type": "json_object"}}}),
+                         "max_output_tokens": 120, "text": {"format": {"type": "json_object"}}}),
         )
         .await;
     assert_eq!(status, 200, "{body}");

@@ -40,6 +40,7 @@ pub fn start(
     keys: &[&str],
     server_config: ServerConfig,
 ) -> TestServer {
+    init_logging();
     let engine = Engine::load(&model_path(), MODEL, &engine_config).expect("load model");
     let mut catalog = Catalog::default();
     catalog.add(CatalogEntry::local(engine.clone(), 1_700_000_000));
@@ -72,6 +73,16 @@ pub fn start(
     TestServer {
         base: format!("http://{addr}"),
         engine,
+    }
+}
+
+/// `SWITCHBOARD_TEST_LOG=debug` (any `tracing` filter) writes the servers' logs to stderr.
+fn init_logging() {
+    if let Ok(filter) = std::env::var("SWITCHBOARD_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
     }
 }
 
