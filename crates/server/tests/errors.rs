@@ -239,6 +239,10 @@ async fn oversized_body_is_413() {
         .chat(&json!({"model": MODEL, "messages": user(&big)}))
         .await;
     assert_error(status, &body, 413, None);
+    let (status, body) = server
+        .post("/v1/responses", &json!({"model": MODEL, "input": big}))
+        .await;
+    assert_error(status, &body, 413, None);
 }
 
 #[tokio::test]
@@ -249,14 +253,21 @@ async fn full_queue_is_503_with_retry_after() {
         ..EngineConfig::default()
     };
     let server = std::sync::Arc::new(common::start(config, &[], ServerConfig::default()));
-    let request =
-        json!({"model": MODEL, "messages": user("Write a long story."), "max_tokens": 60});
+    let chat = json!({"model": MODEL, "messages": user("Write a long story."), "max_tokens": 60});
+    let responses =
+        json!({"model": MODEL, "input": "Write a long story.", "max_output_tokens": 60});
     let mut tasks = Vec::new();
-    for _ in 0..6 {
-        let (server, request) = (server.clone(), request.clone());
+    for attempt in 0..6 {
+        // Both surfaces share the queue and answer a full one the same way.
+        let (path, request) = if attempt % 2 == 0 {
+            ("/v1/chat/completions", chat.clone())
+        } else {
+            ("/v1/responses", responses.clone())
+        };
+        let server = server.clone();
         tasks.push(tokio::spawn(async move {
             let response = common::client()
-                .post(server.url("/v1/chat/completions"))
+                .post(server.url(path))
                 .json(&request)
                 .send()
                 .await
@@ -273,6 +284,9 @@ async fn full_queue_is_503_with_retry_after() {
     let mut served = 0;
     for task in tasks {
         let (status, retry, body) = task.await.unwrap();
+        if status == 200 {
+            validate_either(&body);
+        }
         match status {
             200 => served += 1,
             503 => {
@@ -299,4 +313,12 @@ async fn unknown_routes_and_methods_are_openai_shaped() {
         .unwrap();
     let status = response.status().as_u16();
     assert_error(status, &response.json().await.unwrap(), 404, None);
+}
+
+fn validate_either(body: &Value) {
+    if body["object"] == "response" {
+        common::validate("Response", body);
+    } else {
+        common::validate("CreateChatCompletionResponse", body);
+    }
 }
