@@ -621,7 +621,13 @@ async fn errors_match_chat_completions() {
         (
             json!({"model": MODEL, "input": "x", "text": {"format": {"type": "json_schema", "name": "s", "strict": true, "schema": {"type": "object", "properties": {"a": {"type": "string"}}}}}}),
             400,
-            None,
+            Some("text.format"),
+        ),
+        (
+            // Function tools are strict unless told otherwise, so a loose schema is refused.
+            json!({"model": MODEL, "input": "x", "tools": [{"type": "function", "name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string"}}}}]}),
+            400,
+            Some("tools[0].parameters"),
         ),
     ];
     for (body, want, param) in cases {
@@ -633,6 +639,7 @@ async fn errors_match_chat_completions() {
         .await;
     assert_eq!(status, 400);
     assert_eq!(error["error"]["code"], "context_length_exceeded");
+    assert_eq!(error["error"]["param"], "input");
     let response = client()
         .post(server.url("/v1/responses"))
         .header("content-type", "application/json")

@@ -80,6 +80,28 @@ pub fn param_name(field: RequestField) -> &'static str {
     }
 }
 
+/// Renames the parameter of an error raised below the surfaces (the engine words them in the
+/// canonical, Chat-Completions-style paths) to this surface's own: `messages` is `input`,
+/// `response_format` is `text.format`, `tools[i].function.parameters` is `tools[i].parameters`.
+#[must_use]
+pub fn surface_error(mut error: Error) -> Error {
+    let Some(param) = error.param.take() else {
+        return error;
+    };
+    let renamed = if param == "messages" {
+        "input".to_owned()
+    } else if let Some(rest) = param.strip_prefix("response_format") {
+        error.message = error.message.replace("response_format", "text.format");
+        format!("text.format{rest}")
+    } else if param.starts_with("tools[") && param.ends_with("].function.parameters") {
+        param.replace("].function.parameters", "].parameters")
+    } else {
+        param
+    };
+    error.param = Some(renamed);
+    error
+}
+
 /// Decodes and validates a request body; `new_id` makes item ids from a prefix (`msg`, `fc`…).
 ///
 /// # Errors

@@ -9,7 +9,9 @@ mod decode;
 mod encode;
 mod items;
 
-pub use decode::{decode_context, decode_responses_request, param_name, ResponsesRequest};
+pub use decode::{
+    decode_context, decode_responses_request, param_name, surface_error, ResponsesRequest,
+};
 pub use encode::{
     DeletedResponse, IdSource, ResponseEncoder, ResponseObject, ResponseStreamEvent, ResponseUsage,
 };

@@ -652,3 +652,24 @@ fn deleted_response_shape() {
         json!({"id": "resp_1", "object": "response", "deleted": true})
     );
 }
+
+#[test]
+fn engine_params_are_renamed_to_this_surface() {
+    use switchboard_model::Error;
+    let renamed = surface_error(
+        Error::invalid(
+            "response_format",
+            "Invalid schema for response_format 'x': bad",
+        )
+        .with_code("invalid_json_schema"),
+    );
+    assert_eq!(renamed.param.as_deref(), Some("text.format"));
+    assert_eq!(renamed.message, "Invalid schema for text.format 'x': bad");
+    assert_eq!(renamed.code.as_deref(), Some("invalid_json_schema"));
+    let tool = surface_error(Error::invalid("tools[2].function.parameters", "bad"));
+    assert_eq!(tool.param.as_deref(), Some("tools[2].parameters"));
+    let context = surface_error(Error::invalid("messages", "too long"));
+    assert_eq!(context.param.as_deref(), Some("input"));
+    let other = surface_error(Error::invalid("temperature", "bad"));
+    assert_eq!(other.param.as_deref(), Some("temperature"));
+}
