@@ -72,6 +72,18 @@ pub(crate) fn check_tool_choice(
     }
 }
 
+/// `model`: present and not empty.
+pub(crate) fn required_model(model: Option<String>) -> Result<String, Error> {
+    match model {
+        None => Err(missing("model")),
+        Some(model) if model.is_empty() => Err(Error::invalid(
+            "model",
+            "Invalid 'model': empty string. You must provide a model parameter.",
+        )),
+        Some(model) => Ok(model),
+    }
+}
+
 /// A value the API defines but this server does not implement.
 pub(crate) fn unsupported_value(param: &str, message: &str) -> Error {
     Error::unsupported(param, message).with_code("unsupported_value")

@@ -18,7 +18,8 @@ use switchboard_model::{
 
 use crate::wire::{
     bounded_decimal, bounded_integer, check_name, check_tool_choice, decode_metadata, from_value,
-    invalid_type, missing, one_of, parse_object, type_field, WireRefusalPart, WireTextPart,
+    invalid_type, missing, one_of, parse_object, required_model, type_field, WireRefusalPart,
+    WireTextPart,
 };
 
 /// A decoded Chat Completions request: the canonical request plus what only this surface's
@@ -275,16 +276,7 @@ impl WireRequest {
             .with_code("unsupported_parameter"));
         }
 
-        let model = match self.model {
-            None => return Err(missing("model")),
-            Some(model) if model.is_empty() => {
-                return Err(Error::invalid(
-                    "model",
-                    "Invalid 'model': empty string. You must provide a model parameter.",
-                ))
-            }
-            Some(model) => model,
-        };
+        let model = required_model(self.model)?;
 
         let messages = self.messages.ok_or_else(|| missing("messages"))?;
         if messages.is_empty() {

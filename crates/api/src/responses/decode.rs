@@ -19,8 +19,8 @@ use switchboard_model::{
 use super::items::{ItemContent, ReasoningText, StoredItem, SummaryText};
 use crate::wire::{
     bounded_decimal, bounded_integer, check_name, check_tool_choice, decode_metadata, from_value,
-    invalid_type, missing, one_of, parse_object, type_field, unsupported_value, WireRefusalPart,
-    WireTextPart,
+    invalid_type, missing, one_of, parse_object, required_model, type_field, unsupported_value,
+    WireRefusalPart, WireTextPart,
 };
 
 /// A decoded `CreateResponse`: the canonical request for this turn plus what only this surface
@@ -295,16 +295,7 @@ impl WireRequest {
         new_id: &mut dyn FnMut(&str) -> String,
     ) -> Result<ResponsesRequest, Error> {
         self.reject_unsupported()?;
-        let model = match self.model {
-            None => return Err(missing("model")),
-            Some(model) if model.is_empty() => {
-                return Err(Error::invalid(
-                    "model",
-                    "Invalid 'model': empty string. You must provide a model parameter.",
-                ))
-            }
-            Some(model) => model,
-        };
+        let model = required_model(self.model)?;
         let input = self.input.ok_or_else(|| missing("input"))?;
         let (items, input_items) = decode_input(input, new_id)?;
         if let Some(previous) = &self.previous_response_id {
