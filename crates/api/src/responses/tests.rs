@@ -673,3 +673,118 @@ fn engine_params_are_renamed_to_this_surface() {
     let other = surface_error(Error::invalid("temperature", "bad"));
     assert_eq!(other.param.as_deref(), Some("temperature"));
 }
+
+/// Random bodies built from the shapes clients send, some of them wrong: decoding never panics,
+/// and every refusal is a client error, never an internal one.
+#[test]
+fn random_bodies_decode_or_are_refused_cleanly() {
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut next = move |bound: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        usize::try_from(state % bound as u64).unwrap()
+    };
+    let atoms = [
+        json!(null),
+        json!(true),
+        json!(0),
+        json!(-1),
+        json!(1.5),
+        json!(1e30),
+        json!(""),
+        json!("user"),
+        json!("message"),
+        json!("function_call"),
+        json!("input_text"),
+        json!([]),
+        json!({}),
+    ];
+    let keys = [
+        "type",
+        "role",
+        "content",
+        "text",
+        "name",
+        "arguments",
+        "call_id",
+        "output",
+        "format",
+        "schema",
+        "effort",
+        "summary",
+        "id",
+        "image_url",
+        "parameters",
+        "strict",
+    ];
+    let top = [
+        "input",
+        "instructions",
+        "tools",
+        "tool_choice",
+        "text",
+        "reasoning",
+        "include",
+        "max_output_tokens",
+        "temperature",
+        "top_p",
+        "stream",
+        "store",
+        "truncation",
+        "metadata",
+        "parallel_tool_calls",
+        "top_logprobs",
+        "stream_options",
+        "user",
+    ];
+    fn value(
+        next: &mut dyn FnMut(usize) -> usize,
+        atoms: &[Value],
+        keys: &[&str],
+        depth: u32,
+    ) -> Value {
+        match next(4) {
+            0 | 1 if depth < 3 => {
+                if next(2) == 0 {
+                    Value::Array(
+                        (0..next(4))
+                            .map(|_| value(next, atoms, keys, depth + 1))
+                            .collect(),
+                    )
+                } else {
+                    Value::Object(
+                        (0..next(5))
+                            .map(|_| {
+                                (
+                                    keys[next(keys.len())].to_owned(),
+                                    value(next, atoms, keys, depth + 1),
+                                )
+                            })
+                            .collect(),
+                    )
+                }
+            }
+            _ => atoms[next(atoms.len())].clone(),
+        }
+    }
+    let mut accepted = 0;
+    for _ in 0..3000 {
+        let mut body = json!({"model": "m", "input": "hi"});
+        for _ in 0..=next(3) {
+            let key = top[next(top.len())];
+            body[key] = value(&mut next, &atoms, &keys, 0);
+        }
+        match decode(body.clone()) {
+            Ok(_) => accepted += 1,
+            Err(error) => assert!(
+                matches!(
+                    error.kind,
+                    ErrorKind::InvalidRequest | ErrorKind::Unsupported
+                ),
+                "{body}: {error:?}"
+            ),
+        }
+    }
+    assert!(accepted > 0, "some random bodies are valid");
+}
