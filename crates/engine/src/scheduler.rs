@@ -26,7 +26,7 @@ use crate::sampler::{Sampled, Sampler};
 use crate::template::ChatTemplate;
 use crate::text::{Pushed, TextAssembler};
 use crate::tokenizer::Tokenizer;
-use crate::tools::{OutputParser, Parsed};
+use crate::tools::{CallGuard, OutputParser, Parsed};
 use crate::transformer::{BatchToken, KvCaches, Scratch, Transformer};
 use crate::EngineError;
 
@@ -338,6 +338,7 @@ struct Choice {
     sampler: Sampler,
     constraint: Option<Constraint>,
     parser: OutputParser,
+    calls: CallGuard,
     text: TextAssembler,
     last_token: u32,
     /// Every sampled token, in order; all but the last are in `cache`.
@@ -644,6 +645,7 @@ impl Scheduler {
                 sampler: Sampler::new(&running.job.sampling, index),
                 constraint: running.job.constraint.clone(),
                 parser: running.job.parser.clone(),
+                calls: CallGuard::default(),
                 text: TextAssembler::new(&running.job.sampling.stop),
                 last_token: 0,
                 tokens: Vec::new(),
@@ -723,6 +725,14 @@ impl Scheduler {
                     out_of_room.then_some(FinishReason::Length)
                 }
             }
+        };
+        // An exact repeat of an earlier call ends the turn; it is never sent.
+        let repeated = choice.calls.filter(&mut parsed)
+            || (finish.is_some() && choice.calls.finish(&mut parsed));
+        let finish = if repeated {
+            Some(FinishReason::Stop)
+        } else {
+            finish
         };
         let events = &mut running.outbox;
         let calls = choice.parser.calls();

@@ -708,6 +708,113 @@ fn call_id() -> String {
     format!("call_{}", Alphanumeric.sample_string(&mut rand::rng(), 24))
 }
 
+/// Holds back a tool call that repeats an earlier call's name until its arguments are complete,
+/// so an exact repeat of an earlier call (small models loop on the same call, greedy or not)
+/// ends the turn instead of reaching the client. Calls to a tool not called before stream as
+/// they are generated; a second call to the same tool arrives whole, once it is known to differ.
+#[derive(Debug, Clone, Default)]
+pub struct CallGuard {
+    /// Name and arguments of every call released so far.
+    released: Vec<(String, Value)>,
+    current: Option<CurrentCall>,
+}
+
+#[derive(Debug, Clone)]
+struct CurrentCall {
+    index: u32,
+    name: String,
+    arguments: String,
+    /// The call's pieces, while it is held back.
+    held: Option<Vec<Parsed>>,
+}
+
+impl CallGuard {
+    /// Passes `pieces` on, holding back or dropping what must be; true when an exact repeat
+    /// was dropped and the turn should end (everything after it is dropped too).
+    pub fn filter(&mut self, pieces: &mut Vec<Parsed>) -> bool {
+        let idle = self.current.is_none()
+            && !pieces
+                .iter()
+                .any(|piece| matches!(piece, Parsed::CallStart { .. }));
+        if idle {
+            return false;
+        }
+        let incoming = std::mem::take(pieces);
+        for piece in incoming {
+            match piece {
+                Parsed::CallStart { index, id, name } => {
+                    if self.complete(pieces) {
+                        return true;
+                    }
+                    let repeats_a_name = self.released.iter().any(|(done, _)| *done == name);
+                    let start = Parsed::CallStart {
+                        index,
+                        id,
+                        name: name.clone(),
+                    };
+                    let held = if repeats_a_name {
+                        Some(vec![start])
+                    } else {
+                        pieces.push(start);
+                        None
+                    };
+                    self.current = Some(CurrentCall {
+                        index,
+                        name,
+                        arguments: String::new(),
+                        held,
+                    });
+                }
+                Parsed::CallArguments { index, fragment } => match &mut self.current {
+                    Some(call) if call.index == index => {
+                        call.arguments.push_str(&fragment);
+                        let piece = Parsed::CallArguments { index, fragment };
+                        match &mut call.held {
+                            Some(held) => held.push(piece),
+                            None => pieces.push(piece),
+                        }
+                    }
+                    _ => pieces.push(Parsed::CallArguments { index, fragment }),
+                },
+                other => {
+                    if self.complete(pieces) {
+                        return true;
+                    }
+                    pieces.push(other);
+                }
+            }
+        }
+        false
+    }
+
+    /// The output ended: settles the call in progress; true when it was an exact repeat.
+    pub fn finish(&mut self, pieces: &mut Vec<Parsed>) -> bool {
+        self.complete(pieces)
+    }
+
+    /// Settles the current call: releases it (and what was held of it) into `pieces`, or
+    /// reports an exact repeat, whose held pieces are dropped.
+    fn complete(&mut self, pieces: &mut Vec<Parsed>) -> bool {
+        let Some(call) = self.current.take() else {
+            return false;
+        };
+        let arguments =
+            serde_json::from_str::<Value>(&call.arguments).unwrap_or(Value::String(call.arguments));
+        let repeat = self
+            .released
+            .iter()
+            .any(|(name, done)| *name == call.name && *done == arguments);
+        if repeat {
+            return true;
+        }
+        if let Some(held) = call.held {
+            pieces.extend(held);
+        }
+        self.released.push((call.name, arguments));
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -879,5 +986,79 @@ mod tests {
             ToolSyntax::JSON_ENVELOPE.render_call("f", "{}"),
             "{\"name\": \"f\", \"parameters\": {}}"
         );
+    }
+
+    fn start(index: u32, name: &str) -> Parsed {
+        Parsed::CallStart {
+            index,
+            id: format!("call_{index}"),
+            name: name.into(),
+        }
+    }
+
+    fn args(index: u32, fragment: &str) -> Parsed {
+        Parsed::CallArguments {
+            index,
+            fragment: fragment.into(),
+        }
+    }
+
+    #[test]
+    fn call_guard_streams_new_tools_holds_repeated_names_and_drops_exact_repeats() {
+        let mut guard = CallGuard::default();
+        let mut pieces = vec![
+            Parsed::Text("Let me check.".into()),
+            start(0, "w"),
+            args(0, "{\"c\":"),
+        ];
+        assert!(!guard.filter(&mut pieces));
+        assert_eq!(pieces.len(), 3, "a first call streams as it comes");
+        let mut pieces = vec![
+            args(0, " \"Oslo\"}"),
+            start(1, "w"),
+            args(1, "{\"c\": \"Rome\"}"),
+        ];
+        assert!(!guard.filter(&mut pieces));
+        assert_eq!(
+            pieces,
+            vec![args(0, " \"Oslo\"}")],
+            "a second call to `w` is held"
+        );
+        let mut pieces = vec![start(2, "w"), args(2, "{\"c\":\"Oslo\"}")];
+        assert!(!guard.filter(&mut pieces));
+        assert_eq!(
+            pieces,
+            vec![start(1, "w"), args(1, "{\"c\": \"Rome\"}")],
+            "it is released once it is known to differ"
+        );
+        // Call 2 repeats call 0 (whitespace aside): it is dropped and the turn ends.
+        let mut pieces = vec![start(3, "w")];
+        assert!(guard.filter(&mut pieces));
+        assert!(pieces.is_empty());
+    }
+
+    #[test]
+    fn call_guard_settles_the_last_call_at_the_end() {
+        let mut guard = CallGuard::default();
+        let mut pieces = vec![start(0, "a"), args(0, "{}"), start(1, "b"), args(1, "{}")];
+        assert!(!guard.filter(&mut pieces));
+        assert_eq!(pieces.len(), 4, "different tools stream unheld");
+        let mut pieces = vec![start(2, "a"), args(2, "{\"x\": 1}")];
+        assert!(!guard.filter(&mut pieces));
+        assert!(pieces.is_empty());
+        let mut tail = Vec::new();
+        assert!(!guard.finish(&mut tail));
+        assert_eq!(tail, vec![start(2, "a"), args(2, "{\"x\": 1}")]);
+        let mut pieces = vec![start(3, "a"), args(3, "{}")];
+        assert!(!guard.filter(&mut pieces));
+        let mut tail = Vec::new();
+        assert!(
+            guard.finish(&mut tail),
+            "an exact repeat at the end is dropped too"
+        );
+        assert!(tail.is_empty());
+        let mut text = vec![Parsed::Text("no calls here".into())];
+        assert!(!CallGuard::default().filter(&mut text));
+        assert_eq!(text.len(), 1);
     }
 }

@@ -661,3 +661,65 @@ async fn errors_match_chat_completions() {
 async fn python_sdk_responses() {
     common::run_sdk_script("sdk_responses.py").await;
 }
+
+/// With parallel calls allowed and no token limit, this model repeats the same call until the
+/// context window is full; an exact repeat now ends the turn instead, on both surfaces.
+#[tokio::test]
+async fn an_exact_repeat_of_a_call_ends_the_turn() {
+    let server = shared();
+    let (status, events) = server
+        .respond_stream(&json!({
+            "model": MODEL, "instructions": SYSTEM, "temperature": 0, "stream": true,
+            "input": "What is the weather in Oslo?", "tools": weather_tool(), "tool_choice": "required"
+        }))
+        .await;
+    assert_eq!(status, 200);
+    let done = &events.last().unwrap()["response"];
+    assert_eq!(done["status"], "completed", "{done}");
+    let calls: Vec<(String, Value)> = done["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| item["type"] == "function_call")
+        .map(|item| {
+            let arguments = serde_json::from_str(item["arguments"].as_str().unwrap()).unwrap();
+            (item["name"].as_str().unwrap().to_owned(), arguments)
+        })
+        .collect();
+    assert!(!calls.is_empty());
+    for (i, call) in calls.iter().enumerate() {
+        assert!(!calls[..i].contains(call), "repeated call {call:?}");
+    }
+    assert!(
+        done["usage"]["output_tokens"].as_u64().unwrap() < 400,
+        "{done}"
+    );
+    let streamed_calls = events
+        .iter()
+        .filter(|e| {
+            e["type"] == "response.output_item.done" && e["item"]["type"] == "function_call"
+        })
+        .count();
+    assert_eq!(streamed_calls, calls.len(), "no dropped call was streamed");
+
+    let (status, chat) = server
+        .chat(&json!({
+            "model": MODEL, "temperature": 0, "tool_choice": "required",
+            "messages": common::ask("What is the weather in Oslo?"),
+            "tools": [{"type": "function", "function": {"name": "get_weather",
+                       "parameters": weather_tool()[0]["parameters"]}}]
+        }))
+        .await;
+    assert_eq!(status, 200, "{chat}");
+    let choice = &chat["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    let arguments: Vec<&str> = choice["message"]["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|call| call["function"]["arguments"].as_str().unwrap())
+        .collect();
+    for (i, call) in arguments.iter().enumerate() {
+        assert!(!arguments[..i].contains(call), "repeated call {call}");
+    }
+}
