@@ -302,24 +302,7 @@ pub(crate) fn bounded_decimal(
     let Some(value) = value else {
         return Ok(None);
     };
-    if value < min {
-        return Err(Error::invalid(
-            param,
-            format!(
-                "Invalid '{param}': decimal below minimum value. Expected a value >= {min}, but \
-                 got {value} instead."
-            ),
-        ));
-    }
-    if value > max {
-        return Err(Error::invalid(
-            param,
-            format!(
-                "Invalid '{param}': decimal above maximum value. Expected a value <= {max}, but \
-                 got {value} instead."
-            ),
-        ));
-    }
+    check_range(param, "decimal", value, min, max)?;
     Ok(Some(value as f32))
 }
 
@@ -332,28 +315,35 @@ pub(crate) fn bounded_integer<T: TryFrom<i64>>(
     let Some(value) = value else {
         return Ok(None);
     };
-    if value < min {
-        return Err(Error::invalid(
-            param,
-            format!(
-                "Invalid '{param}': integer below minimum value. Expected a value >= {min}, but \
-                 got {value} instead."
-            ),
-        ));
-    }
-    if value > max {
-        return Err(Error::invalid(
-            param,
-            format!(
-                "Invalid '{param}': integer above maximum value. Expected a value <= {max}, but \
-                 got {value} instead."
-            ),
-        ));
-    }
+    check_range(param, "integer", value, min, max)?;
     T::try_from(value).map(Some).map_err(|_| {
         Error::invalid(
             param,
             format!("Invalid '{param}': {value} is out of range."),
         )
     })
+}
+
+/// `min <= value <= max`, worded for a `kind` of number ("decimal", "integer") as OpenAI does.
+fn check_range<T: PartialOrd + std::fmt::Display>(
+    param: &str,
+    kind: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), Error> {
+    let (side, relation, bound) = if value < min {
+        ("below minimum", ">=", min)
+    } else if value > max {
+        ("above maximum", "<=", max)
+    } else {
+        return Ok(());
+    };
+    Err(Error::invalid(
+        param,
+        format!(
+            "Invalid '{param}': {kind} {side} value. Expected a value {relation} {bound}, but got \
+             {value} instead."
+        ),
+    ))
 }

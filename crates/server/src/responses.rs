@@ -165,7 +165,7 @@ async fn fold(
         return Err(Error::internal("the generation ended unexpectedly"));
     }
     encoder.finish(unix_now());
-    Ok(encoder.response().clone())
+    Ok(encoder.into_response())
 }
 
 /// What is saved once the response is final (nothing when the request said `store: false`).

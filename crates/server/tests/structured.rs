@@ -41,15 +41,7 @@ fn weather_tools() -> Value {
         {"type": "function", "function": {
             "name": "get_weather",
             "description": "Current weather for a city.",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "city": {"type": "string", "maxLength": 30},
-                    "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}
-                },
-                "required": ["city", "unit"],
-                "additionalProperties": false
-            },
+            "parameters": common::weather_parameters(),
             "strict": true
         }},
         {"type": "function", "function": {

@@ -439,6 +439,12 @@ impl ResponseEncoder {
         &self.response
     }
 
+    /// The finished response, without a copy.
+    #[must_use]
+    pub fn into_response(self) -> ResponseObject {
+        self.response
+    }
+
     /// `response.created` and `response.in_progress`, the first two events of every stream.
     pub fn start(&mut self) -> Vec<ResponseStreamEvent> {
         vec![
@@ -477,8 +483,6 @@ impl ResponseEncoder {
             Event::ToolCallStart {
                 index, id, name, ..
             } => {
-                self.close_open("completed", &mut out);
-                let output_index = self.response.output.len();
                 let item = StoredItem::FunctionCall {
                     id: (self.new_id)("fc"),
                     call_id: id.clone(),
@@ -486,14 +490,9 @@ impl ResponseEncoder {
                     arguments: String::new(),
                     status: "in_progress",
                 };
-                self.response.output.push(item.clone());
+                let output_index = self.open_item(item, None, &mut out);
                 self.calls.push((*index, output_index));
                 self.open = Some(OpenItem::Call(output_index));
-                out.push(ResponseStreamEvent::OutputItemAdded {
-                    sequence_number: self.sequence(),
-                    output_index,
-                    item,
-                });
             }
             Event::ToolCallArguments {
                 index, fragment, ..
@@ -599,40 +598,24 @@ impl ResponseEncoder {
         let output_index = match self.open {
             Some(OpenItem::Message(index)) => index,
             _ => {
-                self.close_open("completed", out);
-                let index = self.response.output.len();
                 let item = StoredItem::Message {
                     id: (self.new_id)("msg"),
                     role: "assistant".into(),
                     status: "in_progress",
                     content: Vec::new(),
                 };
-                self.response.output.push(item.clone());
-                self.open = Some(OpenItem::Message(index));
-                out.push(ResponseStreamEvent::OutputItemAdded {
-                    sequence_number: self.sequence(),
-                    output_index: index,
-                    item,
-                });
-                let part = ItemContent::OutputText {
+                let part = StreamPart::Content(ItemContent::OutputText {
                     text: String::new(),
                     annotations: Vec::new(),
                     logprobs: Vec::new(),
-                };
-                let item_id = self.item_id(index);
-                if let StoredItem::Message { content, .. } = &mut self.response.output[index] {
-                    content.push(part.clone());
-                }
-                out.push(ResponseStreamEvent::ContentPartAdded {
-                    sequence_number: self.sequence(),
-                    item_id,
-                    output_index: index,
-                    content_index: 0,
-                    part: StreamPart::Content(part),
                 });
+                let index = self.open_item(item, Some(part), out);
+                self.open = Some(OpenItem::Message(index));
                 index
             }
         };
+        let converted: Vec<LogProb> = logprobs.iter().map(output_logprob).collect();
+        let delta_logprobs = converted.iter().map(delta_from_output).collect();
         if let StoredItem::Message { content, .. } = &mut self.response.output[output_index] {
             if let Some(ItemContent::OutputText {
                 text: so_far,
@@ -641,7 +624,7 @@ impl ResponseEncoder {
             }) = content.first_mut()
             {
                 so_far.push_str(text);
-                kept.extend(logprobs.iter().map(output_logprob));
+                kept.extend(converted);
             }
         }
         let item_id = self.item_id(output_index);
@@ -651,10 +634,7 @@ impl ResponseEncoder {
             output_index,
             content_index: 0,
             delta: text.to_owned(),
-            logprobs: logprobs
-                .iter()
-                .map(|logprob| delta_from_output(&output_logprob(logprob)))
-                .collect(),
+            logprobs: delta_logprobs,
         });
     }
 
@@ -662,33 +642,15 @@ impl ResponseEncoder {
         let output_index = match self.open {
             Some(OpenItem::Reasoning(index)) => index,
             _ => {
-                self.close_open("completed", out);
-                let index = self.response.output.len();
                 let item = StoredItem::Reasoning {
                     id: (self.new_id)("rs"),
                     summary: Vec::new(),
                     content: Vec::new(),
                     status: Some("in_progress"),
                 };
-                self.response.output.push(item.clone());
+                let part = StreamPart::Reasoning(ReasoningText::new(String::new()));
+                let index = self.open_item(item, Some(part), out);
                 self.open = Some(OpenItem::Reasoning(index));
-                out.push(ResponseStreamEvent::OutputItemAdded {
-                    sequence_number: self.sequence(),
-                    output_index: index,
-                    item,
-                });
-                let part = ReasoningText::new(String::new());
-                let item_id = self.item_id(index);
-                if let StoredItem::Reasoning { content, .. } = &mut self.response.output[index] {
-                    content.push(part.clone());
-                }
-                out.push(ResponseStreamEvent::ContentPartAdded {
-                    sequence_number: self.sequence(),
-                    item_id,
-                    output_index: index,
-                    content_index: 0,
-                    part: StreamPart::Reasoning(part),
-                });
                 index
             }
         };
@@ -705,6 +667,45 @@ impl ResponseEncoder {
             content_index: 0,
             delta: text.to_owned(),
         });
+    }
+
+    /// Closes the open item, appends `item` to the output and announces it; with `part`, the
+    /// item's first content part is added and announced too. Returns the item's output index.
+    fn open_item(
+        &mut self,
+        item: StoredItem,
+        part: Option<StreamPart>,
+        out: &mut Vec<ResponseStreamEvent>,
+    ) -> usize {
+        self.close_open("completed", out);
+        let index = self.response.output.len();
+        let item_id = item.id().to_owned();
+        self.response.output.push(item.clone());
+        out.push(ResponseStreamEvent::OutputItemAdded {
+            sequence_number: self.sequence(),
+            output_index: index,
+            item,
+        });
+        let Some(part) = part else {
+            return index;
+        };
+        match (&mut self.response.output[index], &part) {
+            (StoredItem::Message { content, .. }, StreamPart::Content(first)) => {
+                content.push(first.clone());
+            }
+            (StoredItem::Reasoning { content, .. }, StreamPart::Reasoning(first)) => {
+                content.push(first.clone());
+            }
+            _ => {}
+        }
+        out.push(ResponseStreamEvent::ContentPartAdded {
+            sequence_number: self.sequence(),
+            item_id,
+            output_index: index,
+            content_index: 0,
+            part,
+        });
+        index
     }
 
     /// Closes the open item with `status`, emitting its `.done` events.

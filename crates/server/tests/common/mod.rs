@@ -158,6 +158,19 @@ pub fn validate(schema: &str, body: &Value) {
 /// model tends to answer in French; tests that check answers bring their own.
 pub const SYSTEM: &str = "You are a helpful assistant.";
 
+/// The arguments schema of the `get_weather` tool both surfaces' tests call.
+pub fn weather_parameters() -> Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 30},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}
+        },
+        "required": ["city", "unit"],
+        "additionalProperties": false
+    })
+}
+
 pub fn ask(text: &str) -> Value {
     serde_json::json!([{ "role": "system", "content": SYSTEM }, { "role": "user", "content": text }])
 }
