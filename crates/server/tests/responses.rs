@@ -18,39 +18,41 @@ impl TestServer {
         self.post("/v1/responses", body).await
     }
 
-    async fn get_with(&self, path: &str, key: Option<&str>) -> (u16, Value) {
-        let mut request = client().get(self.url(path));
+    /// One request with an optional key and JSON body; the answer's status and JSON body.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        key: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = client().request(method, self.url(path));
         if let Some(key) = key {
             request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
+    }
+
+    async fn get_with(&self, path: &str, key: Option<&str>) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, None, key).await
     }
 
     async fn post_with(&self, path: &str, body: &Value, key: &str) -> (u16, Value) {
-        let response = client()
-            .post(self.url(path))
-            .bearer_auth(key)
-            .json(body)
-            .send()
+        self.send(reqwest::Method::POST, path, Some(body), Some(key))
             .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap())
     }
 
     async fn delete_with(&self, path: &str, key: Option<&str>) -> (u16, Value) {
-        let mut request = client().delete(self.url(path));
-        if let Some(key) = key {
-            request = request.bearer_auth(key);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap())
+        self.send(reqwest::Method::DELETE, path, None, key).await
     }
 
-    /// Streams a response; returns `(event name, data)` per frame after checking the framing.
+    /// Streams a response; checks every frame's `event:` line against its `type`, validates it
+    /// and returns the events' data.
     async fn respond_stream(&self, body: &Value) -> (u16, Vec<Value>) {
         let response = client()
             .post(self.url("/v1/responses"))
