@@ -36,7 +36,9 @@ pub fn error_type(kind: ErrorKind) -> &'static str {
         | ErrorKind::ContextLengthExceeded
         | ErrorKind::ModelNotFound
         | ErrorKind::PayloadTooLarge
+        | ErrorKind::RequestTimeout
         | ErrorKind::NotFound => "invalid_request_error",
+        ErrorKind::Forbidden => "permission_error",
         ErrorKind::Unauthorized => "authentication_error",
         ErrorKind::Overloaded | ErrorKind::Internal => "server_error",
     }
@@ -50,6 +52,8 @@ pub fn default_code(kind: ErrorKind) -> Option<&'static str> {
         ErrorKind::ContextLengthExceeded => Some("context_length_exceeded"),
         ErrorKind::Unauthorized => Some("invalid_api_key"),
         ErrorKind::Unsupported => Some("unsupported_parameter"),
+        ErrorKind::Forbidden => Some("forbidden"),
+        ErrorKind::RequestTimeout => Some("request_timeout"),
         ErrorKind::InvalidRequest
         | ErrorKind::PayloadTooLarge
         | ErrorKind::Overloaded

@@ -153,11 +153,96 @@ pub(crate) fn from_value<T: DeserializeOwned>(value: Value, prefix: &str) -> Res
                 ),
             );
         }
+        if message.starts_with("unknown field `") {
+            // The path already ends with the unknown field.
+            return unknown_parameter(&path);
+        }
+        if let Some(number) = message
+            .strip_prefix("invalid value: integer `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(number, _)| number)
+        {
+            return integer_out_of_range(&path, number);
+        }
+        // Never a library's wording: the path and the expected shape say enough.
         Error::invalid(
             path.clone(),
-            format!("Invalid value for '{path}': {message}."),
+            format!("Invalid value for '{path}': the value does not have the expected shape."),
         )
     })
+}
+
+/// An integer beyond what the field can hold (beyond 64 bits, or negative where it cannot be).
+fn integer_out_of_range(param: &str, number: &str) -> Error {
+    let (side, relation, bound, code) = if number.starts_with('-') {
+        (
+            "below minimum",
+            ">=",
+            i64::MIN.to_string(),
+            "integer_below_min_value",
+        )
+    } else {
+        (
+            "above maximum",
+            "<=",
+            i64::MAX.to_string(),
+            "integer_above_max_value",
+        )
+    };
+    Error::invalid(
+        param,
+        format!(
+            "Invalid '{param}': integer {side} value. Expected a value {relation} {bound}, but got \
+             {number} instead."
+        ),
+    )
+    .with_code(code)
+}
+
+/// Rejects keys of the object `value` that are not in `known`, as OpenAI does for nested
+/// objects: `Unknown parameter: 'messages[0].content[0].foo'.` Non-objects pass (the typed
+/// decoding that follows words their error).
+pub(crate) fn known_keys(value: &Value, prefix: &str, known: &[&str]) -> Result<(), Error> {
+    let Value::Object(fields) = value else {
+        return Ok(());
+    };
+    match fields.keys().find(|key| !known.contains(&key.as_str())) {
+        None => Ok(()),
+        Some(unknown) => Err(unknown_parameter(&join_path(prefix, unknown))),
+    }
+}
+
+pub(crate) fn unknown_parameter(param: &str) -> Error {
+    Error::invalid(param, format!("Unknown parameter: '{param}'.")).with_code("unknown_parameter")
+}
+
+/// An optional string that must be one of `allowed` (a JSON `null` is absence).
+pub(crate) fn optional_enum(
+    param: &str,
+    value: Option<&String>,
+    allowed: &[&str],
+) -> Result<(), Error> {
+    value.map_or(Ok(()), |value| one_of(param, value, allowed))
+}
+
+/// An optional string of at most `max` characters.
+pub(crate) fn optional_max_length(
+    param: &str,
+    value: Option<&String>,
+    max: usize,
+) -> Result<(), Error> {
+    match value {
+        Some(text) if text.chars().count() > max => Err(Error::invalid(
+            param,
+            format!(
+                "Invalid '{param}': string too long. Expected a string with maximum length \
+                 {max}, but got a string with length {} instead.",
+                text.chars().count()
+            ),
+        )
+        .with_code("string_above_max_length")),
+        _ => Ok(()),
+    }
 }
 
 /// `prefix` + a serde_path_to_error path (`.` for the root, `a.b`, `[0].c`).

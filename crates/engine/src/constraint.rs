@@ -9,7 +9,6 @@ use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::{TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
 use llguidance::{Matcher, ParserFactory};
 
-use crate::model;
 use crate::tokenizer::Tokenizer;
 use crate::EngineError;
 
@@ -107,26 +106,18 @@ impl Grammars {
         })
     }
 
-    /// Compiles a grammar into a fresh constraint. `param` names the request field the grammar
-    /// came from, for the error a client sees when it cannot be compiled.
+    /// Compiles a grammar into a fresh constraint.
     ///
     /// # Errors
-    /// `InvalidRequest` naming `param` when llguidance rejects the grammar.
-    pub fn compile(
-        &self,
-        grammar: TopLevelGrammar,
-        param: &str,
-    ) -> Result<Constraint, model::Error> {
+    /// The compiler's description of why it rejects the grammar (for the caller to attribute).
+    pub fn compile(&self, grammar: TopLevelGrammar) -> Result<Constraint, String> {
         let parser = self
             .factory
             .create_parser(grammar)
-            .map_err(|e| model::Error::invalid(param, format!("Invalid '{param}': {e}")))?;
+            .map_err(|e| e.to_string())?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(error) = matcher.get_error() {
-            return Err(model::Error::invalid(
-                param,
-                format!("Invalid '{param}': {error}"),
-            ));
+            return Err(error.to_string());
         }
         Ok(Constraint {
             matcher,

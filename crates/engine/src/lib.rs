@@ -3,12 +3,13 @@
 //! threads. It speaks the canonical `model` types and knows nothing about HTTP or OpenAI shapes.
 
 pub mod constraint;
+mod finite;
 pub mod gguf;
 pub mod kv;
 mod prefix;
+mod queue;
 pub mod sampler;
 mod scheduler;
-pub mod schema;
 pub mod template;
 pub mod tensor;
 pub mod text;

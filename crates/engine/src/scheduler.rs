@@ -10,7 +10,6 @@
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -22,6 +21,7 @@ use crate::constraint::{Constraint, Grammars};
 use crate::gguf::GgufFile;
 use crate::kv::KvCache;
 use crate::prefix::PrefixCache;
+use crate::queue::{JobQueue, Permits, Refused, Waiting};
 use crate::sampler::{Sampled, Sampler};
 use crate::template::ChatTemplate;
 use crate::text::{Pushed, TextAssembler};
@@ -45,6 +45,11 @@ pub struct EngineConfig {
     pub context_window: usize,
     /// Positions of finished sequences kept for prefix reuse (0 disables the prefix cache).
     pub prefix_cache_tokens: usize,
+    /// Whether logs may quote prompt or generated text (off: logs never carry content).
+    pub log_content: bool,
+    /// Bytes of KV cache that running requests may reserve together (each reserves its
+    /// choices' whole length at admission); 0 = half the memory available at start.
+    pub kv_cache_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -56,6 +61,8 @@ impl Default for EngineConfig {
             step_tokens: 256,
             context_window: 0,
             prefix_cache_tokens: 8192,
+            log_content: false,
+            kv_cache_bytes: 0,
         }
     }
 }
@@ -67,6 +74,8 @@ pub struct ModelInfo {
     pub name: String,
     pub context_window: usize,
     pub vocab_size: usize,
+    /// The KV-cache budget running requests share, in bytes.
+    pub kv_cache_bytes: usize,
 }
 
 /// Events of one submitted request. Dropping it cancels the generation.
@@ -94,10 +103,24 @@ struct Shared {
     tokenizer: Arc<Tokenizer>,
     template: ChatTemplate,
     grammars: Grammars,
-    jobs: SyncSender<Job>,
+    queue: Arc<JobQueue<Job>>,
+    /// Bounds the prompts tokenized at once (one per compute thread).
+    tokenizing: Permits,
+    /// The longest text one token covers, for the cheap lower bound on a prompt's length.
+    max_token_bytes: usize,
+    /// KV-cache bytes one position of one sequence takes.
+    kv_bytes_per_position: usize,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
 }
 
 struct Job {
+    /// KV-cache bytes this request reserves while running (every choice's whole length).
+    kv_bytes: usize,
     prompt: Vec<u32>,
     sampling: model::Sampling,
     max_new_tokens: usize,
@@ -106,6 +129,12 @@ struct Job {
     constraint: Option<Constraint>,
     /// Turns each choice's text into text, reasoning and tool-call events.
     parser: OutputParser,
+}
+
+impl Waiting for Job {
+    fn abandoned(&self) -> bool {
+        self.events.is_closed()
+    }
 }
 
 const EVENT_CHANNEL: usize = 128;
@@ -128,11 +157,24 @@ impl Engine {
             0 => trained,
             n => n.min(trained),
         };
+        let kv_cache_bytes = match config.kv_cache_bytes {
+            0 => default_kv_budget(),
+            n => n,
+        };
+        let h = &transformer.hyper;
+        // Keys and values, half precision, every layer.
+        let kv_bytes_per_position = h.layers * h.kv_dim() * 2 * 2;
+        tracing::info!(
+            kv_cache_mib = kv_cache_bytes >> 20,
+            positions = kv_cache_bytes / kv_bytes_per_position.max(1),
+            "KV-cache budget"
+        );
         let info = ModelInfo {
             architecture: transformer.hyper.architecture.clone(),
             name: name.to_owned(),
             context_window,
             vocab_size: transformer.hyper.vocab,
+            kv_cache_bytes,
         };
         let threads = match config.threads {
             0 => thread::available_parallelism().map_or(1, std::num::NonZero::get),
@@ -143,13 +185,16 @@ impl Engine {
             .thread_name(|i| format!("engine-compute-{i}"))
             .build()
             .map_err(|e| EngineError::Load(format!("cannot start compute threads: {e}")))?;
-        let (jobs, receiver) = mpsc::sync_channel(config.queue_capacity.max(1));
+        let queue = Arc::new(JobQueue::new(config.queue_capacity));
         let active = Arc::new(AtomicUsize::new(0));
+        let max_token_bytes = tokenizer.max_token_bytes();
         let scheduler = Scheduler {
+            kv_budget: kv_cache_bytes,
+            kv_reserved: 0,
             active: Arc::clone(&active),
             model: transformer,
             tokenizer: Arc::clone(&tokenizer),
-            receiver,
+            queue: Arc::clone(&queue),
             running: Vec::new(),
             max_sequences: config.max_sequences.max(1),
             step_tokens: config.step_tokens.max(1),
@@ -161,6 +206,7 @@ impl Engine {
             batch: Vec::new(),
             rows: Vec::new(),
             seqs: Vec::new(),
+            log_content: config.log_content,
         };
         thread::Builder::new()
             .name("engine-scheduler".into())
@@ -173,7 +219,10 @@ impl Engine {
                 tokenizer,
                 template,
                 grammars,
-                jobs,
+                queue,
+                tokenizing: Permits::new(threads),
+                max_token_bytes,
+                kv_bytes_per_position,
             }),
         })
     }
@@ -203,6 +252,18 @@ impl Engine {
     /// # Errors
     /// When the conversation cannot be rendered by the model's template.
     pub fn prompt_tokens(&self, request: &model::Request) -> Result<Vec<u32>, model::Error> {
+        // Nothing exceeds an unlimited budget, so the inner result is always `Ok`.
+        self.prompt_tokens_within(request, usize::MAX)
+            .map(Result::unwrap_or_default)
+    }
+
+    /// [`Self::prompt_tokens`], giving up once the prompt needs more than `limit` tokens
+    /// (the inner `Err` holds the count reached).
+    fn prompt_tokens_within(
+        &self,
+        request: &model::Request,
+        limit: usize,
+    ) -> Result<Result<Vec<u32>, usize>, model::Error> {
         let rendered = self.shared.template.render_with_tools(
             &request.items,
             &request.tools,
@@ -214,53 +275,121 @@ impl Engine {
         if tokenizer.add_bos() {
             tokens.extend(tokenizer.bos_id());
         }
-        tokens.extend(tokenizer.encode_prompt(&rendered));
-        Ok(tokens)
+        let budget = limit.saturating_sub(tokens.len());
+        Ok(match tokenizer.encode_prompt_within(&rendered, budget) {
+            Ok(encoded) => {
+                tokens.extend(encoded);
+                Ok(tokens)
+            }
+            Err(partial) => Err(tokens.len() + partial.len()),
+        })
     }
 
     /// Checks strict schemas and compiles the request's grammar (on the caller's thread, so a
-    /// slow compilation never holds up the batch).
+    /// slow compilation never holds up the batch). A schema no finite value satisfies, or one
+    /// the grammar compiler refuses, is an error naming that schema, never our tool grammar.
     fn constraint(&self, request: &model::Request) -> Result<Option<Constraint>, model::Error> {
         if let model::OutputFormat::JsonSchema {
             name,
             schema,
-            strict: true,
+            strict,
             ..
         } = &request.output_format
         {
-            crate::schema::check_strict(schema).map_err(|problem| {
+            let schema_error = |problem: String| {
                 model::Error::invalid(
                     "response_format",
                     format!("Invalid schema for response_format '{name}': {problem}"),
                 )
                 .with_code("invalid_json_schema")
-            })?;
-        }
-        for (i, model::Tool::Function(tool)) in request.tools.iter().enumerate() {
-            if !tool.strict {
-                continue;
+            };
+            if *strict {
+                model::strict::check_strict(schema).map_err(schema_error)?;
             }
-            let schema = tool.parameters.clone().unwrap_or_else(
-                || serde_json::json!({"type": "object", "properties": {}, "required": [], "additionalProperties": false}),
-            );
-            crate::schema::check_strict(&schema).map_err(|problem| {
+            crate::finite::check_finite(schema).map_err(schema_error)?;
+        }
+        let format = self.shared.template.format();
+        let calls = format.calls_allowed(request);
+        for (i, model::Tool::Function(tool)) in request.tools.iter().enumerate() {
+            let default_schema = serde_json::json!({"type": "object", "properties": {}, "required": [], "additionalProperties": false});
+            let schema = tool.parameters.as_ref().unwrap_or(&default_schema);
+            let tool_error = |problem: String| {
                 model::Error::invalid(
                     format!("tools[{i}].function.parameters"),
                     format!("Invalid schema for function '{}': {problem}", tool.name),
                 )
                 .with_code("invalid_function_parameters")
-            })?;
+            };
+            if tool.strict {
+                model::strict::check_strict(schema).map_err(tool_error)?;
+            }
+            if calls.iter().any(|allowed| allowed.name == tool.name) {
+                crate::finite::check_finite(schema).map_err(tool_error)?;
+            }
         }
-        let format = self.shared.template.format();
         let Some(grammar) = format.grammar(request) else {
             return Ok(None);
         };
-        let param = if format.calls_allowed(request).is_empty() {
+        let grammars = &self.shared.grammars;
+        match grammars.compile(grammar) {
+            Ok(constraint) => Ok(Some(constraint)),
+            Err(problem) => Err(self.explain_grammar_error(request, &calls, &problem)),
+        }
+    }
+
+    /// Finds which of the request's schemas the compiler refused, so the error names it and
+    /// quotes the compiler on that schema alone, never the combined tool grammar.
+    fn explain_grammar_error(
+        &self,
+        request: &model::Request,
+        calls: &[&model::FunctionTool],
+        problem: &str,
+    ) -> model::Error {
+        let grammars = &self.shared.grammars;
+        let alone = |schema: &serde_json::Value| {
+            grammars
+                .compile(llguidance::api::TopLevelGrammar::from_json_schema(
+                    schema.clone(),
+                ))
+                .err()
+        };
+        if let model::OutputFormat::JsonSchema { name, schema, .. } = &request.output_format {
+            if let Some(problem) = alone(schema) {
+                return model::Error::invalid(
+                    "response_format",
+                    format!("Invalid schema for response_format '{name}': {problem}"),
+                )
+                .with_code("invalid_json_schema");
+            }
+        }
+        for (i, model::Tool::Function(tool)) in request.tools.iter().enumerate() {
+            let Some(schema) = &tool.parameters else {
+                continue;
+            };
+            if !calls.iter().any(|allowed| allowed.name == tool.name) {
+                continue;
+            }
+            if let Some(problem) = alone(schema) {
+                return model::Error::invalid(
+                    format!("tools[{i}].function.parameters"),
+                    format!("Invalid schema for function '{}': {problem}", tool.name),
+                )
+                .with_code("invalid_function_parameters");
+            }
+        }
+        tracing::warn!(
+            problem,
+            "the combined tool grammar did not compile although every schema does alone"
+        );
+        let param = if calls.is_empty() {
             "response_format"
         } else {
             "tools"
         };
-        self.shared.grammars.compile(grammar, param).map(Some)
+        model::Error::invalid(
+            param,
+            format!("Invalid '{param}': these schemas cannot be enforced together."),
+        )
     }
 
     /// Validates, tokenizes and queues a request.
@@ -281,34 +410,54 @@ impl Engine {
                 ));
             }
         }
+        let window = info.context_window;
+        let requested = request.sampling.max_output_tokens.map(|n| n as usize);
+        // Refuse what cannot fit before any expensive work: a text of `b` bytes needs at least
+        // `b / max_token_bytes` tokens, whatever the template adds around it.
+        let least = conversation_bytes(request).div_ceil(self.shared.max_token_bytes);
+        if least + requested.unwrap_or(1) > window {
+            return Err(context_exceeded(window, requested, least, true));
+        }
         let constraint = self.constraint(request)?;
         let format = self.shared.template.format();
         let parser = format.parser(!format.calls_allowed(request).is_empty());
-        let prompt = self.prompt_tokens(request)?;
-        let window = info.context_window;
-        let requested = request.sampling.max_output_tokens.map(|n| n as usize);
+        let prompt = {
+            let _permit = self.shared.tokenizing.acquire();
+            let limit = window.saturating_sub(requested.unwrap_or(1));
+            self.prompt_tokens_within(request, limit)?
+                .map_err(|reached| context_exceeded(window, requested, reached, true))?
+        };
         let max_new_tokens = requested.unwrap_or(window.saturating_sub(prompt.len()));
         if prompt.len() + max_new_tokens > window || max_new_tokens == 0 {
-            let message = match requested {
-                Some(n) => format!(
-                    "This model's maximum context length is {window} tokens. However, you requested {} tokens ({} in the messages, {n} in the completion). Please reduce the length of the messages or completion.",
-                    prompt.len() + n,
-                    prompt.len()
-                ),
-                None => format!(
-                    "This model's maximum context length is {window} tokens. However, your messages resulted in {} tokens. Please reduce the length of the messages.",
-                    prompt.len()
-                ),
+            return Err(context_exceeded(window, requested, prompt.len(), false));
+        }
+        let n = request.sampling.n as usize;
+        let reserve = (prompt.len() + max_new_tokens).min(window);
+        let kv_bytes = n
+            .saturating_mul(reserve)
+            .saturating_mul(self.shared.kv_bytes_per_position);
+        if kv_bytes > info.kv_cache_bytes {
+            let (param, advice) = if n > 1 {
+                ("n", "Lower 'n' or set a smaller output token limit.")
+            } else {
+                ("messages", "Set a smaller output token limit.")
             };
-            return Err(
-                model::Error::new(model::ErrorKind::ContextLengthExceeded, message)
-                    .with_param("messages")
-                    .with_code("context_length_exceeded"),
-            );
+            return Err(model::Error::invalid(
+                param,
+                format!(
+                    "This request needs {} MiB of KV cache ({n} choice(s) of up to {reserve} \
+                     tokens each), more than this server's {} MiB for all running requests. \
+                     {advice}",
+                    kv_bytes.div_ceil(1 << 20),
+                    info.kv_cache_bytes >> 20,
+                ),
+            )
+            .with_code("kv_cache_budget_exceeded"));
         }
         let (events, receiver) = async_mpsc::channel(EVENT_CHANNEL);
         let prompt_tokens = prompt.len();
         let job = Job {
+            kv_bytes,
             prompt,
             sampling: request.sampling.clone(),
             max_new_tokens,
@@ -316,20 +465,97 @@ impl Engine {
             constraint,
             parser,
         };
-        match self.shared.jobs.try_send(job) {
+        match self.shared.queue.push(job) {
             Ok(()) => Ok(Generation {
                 prompt_tokens,
                 events: receiver,
             }),
-            Err(TrySendError::Full(_)) => Err(model::Error::new(
+            Err(Refused::Full(_)) => Err(model::Error::new(
                 model::ErrorKind::Overloaded,
                 "The engine is at capacity; retry shortly.",
             )),
-            Err(TrySendError::Disconnected(_)) => {
+            Err(Refused::Closed(_)) => {
                 Err(model::Error::internal("the engine scheduler has stopped"))
             }
         }
     }
+}
+
+/// The bytes of conversation text the template will render (reasoning is left out: some
+/// templates drop it), for a lower bound on the prompt's length in tokens.
+fn conversation_bytes(request: &model::Request) -> usize {
+    request
+        .items
+        .iter()
+        .map(|item| match item {
+            model::Item::Message { parts, .. } => parts
+                .iter()
+                .map(|part| match part {
+                    model::ContentPart::Text(text) | model::ContentPart::Refusal(text) => {
+                        text.len()
+                    }
+                    _ => 0,
+                })
+                .sum(),
+            model::Item::FunctionCall {
+                name, arguments, ..
+            } => name.len() + arguments.len(),
+            model::Item::FunctionOutput { output, .. } => output.len(),
+            model::Item::Reasoning { .. } => 0,
+        })
+        .sum()
+}
+
+/// OpenAI's context-length error. `at_least` when `prompt` is a lower bound (the prompt was
+/// refused before it was fully tokenized).
+fn context_exceeded(
+    window: usize,
+    requested: Option<usize>,
+    prompt: usize,
+    at_least: bool,
+) -> model::Error {
+    let prompt_text = if at_least {
+        format!("at least {prompt}")
+    } else {
+        prompt.to_string()
+    };
+    let message = match requested {
+        Some(n) => format!(
+            "This model's maximum context length is {window} tokens. However, you requested {} \
+             tokens ({prompt_text} in the messages, {n} in the completion). Please reduce the \
+             length of the messages or completion.",
+            if at_least {
+                format!("at least {}", prompt + n)
+            } else {
+                (prompt + n).to_string()
+            }
+        ),
+        None => format!(
+            "This model's maximum context length is {window} tokens. However, your messages \
+             resulted in {prompt_text} tokens. Please reduce the length of the messages."
+        ),
+    };
+    model::Error::new(model::ErrorKind::ContextLengthExceeded, message)
+        .with_param("messages")
+        .with_code("context_length_exceeded")
+}
+
+/// Half the memory available when the engine starts (4 GiB where that cannot be read).
+fn default_kv_budget() -> usize {
+    let available_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("MemAvailable:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                })
+        });
+    available_kib.map_or(4 << 30, |kib| kib.saturating_mul(1024) / 2)
 }
 
 struct Choice {
@@ -358,6 +584,9 @@ struct Running {
     /// Prompt positions copied from the prefix cache instead of computed.
     cached_tokens: usize,
     cancelled: bool,
+    /// Generation broke off (a constrained decode reached a dead end): the request ends
+    /// without usage, which surfaces report as an error.
+    failed: bool,
 }
 
 impl Running {
@@ -366,7 +595,9 @@ impl Running {
     }
 
     fn done(&self) -> bool {
-        self.cancelled || (!self.choices.is_empty() && self.choices.iter().all(|c| c.finished))
+        self.cancelled
+            || self.failed
+            || (!self.choices.is_empty() && self.choices.iter().all(|c| c.finished))
     }
 }
 
@@ -410,10 +641,13 @@ impl KvCaches for RunningCaches<'_> {
 }
 
 struct Scheduler {
+    /// KV-cache bytes running requests may reserve together, and how many they do.
+    kv_budget: usize,
+    kv_reserved: usize,
     active: Arc<AtomicUsize>,
     model: Transformer,
     tokenizer: Arc<Tokenizer>,
-    receiver: Receiver<Job>,
+    queue: Arc<JobQueue<Job>>,
     running: Vec<Running>,
     max_sequences: usize,
     step_tokens: usize,
@@ -425,15 +659,19 @@ struct Scheduler {
     batch: Vec<BatchToken>,
     rows: Vec<Slot>,
     seqs: Vec<Slot>,
+    log_content: bool,
 }
 
 impl Scheduler {
     fn run(mut self) {
         loop {
             if self.running.is_empty() {
-                match self.receiver.recv() {
-                    Ok(job) => self.admit(job),
-                    Err(_) => return,
+                // Nothing runs, so the whole budget is free: any queued request fits (submit
+                // refuses one that could never fit).
+                match self.queue.pop_if(Some(Duration::from_secs(1)), |_| true) {
+                    Ok(Some(job)) => self.admit(job),
+                    Ok(None) => continue,
+                    Err(()) => return,
                 }
             }
             self.admit_waiting();
@@ -450,16 +688,20 @@ impl Scheduler {
         self.running.iter().map(Running::sequences).sum()
     }
 
+    /// Admits queued requests in arrival order while sequences and KV budget allow; a head
+    /// that does not fit waits (nothing overtakes it) until running requests finish.
     fn admit_waiting(&mut self) {
         while self.active_sequences() < self.max_sequences {
-            match self.receiver.try_recv() {
-                Ok(job) => self.admit(job),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            let free = self.kv_budget.saturating_sub(self.kv_reserved);
+            match self.queue.pop_if(None, |job| job.kv_bytes <= free) {
+                Ok(Some(job)) => self.admit(job),
+                Ok(None) | Err(()) => return,
             }
         }
     }
 
     fn admit(&mut self, job: Job) {
+        self.kv_reserved += job.kv_bytes;
         let h = &self.model.hyper;
         // The whole sequence is reserved at admission, so decoding never reallocates the cache.
         // Reserved pages stay virtual until written; memory grows only with tokens produced.
@@ -484,6 +726,7 @@ impl Scheduler {
             completion_tokens: 0,
             cached_tokens,
             cancelled: false,
+            failed: false,
         });
     }
 
@@ -514,6 +757,7 @@ impl Scheduler {
                 .partition(gone);
             self.running = kept;
             for running in gone {
+                self.kv_reserved = self.kv_reserved.saturating_sub(running.job.kv_bytes);
                 self.keep_prefix(running);
             }
         }
@@ -541,7 +785,9 @@ impl Scheduler {
         seqs.clear();
         let mut budget = self.step_tokens;
         for (j, running) in self.running.iter().enumerate() {
-            if running.prefilled < running.job.prompt.len() || running.outbox.len() >= OUTBOX_PAUSE
+            if running.prefilled < running.job.prompt.len()
+                || running.outbox.len() >= OUTBOX_PAUSE
+                || running.done()
             {
                 continue;
             }
@@ -672,26 +918,42 @@ impl Scheduler {
     fn advance(&mut self, job: usize, choice_index: usize, logits: &mut [f32]) {
         let context_window = self.context_window;
         let running = &mut self.running[job];
+        if running.failed {
+            return;
+        }
         let max_new = running.job.max_new_tokens;
         let prompt_len = running.job.prompt.len();
         let choice = &mut running.choices[choice_index];
-        let mut grammar_failed = false;
         let remaining = max_new
             .min(context_window.saturating_sub(prompt_len))
             .saturating_sub(choice.generated);
+        let mut grammar_problem = None;
         if let Some(constraint) = choice.constraint.as_mut() {
             if let Err(problem) = constraint.apply(logits, remaining) {
-                tracing::warn!(%problem, "constrained decoding stopped");
-                grammar_failed = true;
+                grammar_problem = Some(problem);
             }
         }
         let sampled = choice.sampler.sample(logits);
         if let Some(constraint) = choice.constraint.as_mut() {
             let bytes = self.tokenizer.token_bytes(sampled.token);
             if let Err(problem) = constraint.commit(sampled.token, bytes) {
-                tracing::warn!(%problem, "constrained decoding rejected a token");
-                grammar_failed = true;
+                grammar_problem.get_or_insert(problem);
             }
+        }
+        if let Some(problem) = grammar_problem {
+            // Output that cannot be completed must never be reported as a success: the request
+            // fails (its stream ends without usage, which every surface reports as an error).
+            // The compiler's message quotes generated tokens, so it is logged only on request.
+            if self.log_content {
+                tracing::warn!(%problem, "constrained decoding reached a dead end; request failed");
+            } else {
+                tracing::warn!(
+                    "constrained decoding reached a dead end; request failed (set log_content \
+                     to log the generated text)"
+                );
+            }
+            running.failed = true;
+            return;
         }
         choice.generated += 1;
         running.completion_tokens += 1;
@@ -700,7 +962,7 @@ impl Scheduler {
         let index = choice.index;
         let mut parsed = Vec::new();
         let mut logprobs = Vec::new();
-        let finish = if self.tokenizer.is_end_of_generation(sampled.token) || grammar_failed {
+        let finish = if self.tokenizer.is_end_of_generation(sampled.token) {
             let tail = choice.text.finish();
             choice.parser.push(&tail, &mut parsed);
             choice.parser.finish(&mut parsed);
@@ -781,7 +1043,7 @@ impl Scheduler {
                 reason,
             });
         }
-        if running.done() && !running.cancelled {
+        if running.done() && !running.cancelled && !running.failed {
             tracing::debug!(
                 prompt_tokens = prompt_len,
                 completion_tokens = running.completion_tokens,

@@ -88,7 +88,7 @@ impl Tokenizer {
     #[must_use]
     pub fn encode(&self, text: &str) -> Vec<u32> {
         let mut out = Vec::new();
-        self.encode_into(text, &mut out);
+        self.encode_into(text, &mut out, usize::MAX);
         out
     }
 
@@ -100,6 +100,17 @@ impl Tokenizer {
     /// user typed.
     #[must_use]
     pub fn encode_prompt(&self, rendered: &str) -> Vec<u32> {
+        self.encode_prompt_within(rendered, usize::MAX)
+            .unwrap_or_else(|partial| partial)
+    }
+
+    /// [`Self::encode_prompt`], giving up as soon as the prompt is known to need more than
+    /// `limit` tokens (`Err` with the tokens encoded so far), so an oversized prompt costs
+    /// about `limit` tokens of work, not its whole length.
+    ///
+    /// # Errors
+    /// The partial encoding, longer than `limit`, when the prompt does not fit.
+    pub fn encode_prompt_within(&self, rendered: &str, limit: usize) -> Result<Vec<u32>, Vec<u32>> {
         let mut out = Vec::new();
         let mut pending = String::new();
         let mut in_user_text = false;
@@ -112,9 +123,12 @@ impl Tokenizer {
             }
             if !in_user_text {
                 if let Some(id) = self.special_prefix(rest) {
-                    self.encode_into(&pending, &mut out);
+                    self.encode_into(&pending, &mut out, limit);
                     pending.clear();
                     out.push(id);
+                    if out.len() > limit {
+                        return Err(out);
+                    }
                     rest = &rest[self.tokens[id as usize].bytes.len()..];
                     continue;
                 }
@@ -122,8 +136,24 @@ impl Tokenizer {
             pending.push(c);
             rest = &rest[c.len_utf8()..];
         }
-        self.encode_into(&pending, &mut out);
-        out
+        self.encode_into(&pending, &mut out, limit);
+        if out.len() > limit {
+            Err(out)
+        } else {
+            Ok(out)
+        }
+    }
+
+    /// The longest byte string any single token stands for: a text of `n` bytes needs at
+    /// least `n / max_token_bytes` tokens.
+    #[must_use]
+    pub fn max_token_bytes(&self) -> usize {
+        self.tokens
+            .iter()
+            .map(|token| token.bytes.len())
+            .max()
+            .unwrap_or(1)
+            .max(1)
     }
 
     /// The raw bytes a token stands for: the GPT-2 byte mapping undone for ordinary tokens, the
@@ -303,13 +333,17 @@ impl Tokenizer {
         })
     }
 
-    fn encode_into(&self, text: &str, out: &mut Vec<u32>) {
+    /// Encodes `text` onto `out`, stopping early once `out` holds more than `limit` tokens.
+    fn encode_into(&self, text: &str, out: &mut Vec<u32>, limit: usize) {
         if text.is_empty() {
             return;
         }
         let mut symbols = Vec::new();
         let mut heap = BinaryHeap::new();
         for piece in self.pre.split(text) {
+            if out.len() > limit {
+                return;
+            }
             if self.pre.ignore_merges {
                 if let Some(id) = self.ids_by_bytes.get(piece.as_bytes()) {
                     out.push(*id);

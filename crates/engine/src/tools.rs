@@ -122,9 +122,21 @@ impl ModelFormat {
             request.tool_choice,
             ToolChoice::Required | ToolChoice::Function(_)
         );
-        let envelope = compact(json!({
-            "anyOf": calls.iter().map(|tool| self.envelope_schema(tool)).collect::<Vec<_>>()
-        }));
+        // Each tool's schema lives under the envelope's `$defs`, with its `$ref`s rewritten to
+        // point there, so `$defs`/`$ref` in parameters resolve as they would on their own.
+        let mut definitions = serde_json::Map::new();
+        let mut envelopes = Vec::with_capacity(calls.len());
+        for (index, tool) in calls.iter().enumerate() {
+            let key = format!("tool{index}");
+            let mut parameters = tool
+                .parameters
+                .clone()
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+            rebase_refs(&mut parameters, &format!("#/$defs/{key}"));
+            definitions.insert(key.clone(), parameters);
+            envelopes.push(self.envelope_schema(tool, &format!("#/$defs/{key}")));
+        }
+        let envelope = compact(json!({ "anyOf": envelopes, "$defs": definitions }));
         let syntax = &self.tools;
         let mut lark = String::from("%llguidance {}\n");
         let more = if request.parallel_tool_calls {
@@ -182,16 +194,13 @@ impl ModelFormat {
             .collect()
     }
 
-    fn envelope_schema(&self, tool: &FunctionTool) -> Value {
-        let parameters = tool
-            .parameters
-            .clone()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+    /// `{"name": <tool>, <arguments>: <its parameters>}`, the parameters by reference.
+    fn envelope_schema(&self, tool: &FunctionTool, parameters: &str) -> Value {
         json!({
             "type": "object",
             "properties": {
                 "name": {"const": tool.name},
-                self.tools.arguments_key: parameters,
+                self.tools.arguments_key: {"$ref": parameters},
             },
             "required": ["name", self.tools.arguments_key],
             "additionalProperties": false,
@@ -218,6 +227,43 @@ pub fn hf_tool(tool: &FunctionTool) -> Value {
         .clone()
         .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
     json!({ "type": "function", "function": function })
+}
+
+/// Makes every local `$ref` of a schema (`#`, `#/$defs/x`, `#/properties/y`) point into the
+/// copy of that schema placed at `base` (`#/$defs/tool0`). Values that are data, not schemas
+/// (`const`, `enum`, `default`, `examples`), are left alone.
+fn rebase_refs(schema: &mut Value, base: &str) {
+    match schema {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                match (key.as_str(), value) {
+                    // Maps from names to schemas: a property called `const` is still a schema.
+                    (
+                        "properties" | "patternProperties" | "$defs" | "definitions"
+                        | "dependentSchemas",
+                        Value::Object(children),
+                    ) => {
+                        for child in children.values_mut() {
+                            rebase_refs(child, base);
+                        }
+                    }
+                    ("$ref", Value::String(reference)) => {
+                        if let Some(rest) = reference.strip_prefix('#') {
+                            *reference = format!("{base}{rest}");
+                        }
+                    }
+                    ("const" | "enum" | "default" | "examples", _) => {}
+                    (_, value) => rebase_refs(value, base),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                rebase_refs(item, base);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// JSON with `", "` and `": "` separators, as models were trained to read and write it.

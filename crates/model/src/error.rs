@@ -10,6 +10,10 @@ pub enum ErrorKind {
     Unsupported,
     /// No or wrong credentials.
     Unauthorized,
+    /// The request may not be made from where it came (a foreign `Host` or `Origin`).
+    Forbidden,
+    /// The client did not send its request in time.
+    RequestTimeout,
     /// The requested model is not in the catalog.
     ModelNotFound,
     /// Prompt plus requested output does not fit the model's context window.

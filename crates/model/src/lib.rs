@@ -9,6 +9,7 @@
 mod error;
 mod event;
 mod request;
+pub mod strict;
 
 pub use error::{Error, ErrorKind};
 pub use event::{

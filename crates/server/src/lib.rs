@@ -6,14 +6,16 @@
 //! where it can be served in `gateway`.
 
 mod chat;
+mod connections;
 pub mod errors;
+mod guard;
 mod models;
 mod responses;
 mod stream;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -21,7 +23,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use switchboard_gateway::Gateway;
 use switchboard_model::{Error, ErrorKind};
@@ -37,12 +38,32 @@ pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub body_limit: usize,
+    /// A connection must deliver a complete request head within this time of opening and of
+    /// each previous response (so it also bounds idle keep-alive connections).
+    pub header_timeout: Duration,
+    /// A request's whole body must arrive within this time of its head.
+    pub body_timeout: Duration,
+    /// Connections open at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// After a shutdown signal, how long in-flight requests may take before the rest is closed.
+    pub shutdown_timeout: Duration,
+    /// Browser origins allowed to call the API (CORS); `*` allows any. Loopback origins are
+    /// always allowed.
+    pub cors_allowed_origins: Vec<String>,
+    /// Without API keys, serve any `Host` name (the operator passed `--insecure-no-auth`).
+    pub insecure_no_auth: bool,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             body_limit: DEFAULT_BODY_LIMIT,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            shutdown_timeout: Duration::from_secs(30),
+            cors_allowed_origins: Vec::new(),
+            insecure_no_auth: false,
         }
     }
 }
@@ -56,6 +77,11 @@ pub struct AppState {
 
 /// The full router.
 pub fn router(gateway: Arc<Gateway>, store: Store, config: &ServerConfig) -> Router {
+    let origins = guard::Origins::new(config, gateway.keys.is_empty());
+    let body_rules = guard::BodyRules {
+        timeout: config.body_timeout,
+        limit: config.body_limit,
+    };
     let state = AppState { gateway, store };
     let api = Router::new()
         .route("/chat/completions", post(chat::create))
@@ -68,19 +94,27 @@ pub fn router(gateway: Arc<Gateway>, store: Store, config: &ServerConfig) -> Rou
         .route("/models", get(models::list))
         .route("/models/{id}", get(models::retrieve))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
+        // Outermost first: where the request comes from, who sends it, then its body.
+        .layer(middleware::from_fn_with_state(body_rules, guard::read_body))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(
+            origins.clone(),
+            guard::check_origin,
+        ));
     Router::new()
         .route("/health", get(health))
         .nest("/v1", api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(origins.cors())
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight requests (streams included).
+/// Serves until `shutdown` resolves, then drains in-flight requests (streams included) for at
+/// most `config.shutdown_timeout` and closes what remains.
 ///
 /// # Errors
-/// When accepting connections fails fatally.
+/// None today; the signature leaves room for fatal listener errors.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
@@ -88,14 +122,9 @@ pub async fn serve(
     config: &ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(%err, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router(gateway, store, config))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = router(gateway, store, config);
+    connections::accept_loop(listener, app, config, shutdown).await;
+    Ok(())
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -116,7 +145,11 @@ async fn not_found(request: Request) -> ApiError {
 /// Accepts `Authorization: Bearer KEY` or `x-api-key: KEY`.
 /// Handlers find the [`switchboard_gateway::Caller`] in the request's extensions.
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let presented = presented_key(request.headers());
+    let presented = match presented_key(request.headers()) {
+        Ok(presented) => presented,
+        Err(err) if !state.gateway.keys.is_empty() => return ApiError(err).into_response(),
+        Err(_) => None,
+    };
     match state.gateway.keys.check(presented) {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
@@ -126,21 +159,33 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     }
 }
 
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
-        let value = value.trim();
-        let mut parts = value.splitn(2, ' ');
+/// The key a request presents. An `Authorization` header, when present, is the one that
+/// counts: one that is not visible ASCII is a wrong key, never a reason to look elsewhere.
+fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, Error> {
+    let unreadable = |header: &str| {
+        Error::new(
+            ErrorKind::Unauthorized,
+            format!("Incorrect API key provided: the {header} header is not valid ASCII text."),
+        )
+        .with_code("invalid_api_key")
+    };
+    if let Some(value) = headers.get("authorization") {
+        let value = value.to_str().map_err(|_| unreadable("Authorization"))?;
+        let mut parts = value.trim().splitn(2, ' ');
         if let (Some(scheme), Some(token)) = (parts.next(), parts.next()) {
             if scheme.eq_ignore_ascii_case("bearer") {
-                return Some(token.trim());
+                return Ok(Some(token.trim()));
             }
         }
-        return None;
+        return Ok(None);
     }
-    headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+    match headers.get("x-api-key") {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .map(|key| Some(key.trim()))
+            .map_err(|_| unreadable("x-api-key")),
+    }
 }
 
 pub(crate) fn body_error(rejection: BytesRejection) -> ApiError {

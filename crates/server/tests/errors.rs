@@ -232,7 +232,10 @@ async fn oversized_body_is_413() {
     let server = common::start(
         EngineConfig::default(),
         &[],
-        ServerConfig { body_limit: 1024 },
+        ServerConfig {
+            body_limit: 1024,
+            ..ServerConfig::default()
+        },
     );
     let big = "x".repeat(4096);
     let (status, body) = server

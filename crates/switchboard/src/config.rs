@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -45,6 +46,21 @@ pub struct ServeArgs {
     /// SQLite database for stored responses [default: $SWITCHBOARD_HOME/switchboard.db].
     #[arg(long)]
     pub store: Option<PathBuf>,
+    /// Connections open at once [default: 1024].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Seconds in-flight requests may take to finish after SIGTERM [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub shutdown_timeout: Option<u64>,
+    /// A browser origin allowed to call the API (repeatable; `*` for any).
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_allowed_origins: Vec<String>,
+    /// KV-cache memory running requests may reserve, in MiB [default: half the available memory].
+    #[arg(long, value_name = "MIB")]
+    pub kv_cache_mib: Option<usize>,
+    /// Allow logs to quote prompt and generated text (for debugging only).
+    #[arg(long)]
+    pub log_content: bool,
 }
 
 /// The configuration file.
@@ -57,6 +73,13 @@ pub struct FileConfig {
     pub insecure_no_auth: Option<bool>,
     pub body_limit: Option<usize>,
     pub store: Option<PathBuf>,
+    pub header_timeout_secs: Option<u64>,
+    pub body_timeout_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub shutdown_timeout_secs: Option<u64>,
+    #[serde(default)]
+    pub cors_allowed_origins: Vec<String>,
+    pub log_content: Option<bool>,
     #[serde(default)]
     pub engine: FileEngineConfig,
 }
@@ -72,6 +95,7 @@ pub struct FileEngineConfig {
     pub step_tokens: Option<usize>,
     pub context_window: Option<usize>,
     pub prefix_cache_tokens: Option<usize>,
+    pub kv_cache_mib: Option<usize>,
 }
 
 /// Fully resolved settings for `serve`.
@@ -114,11 +138,17 @@ impl Settings {
         );
         api_keys.extend(args.api_keys.iter().cloned());
         let defaults = EngineConfig::default();
+        let server_defaults = ServerConfig::default();
         let e = file.engine;
+        let insecure_no_auth = args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false);
+        let mut cors_allowed_origins = file.cors_allowed_origins;
+        cors_allowed_origins.extend(args.cors_allowed_origins.iter().cloned());
+        let seconds =
+            |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_secs);
         Self {
             listen: args.listen.or(file.listen).unwrap_or(DEFAULT_LISTEN),
             api_keys,
-            insecure_no_auth: args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false),
+            insecure_no_auth,
             model: args.model.clone().or(e.model),
             store: args.store.clone().or(file.store),
             model_id: args.model_id.clone().or(e.model_id),
@@ -137,12 +167,29 @@ impl Settings {
                 prefix_cache_tokens: e
                     .prefix_cache_tokens
                     .unwrap_or(defaults.prefix_cache_tokens),
+                log_content: args.log_content || file.log_content.unwrap_or(false),
+                kv_cache_bytes: args
+                    .kv_cache_mib
+                    .or(e.kv_cache_mib)
+                    .map_or(defaults.kv_cache_bytes, |mib| mib.saturating_mul(1 << 20)),
             },
             server: ServerConfig {
                 body_limit: args
                     .body_limit
                     .or(file.body_limit)
                     .unwrap_or(switchboard_server::DEFAULT_BODY_LIMIT),
+                header_timeout: seconds(file.header_timeout_secs, server_defaults.header_timeout),
+                body_timeout: seconds(file.body_timeout_secs, server_defaults.body_timeout),
+                max_connections: args
+                    .max_connections
+                    .or(file.max_connections)
+                    .unwrap_or(server_defaults.max_connections),
+                shutdown_timeout: seconds(
+                    args.shutdown_timeout.or(file.shutdown_timeout_secs),
+                    server_defaults.shutdown_timeout,
+                ),
+                cors_allowed_origins,
+                insecure_no_auth,
             },
         }
     }

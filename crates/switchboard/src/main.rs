@@ -83,6 +83,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
     catalog.add(CatalogEntry::local(engine, created));
     let gateway = Arc::new(Gateway::new(catalog, keys));
 
+    raise_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -91,7 +92,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
         .store
         .clone()
         .unwrap_or_else(|| fetch::home().join("switchboard.db"));
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let store = Store::open(&store_path)
             .await
             .with_context(|| format!("opening the response store {}", store_path.display()))?;
@@ -110,7 +111,19 @@ fn serve(args: &ServeArgs) -> Result<()> {
         .await?;
         tracing::info!("shut down");
         Ok(())
-    })
+    });
+    // Connections still open after the drain deadline are closed here, not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    served
+}
+
+/// Each connection takes a file descriptor: lift the soft limit to the hard one, so the
+/// connection cap, not a low default limit, decides how many clients are served.
+fn raise_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(err) => tracing::warn!(%err, "cannot raise the open file limit"),
+    }
 }
 
 /// Without keys, only loopback is safe to listen on.
@@ -156,5 +169,31 @@ async fn shutdown_signal() {
         () = ctrl_c => {}
         () = terminate => {}
     }
-    tracing::info!("shutting down: draining in-flight requests");
+    tracing::info!("shutting down: draining in-flight requests (a second signal exits at once)");
+    tokio::spawn(async {
+        second_signal().await;
+        tracing::warn!("second signal: exiting without waiting for in-flight requests");
+        std::process::exit(130);
+    });
+}
+
+async fn second_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut terminate), Ok(mut interrupt)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }

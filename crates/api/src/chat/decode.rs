@@ -2,8 +2,9 @@
 //!
 //! Shapes follow `CreateChatCompletionRequest` in the OpenAI spec. Errors mirror OpenAI's: each
 //! names the offending `param` in the surface's own path syntax (`messages[0].content`,
-//! `tools[1].function.name`) and, for ranges, the bound and the value received. Unknown top-level
-//! fields are rejected, as OpenAI does; unknown fields inside messages and tools are ignored. A
+//! `tools[1].function.name`) and, for ranges, the bound and the value received. Unknown fields
+//! are rejected at every level, as OpenAI does (`Unknown parameter: 'messages[0].foo'.`), except
+//! the `annotations` of an assistant message, which a client echoing a response back sends. A
 //! JSON `null` for an optional field means "not given".
 //!
 //! This module does not check the catalog (model existence, capabilities, context window) and
@@ -18,8 +19,8 @@ use switchboard_model::{
 
 use crate::wire::{
     bounded_decimal, bounded_integer, check_name, check_tool_choice, decode_metadata, from_value,
-    invalid_type, missing, one_of, parse_object, required_model, type_field, WireRefusalPart,
-    WireTextPart,
+    invalid_type, known_keys, missing, one_of, optional_enum, optional_max_length, parse_object,
+    required_model, type_field, WireRefusalPart, WireTextPart,
 };
 
 /// A decoded Chat Completions request: the canonical request plus what only this surface's
@@ -105,10 +106,15 @@ const KNOWN_PARAMS: &[&str] = &[
     "web_search_options",
 ];
 
-/// The top level. Fields that are accepted but have no effect here (`verbosity`, the prompt
-/// cache hints, `safety_identifier`) are in [`KNOWN_PARAMS`] but not in this struct.
+/// The top level. Fields without effect here (`verbosity`, the prompt cache hints,
+/// `safety_identifier`) are still typed and checked.
 #[derive(Deserialize)]
 struct WireRequest {
+    verbosity: Option<String>,
+    prompt_cache_key: Option<String>,
+    prompt_cache_retention: Option<String>,
+    prompt_cache_options: Option<WirePromptCacheOptions>,
+    safety_identifier: Option<String>,
     model: Option<String>,
     messages: Option<Vec<Value>>,
     tools: Option<Vec<Value>>,
@@ -144,12 +150,22 @@ struct WireRequest {
 }
 
 #[derive(Deserialize)]
-struct WireStreamOptions {
-    include_usage: Option<bool>,
-    // `include_obfuscation` is accepted and ignored: we never add obfuscation padding.
+#[serde(deny_unknown_fields)]
+struct WirePromptCacheOptions {
+    ttl: Option<String>,
+    mode: Option<String>,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireStreamOptions {
+    include_usage: Option<bool>,
+    /// Accepted and ignored: we never add obfuscation padding.
+    include_obfuscation: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WireWebSearch {
     search_context_size: Option<String>,
     user_location: Option<Value>,
@@ -172,6 +188,7 @@ struct WireAssistantMessage {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WireToolCall {
     id: String,
     #[serde(rename = "type")]
@@ -180,6 +197,7 @@ struct WireToolCall {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WireFunctionCall {
     name: String,
     arguments: String,
@@ -197,6 +215,7 @@ struct WireImagePart {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WireImageUrl {
     url: String,
     detail: Option<String>,
@@ -208,6 +227,7 @@ struct WireAudioPart {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WireInputAudio {
     data: String,
     format: String,
@@ -219,6 +239,7 @@ struct WireFilePart {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WireFile {
     file_id: Option<String>,
     file_data: Option<String>,
@@ -231,6 +252,7 @@ struct WireFunctionToolDef {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WireFunctionDef {
     name: String,
     description: Option<String>,
@@ -244,6 +266,7 @@ struct WireNamedToolChoice {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WireFunctionName {
     name: String,
 }
@@ -254,6 +277,7 @@ struct WireJsonSchemaFormat {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WireJsonSchema {
     name: String,
     description: Option<String>,
@@ -276,6 +300,7 @@ impl WireRequest {
             .with_code("unsupported_parameter"));
         }
 
+        self.check_inert_fields()?;
         let model = required_model(self.model)?;
 
         let messages = self.messages.ok_or_else(|| missing("messages"))?;
@@ -286,8 +311,14 @@ impl WireRequest {
             ));
         }
         let mut items = Vec::new();
+        let mut answerable_calls = None;
         for (index, message) in messages.into_iter().enumerate() {
-            decode_message(message, &format!("messages[{index}]"), &mut items)?;
+            decode_message(
+                message,
+                &format!("messages[{index}]"),
+                &mut items,
+                &mut answerable_calls,
+            )?;
         }
 
         let stream = self.stream.unwrap_or(false);
@@ -297,6 +328,18 @@ impl WireRequest {
                 return Err(Error::invalid(
                     "stream_options",
                     "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                ))
+            }
+            Some(options)
+                if options
+                    .include_obfuscation
+                    .as_ref()
+                    .is_some_and(|v| !v.is_boolean() && !v.is_null()) =>
+            {
+                return Err(invalid_type(
+                    "stream_options.include_obfuscation",
+                    "a boolean",
+                    options.include_obfuscation.as_ref().unwrap_or(&Value::Null),
                 ))
             }
             Some(options) => options.include_usage.unwrap_or(false),
@@ -390,6 +433,34 @@ impl WireRequest {
     }
 }
 
+impl WireRequest {
+    /// Fields accepted without effect still have OpenAI's types and values.
+    fn check_inert_fields(&self) -> Result<(), Error> {
+        optional_enum(
+            "verbosity",
+            self.verbosity.as_ref(),
+            &["low", "medium", "high"],
+        )?;
+        optional_enum(
+            "prompt_cache_retention",
+            self.prompt_cache_retention.as_ref(),
+            &["in_memory", "24h"],
+        )?;
+        optional_max_length("safety_identifier", self.safety_identifier.as_ref(), 64)?;
+        // OpenAI caps cache keys at 64 characters, although its spec states no limit.
+        optional_max_length("prompt_cache_key", self.prompt_cache_key.as_ref(), 64)?;
+        if let Some(options) = &self.prompt_cache_options {
+            optional_enum("prompt_cache_options.ttl", options.ttl.as_ref(), &["30m"])?;
+            optional_enum(
+                "prompt_cache_options.mode",
+                options.mode.as_ref(),
+                &["implicit", "explicit"],
+            )?;
+        }
+        Ok(())
+    }
+}
+
 fn reject_deprecated(param: &str, value: Option<&Value>, instead: &str) -> Result<(), Error> {
     match value {
         None => Ok(()),
@@ -430,7 +501,33 @@ impl PartSet {
     }
 }
 
-fn decode_message(message: Value, prefix: &str, items: &mut Vec<Item>) -> Result<(), Error> {
+/// The fields each role's message may carry (`annotations`: see the module documentation).
+fn message_keys(role: &str) -> &'static [&'static str] {
+    match role {
+        "assistant" => &[
+            "role",
+            "content",
+            "refusal",
+            "name",
+            "audio",
+            "tool_calls",
+            "function_call",
+            "annotations",
+        ],
+        // LangChain names the tool on its tool messages; OpenAI accepts that.
+        "tool" => &["role", "content", "tool_call_id", "name"],
+        _ => &["role", "content", "name"],
+    }
+}
+
+/// Decodes one message. `answerable_calls` holds the ids of the tool calls that tool messages
+/// may answer now: those of the latest assistant message, until another role intervenes.
+fn decode_message(
+    message: Value,
+    prefix: &str,
+    items: &mut Vec<Item>,
+    answerable_calls: &mut Option<Vec<String>>,
+) -> Result<(), Error> {
     let Value::Object(fields) = &message else {
         return Err(invalid_type(prefix, "an object", &message));
     };
@@ -441,6 +538,15 @@ fn decode_message(message: Value, prefix: &str, items: &mut Vec<Item>) -> Result
         Some(other) => return Err(invalid_type(&role_param, "a string", other)),
     };
     let content_param = format!("{prefix}.content");
+    if matches!(
+        role.as_str(),
+        "system" | "developer" | "user" | "assistant" | "tool"
+    ) {
+        known_keys(&message, prefix, message_keys(&role))?;
+    }
+    if role != "tool" {
+        *answerable_calls = None;
+    }
     match role.as_str() {
         "system" | "developer" | "user" => {
             let (role, set) = match role.as_str() {
@@ -488,7 +594,9 @@ fn decode_message(message: Value, prefix: &str, items: &mut Vec<Item>) -> Result
                     name: wire.name,
                 });
             }
+            let mut ids = Vec::with_capacity(tool_calls.len());
             for (index, call) in tool_calls.into_iter().enumerate() {
+                ids.push(call.id.clone());
                 match call.kind.as_deref() {
                     None | Some("function") => {}
                     Some(other) => {
@@ -505,6 +613,9 @@ fn decode_message(message: Value, prefix: &str, items: &mut Vec<Item>) -> Result
                     arguments: call.function.arguments,
                 });
             }
+            if !ids.is_empty() {
+                *answerable_calls = Some(ids);
+            }
         }
         "tool" => {
             let wire: WireToolMessage = from_value(message, prefix)?;
@@ -519,6 +630,23 @@ fn decode_message(message: Value, prefix: &str, items: &mut Vec<Item>) -> Result
                     _ => None,
                 })
                 .collect::<String>();
+            // OpenAI's wording, its misspelling included: clients match on it.
+            let Some(answerable) = answerable_calls.as_ref() else {
+                return Err(Error::invalid(
+                    role_param,
+                    "Invalid parameter: messages with role 'tool' must be a response to a \
+                     preceeding message with 'tool_calls'.",
+                ));
+            };
+            if !answerable.contains(&call_id) {
+                return Err(Error::invalid(
+                    format!("{prefix}.tool_call_id"),
+                    format!(
+                        "Invalid parameter: 'tool_call_id' of '{call_id}' not found in \
+                         'tool_calls' of previous message."
+                    ),
+                ));
+            }
             items.push(Item::FunctionOutput { call_id, output });
         }
         "function" => {
@@ -576,6 +704,17 @@ fn decode_part(part: Value, prefix: &str, set: PartSet) -> Result<ContentPart, E
             ),
         ));
     }
+    let payload = match kind.as_str() {
+        "text" => "text",
+        "refusal" => "refusal",
+        other => other,
+    };
+    let breakpoint = if kind == "refusal" {
+        ""
+    } else {
+        "prompt_cache_breakpoint"
+    };
+    known_keys(&part, prefix, &["type", payload, breakpoint])?;
     Ok(match kind.as_str() {
         "text" => ContentPart::Text(from_value::<WireTextPart>(part, prefix)?.text),
         "refusal" => ContentPart::Refusal(from_value::<WireRefusalPart>(part, prefix)?.refusal),
@@ -644,6 +783,7 @@ fn decode_tool(tool: Value, prefix: &str) -> Result<Tool, Error> {
             ))
         }
     }
+    known_keys(&tool, prefix, &["type", "function"])?;
     let function = from_value::<WireFunctionToolDef>(tool, prefix)?
         .function
         .ok_or_else(|| missing(&format!("{prefix}.function")))?;
@@ -705,6 +845,7 @@ fn decode_tool_choice(choice: Option<Value>, tools: &[Tool]) -> Result<ToolChoic
                     ))
                 }
             }
+            known_keys(&object, "tool_choice", &["type", "function"])?;
             let name = from_value::<WireNamedToolChoice>(object, "tool_choice")?
                 .function
                 .ok_or_else(|| missing("tool_choice.function"))?
@@ -735,6 +876,12 @@ fn decode_response_format(format: Option<Value>) -> Result<OutputFormat, Error> 
         return Err(invalid_type("response_format", "an object", &format));
     }
     let kind = type_field(&format, "response_format")?;
+    let keys: &[&str] = if kind == "json_schema" {
+        &["type", "json_schema"]
+    } else {
+        &["type"]
+    };
+    known_keys(&format, "response_format", keys)?;
     match kind.as_str() {
         "text" => Ok(OutputFormat::Text),
         "json_object" => Ok(OutputFormat::JsonObject),

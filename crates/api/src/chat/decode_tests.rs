@@ -173,10 +173,158 @@ fn every_message_role_and_part() {
 }
 
 #[test]
-fn unknown_fields_inside_messages_are_ignored() {
-    let body = with(json!({"messages": [{"role": "user", "content": "x", "extra": 1}]}));
-    let decoded = decode_chat_request(body.to_string().as_bytes()).unwrap();
-    assert_eq!(decoded.request.items, vec![Item::text(Role::User, "x")]);
+fn unknown_fields_are_refused_at_every_level() {
+    let tool = json!({"type": "function", "function": {"name": "f"}});
+    let calls = json!({"role": "assistant", "tool_calls": [{"id": "c", "type": "function",
+        "function": {"name": "f", "arguments": "{}"}}]});
+    let cases = [
+        (
+            json!({"messages": [{"role": "user", "content": "x", "extra": 1}]}),
+            "messages[0].extra",
+        ),
+        (
+            json!({"messages": [{"role": "system", "content": "x", "tool_call_id": "c"}]}),
+            "messages[0].tool_call_id",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "x", "cache_control": {}}]}]}),
+            "messages[0].content[0].cache_control",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u", "size": 1}}]}]}),
+            "messages[0].content[0].image_url.size",
+        ),
+        (
+            json!({"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "index": 0,
+            "function": {"name": "f", "arguments": "{}"}}]}]}),
+            "messages[0].tool_calls[0].index",
+        ),
+        (
+            json!({"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "type": "function",
+            "function": {"name": "f", "arguments": "{}", "x": 1}}]}]}),
+            "messages[0].tool_calls[0].function.x",
+        ),
+        (
+            json!({"messages": [calls, {"role": "tool", "tool_call_id": "c", "content": "r", "is_error": true}]}),
+            "messages[1].is_error",
+        ),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "f"}, "strict": true}]}),
+            "tools[0].strict",
+        ),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "f", "input_schema": {}}}]}),
+            "tools[0].function.input_schema",
+        ),
+        (
+            json!({"tools": [tool], "tool_choice": {"type": "function", "function": {"name": "f", "x": 1}}}),
+            "tool_choice.function.x",
+        ),
+        (
+            json!({"response_format": {"type": "json_object", "schema": {}}}),
+            "response_format.schema",
+        ),
+        (
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": {}, "extra": 1}}}),
+            "response_format.json_schema.extra",
+        ),
+        (
+            json!({"stream": true, "stream_options": {"include_usage": true, "chunk": 1}}),
+            "stream_options.chunk",
+        ),
+        (
+            json!({"web_search_options": {"size": "low"}}),
+            "web_search_options.size",
+        ),
+        (
+            json!({"prompt_cache_options": {"ttl": "30m", "x": 1}}),
+            "prompt_cache_options.x",
+        ),
+    ];
+    for (body, param) in cases {
+        let error = err(&with(body.clone()));
+        assert_eq!(error.param.as_deref(), Some(param), "{body} → {error:?}");
+        assert_eq!(error.message, format!("Unknown parameter: '{param}'."));
+        assert_eq!(error.code.as_deref(), Some("unknown_parameter"));
+    }
+    // What a client echoing a response message back sends is accepted: `annotations`, nulls.
+    let echoed = json!({"messages": [{"role": "user", "content": "x"},
+        {"role": "assistant", "content": "y", "refusal": null, "annotations": [], "audio": null,
+         "function_call": null, "tool_calls": null}, {"role": "user", "content": "z"}]});
+    // (Not `ok`: the spec has no `annotations` on request messages, so it would not validate.)
+    let echoed = decode_chat_request(with(echoed).to_string().as_bytes());
+    assert_eq!(echoed.map(|d| d.request.items.len()), Ok(3));
+    // LangChain names the tool on tool messages; OpenAI accepts it.
+    let named = json!({"messages": [calls, {"role": "tool", "tool_call_id": "c", "content": "r", "name": "f"}]});
+    assert_eq!(ok(&with(named)).request.items.len(), 2);
+}
+
+#[test]
+fn tool_messages_must_answer_a_preceding_call() {
+    let calls = json!({"role": "assistant", "tool_calls": [
+        {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+        {"id": "b", "type": "function", "function": {"name": "f", "arguments": "{}"}}]});
+    let answer = |id: &str| json!({"role": "tool", "tool_call_id": id, "content": "r"});
+    let orphan = err(&with(
+        json!({"messages": [{"role": "user", "content": "x"}, answer("a")]}),
+    ));
+    assert_eq!(orphan.param.as_deref(), Some("messages[1].role"));
+    assert!(orphan
+        .message
+        .contains("must be a response to a preceeding message with 'tool_calls'"));
+    let first = err(&with(json!({"messages": [answer("a")]})));
+    assert_eq!(first.param.as_deref(), Some("messages[0].role"));
+    let late = err(&with(
+        json!({"messages": [calls, answer("a"), {"role": "user", "content": "x"}, answer("b")]}),
+    ));
+    assert_eq!(late.param.as_deref(), Some("messages[3].role"));
+    let unknown = err(&with(json!({"messages": [calls, answer("z")]})));
+    assert_eq!(unknown.param.as_deref(), Some("messages[1].tool_call_id"));
+    assert!(unknown
+        .message
+        .contains("'tool_call_id' of 'z' not found in 'tool_calls'"));
+    assert_eq!(
+        ok(&with(
+            json!({"messages": [calls, answer("a"), answer("b")]})
+        ))
+        .request
+        .items
+        .len(),
+        4
+    );
+}
+
+#[test]
+fn inert_fields_are_still_typed() {
+    let cases = [
+        (json!({"verbosity": 5}), "verbosity", "Invalid type for 'verbosity'"),
+        (json!({"verbosity": "loud"}), "verbosity", "Invalid value: 'loud'."),
+        (json!({"prompt_cache_key": 5}), "prompt_cache_key", "expected a string, but got an integer"),
+        (json!({"prompt_cache_key": "k".repeat(65)}), "prompt_cache_key", "string too long"),
+        (json!({"safety_identifier": []}), "safety_identifier", "expected a string, but got an array"),
+        (json!({"safety_identifier": "s".repeat(65)}), "safety_identifier", "maximum length 64"),
+        (json!({"prompt_cache_retention": "forever"}), "prompt_cache_retention", "Invalid value: 'forever'."),
+        (json!({"prompt_cache_options": {"ttl": "1h"}}), "prompt_cache_options.ttl", "Invalid value: '1h'."),
+        (json!({"stream": true, "stream_options": {"include_obfuscation": "no"}}), "stream_options.include_obfuscation", "expected a boolean"),
+        (json!({"max_tokens": 9_223_372_036_854_775_808_u64}), "max_tokens",
+         "Invalid 'max_tokens': integer above maximum value. Expected a value <= 9223372036854775807, but got 9223372036854775808 instead."),
+        (json!({"seed": 18_446_744_073_709_551_615_u64}), "seed", "integer above maximum value"),
+    ];
+    for (body, param, message) in cases {
+        let error = err(&with(body.clone()));
+        assert_eq!(error.param.as_deref(), Some(param), "{body} → {error:?}");
+        assert!(error.message.contains(message), "{body}: {}", error.message);
+        assert!(
+            !error.message.contains("i64") && !error.message.contains("u64"),
+            "{}",
+            error.message
+        );
+    }
+    ok(&with(
+        json!({"verbosity": "low", "prompt_cache_key": "k", "safety_identifier": "s",
+        "prompt_cache_retention": "24h", "prompt_cache_options": {"ttl": "30m", "mode": "explicit"},
+        "verbosity": null}),
+    ));
 }
 
 #[test]

@@ -833,12 +833,20 @@ fn decode_tools(tools: Vec<Value>) -> Result<(Vec<Tool>, Option<WebSearch>), Err
                         ),
                     ));
                 }
+                let parameters = function.parameters.filter(Value::is_object);
+                // OpenAI's rule: with `strict` omitted, a tool is strict when its schema is
+                // compatible with strict mode and best-effort otherwise; only an explicit
+                // `strict: true` makes an incompatible schema an error (raised below).
+                let strict = function.strict.unwrap_or_else(|| {
+                    parameters.as_ref().is_none_or(|schema| {
+                        switchboard_model::strict::check_strict(schema).is_ok()
+                    })
+                });
                 functions.push(Tool::Function(FunctionTool {
                     name: function.name,
                     description: function.description,
-                    parameters: function.parameters.filter(Value::is_object),
-                    // The Responses API makes function tools strict unless told otherwise.
-                    strict: function.strict.unwrap_or(true),
+                    parameters,
+                    strict,
                 }));
             }
             "web_search"

@@ -240,8 +240,8 @@ fn tools_formats_and_choices() {
     let Tool::Function(function) = &decoded.request.tools[0];
     assert_eq!(function.name, "get_weather");
     assert!(
-        function.strict,
-        "Responses function tools are strict by default"
+        !function.strict,
+        "with `strict` omitted, a schema strict mode cannot take stays best-effort"
     );
     assert_eq!(
         decoded.request.tool_choice,
@@ -787,4 +787,30 @@ fn random_bodies_decode_or_are_refused_cleanly() {
         }
     }
     assert!(accepted > 0, "some random bodies are valid");
+}
+
+#[test]
+fn omitted_strict_is_strict_only_when_the_schema_allows() {
+    let strictness = |tool: Value| {
+        let decoded = decode_ok(json!({"model": "m", "input": "x", "tools": [tool]}));
+        let Tool::Function(function) = &decoded.request.tools[0];
+        function.strict
+    };
+    let compatible = json!({"type": "object", "properties": {"a": {"type": "string"}},
+                            "required": ["a"], "additionalProperties": false});
+    let open = json!({"type": "object", "properties": {"a": {"type": "string"}}});
+    assert!(strictness(
+        json!({"type": "function", "name": "f", "parameters": compatible})
+    ));
+    assert!(strictness(json!({"type": "function", "name": "f"})));
+    // LangChain's bind_tools, Open WebUI and the Vercel AI SDK send exactly this shape.
+    assert!(!strictness(
+        json!({"type": "function", "name": "f", "parameters": open})
+    ));
+    assert!(strictness(
+        json!({"type": "function", "name": "f", "parameters": open, "strict": true})
+    ));
+    assert!(!strictness(
+        json!({"type": "function", "name": "f", "parameters": compatible, "strict": false})
+    ));
 }
