@@ -618,8 +618,8 @@ async fn errors_match_chat_completions() {
             Some("text.format"),
         ),
         (
-            // Function tools are strict unless told otherwise, so a loose schema is refused.
-            json!({"model": MODEL, "input": "x", "tools": [{"type": "function", "name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string"}}}}]}),
+            // An explicitly strict tool with a schema strict mode cannot take is refused.
+            json!({"model": MODEL, "input": "x", "tools": [{"type": "function", "name": "f", "strict": true, "parameters": {"type": "object", "properties": {"a": {"type": "string"}}}}]}),
             400,
             Some("tools[0].parameters"),
         ),

@@ -146,7 +146,8 @@ for pieces in fragments.values():
     GetWeather.model_validate_json("".join(pieces))
 
 follow_up = weather_question + [
-    message.model_dump(exclude_none=True, exclude={"parsed", "refusal", "annotations"}),
+    # Sent back as the SDK returned it (parse() adds `parsed` and `parsed_arguments`).
+    message.model_dump(exclude_none=True),
     {"role": "tool", "tool_call_id": call.id, "content": "21 degrees celsius and sunny"},
 ]
 answer_after_tool = client.chat.completions.create(

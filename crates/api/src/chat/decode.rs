@@ -4,8 +4,9 @@
 //! names the offending `param` in the surface's own path syntax (`messages[0].content`,
 //! `tools[1].function.name`) and, for ranges, the bound and the value received. Unknown fields
 //! are rejected at every level, as OpenAI does (`Unknown parameter: 'messages[0].foo'.`), except
-//! the `annotations` of an assistant message, which a client echoing a response back sends. A
-//! JSON `null` for an optional field means "not given".
+//! what a client echoing a response message back sends (`annotations`, and `parsed` /
+//! `parsed_arguments` from the SDKs' `parse` helpers). A JSON `null` for an optional field means
+//! "not given".
 //!
 //! This module does not check the catalog (model existence, capabilities, context window) and
 //! does not apply defaults that depend on the model; the gateway does.
@@ -201,6 +202,9 @@ struct WireToolCall {
 struct WireFunctionCall {
     name: String,
     arguments: String,
+    /// Set by the SDKs' `parse` helpers on a response; ignored when sent back.
+    #[serde(default, rename = "parsed_arguments")]
+    _parsed_arguments: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -501,7 +505,9 @@ impl PartSet {
     }
 }
 
-/// The fields each role's message may carry (`annotations`: see the module documentation).
+/// The fields each role's message may carry. An assistant message may also carry what the
+/// official SDKs put on a response message and send back when a client appends it as is:
+/// `annotations`, and `parsed` from `chat.completions.parse`.
 fn message_keys(role: &str) -> &'static [&'static str] {
     match role {
         "assistant" => &[
@@ -513,6 +519,7 @@ fn message_keys(role: &str) -> &'static [&'static str] {
             "tool_calls",
             "function_call",
             "annotations",
+            "parsed",
         ],
         // LangChain names the tool on its tool messages; OpenAI accepts that.
         "tool" => &["role", "content", "tool_call_id", "name"],

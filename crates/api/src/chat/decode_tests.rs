@@ -250,10 +250,13 @@ fn unknown_fields_are_refused_at_every_level() {
     // What a client echoing a response message back sends is accepted: `annotations`, nulls.
     let echoed = json!({"messages": [{"role": "user", "content": "x"},
         {"role": "assistant", "content": "y", "refusal": null, "annotations": [], "audio": null,
-         "function_call": null, "tool_calls": null}, {"role": "user", "content": "z"}]});
+         "function_call": null, "tool_calls": null, "parsed": {"a": 1}},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function",
+         "function": {"name": "f", "arguments": "{}", "parsed_arguments": {}}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "r"}, {"role": "user", "content": "z"}]});
     // (Not `ok`: the spec has no `annotations` on request messages, so it would not validate.)
     let echoed = decode_chat_request(with(echoed).to_string().as_bytes());
-    assert_eq!(echoed.map(|d| d.request.items.len()), Ok(3));
+    assert_eq!(echoed.map(|d| d.request.items.len()), Ok(5));
     // LangChain names the tool on tool messages; OpenAI accepts it.
     let named = json!({"messages": [calls, {"role": "tool", "tool_call_id": "c", "content": "r", "name": "f"}]});
     assert_eq!(ok(&with(named)).request.items.len(), 2);
