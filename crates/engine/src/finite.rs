@@ -157,6 +157,8 @@ fn finite_array(map: &serde_json::Map<String, Value>, known: &HashMap<&str, bool
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use serde_json::json;
 
     use super::check_finite;

@@ -1,19 +1,38 @@
-//! The accept loop: HTTP/1.1 connections with a cap on how many are open, a deadline for each
-//! request head, and a graceful drain with a deadline. axum's own `serve` has none of these
-//! bounds, and an idle or trickling client must not hold a socket (or a file descriptor) forever.
+//! The accept loop: HTTP/1.1 connections with a cap on how many are open, deadlines while a
+//! connection sends nothing useful, and a graceful drain with a deadline. axum's own `serve`
+//! has none of these bounds, and an idle or trickling client must not hold a socket (or a file
+//! descriptor) forever.
+//!
+//! Each connection has a watchdog that knows its phase: waiting for a request head (from the
+//! accept, or from the first byte after an idle spell), busy with requests (from the moment a
+//! head is complete until the last response body is sent or dropped), or idle between
+//! requests. A head must be complete within `header_timeout`; an idle keep-alive connection
+//! is closed after `idle_timeout`. Generation time is never cut: a busy connection has no
+//! deadline here (its body has its own, in `guard::read_body`).
 
+use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use axum::body::Body;
+use axum::extract::Request;
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tower::ServiceExt;
 
 use crate::ServerConfig;
+
+/// How often each connection's watchdog looks at its phase.
+const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Accepts until `shutdown` resolves, then drains open connections for at most
 /// `config.shutdown_timeout` and closes whatever remains.
@@ -26,11 +45,11 @@ pub(crate) async fn accept_loop(
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    // The head deadline runs from a connection's start and from the end of each response, so
-    // it bounds silent, trickling and idle keep-alive connections alike.
-    http.timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout)
-        .keep_alive(true);
+    http.keep_alive(true);
+    let deadlines = Deadlines {
+        header: config.header_timeout,
+        idle: config.idle_timeout,
+    };
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -44,8 +63,8 @@ pub(crate) async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => stream,
                 Err(err) => {
-                    // Out of file descriptors or a connection reset before accept: keep
-                    // serving the connections we have and try again shortly.
+                    // Out of file descriptors, or a connection reset before it was accepted:
+                    // keep serving the connections we have and try again shortly.
                     tracing::warn!(%err, "accept error");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -56,11 +75,42 @@ pub(crate) async fn accept_loop(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(%err, "cannot set TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(app.clone());
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let activity = Arc::new(Activity::new());
+        let io = TokioIo::new(WatchedIo {
+            inner: stream,
+            activity: Arc::clone(&activity),
+        });
+        let service = {
+            let app = app.clone();
+            let activity = Arc::clone(&activity);
+            hyper::service::service_fn(move |request: Request<Incoming>| {
+                let busy = activity.begin_request();
+                let app = app.clone();
+                async move {
+                    let response = app.oneshot(request.map(Body::new)).await?;
+                    Ok::<_, Infallible>(response.map(|body| Body::new(TrackedBody { body, busy })))
+                }
+            })
+        };
+        let connection = graceful.watch(http.serve_connection(io, service));
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(%err, "connection ended with an error");
+            tokio::pin!(connection);
+            let mut watch = tokio::time::interval(WATCH_INTERVAL);
+            loop {
+                tokio::select! {
+                    result = &mut connection => {
+                        if let Err(err) = result {
+                            tracing::debug!(%err, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = watch.tick() => {
+                        if let Some(reason) = activity.overdue(deadlines) {
+                            tracing::debug!(reason, "closing a connection");
+                            break;
+                        }
+                    }
+                }
             }
             drop(slot);
         });
@@ -74,5 +124,173 @@ pub(crate) async fn accept_loop(
                 "drain deadline passed; closing the remaining connections"
             );
         }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Deadlines {
+    header: Duration,
+    idle: Duration,
+}
+
+#[derive(Clone, Copy)]
+enum Phase {
+    /// Waiting for (the rest of) a request head.
+    Head { since: Instant },
+    /// Requests whose responses are not yet sent.
+    Busy { requests: usize },
+    /// Between requests, with nothing received.
+    Idle { since: Instant },
+}
+
+/// One connection's phase, shared by its socket, its service and its watchdog.
+struct Activity {
+    phase: Mutex<Phase>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            phase: Mutex::new(Phase::Head {
+                since: Instant::now(),
+            }),
+        }
+    }
+
+    fn update(&self, change: impl FnOnce(Phase) -> Phase) {
+        let mut phase = self.phase.lock().unwrap_or_else(PoisonError::into_inner);
+        *phase = change(*phase);
+    }
+
+    /// Bytes arrived: an idle connection starts a request head.
+    fn received(&self) {
+        self.update(|phase| match phase {
+            Phase::Idle { .. } => Phase::Head {
+                since: Instant::now(),
+            },
+            other => other,
+        });
+    }
+
+    /// A head is complete; the returned guard ends the request when dropped.
+    fn begin_request(self: &Arc<Self>) -> BusyGuard {
+        self.update(|phase| match phase {
+            Phase::Busy { requests } => Phase::Busy {
+                requests: requests + 1,
+            },
+            _ => Phase::Busy { requests: 1 },
+        });
+        BusyGuard(Arc::clone(self))
+    }
+
+    fn end_request(&self) {
+        self.update(|phase| match phase {
+            Phase::Busy { requests } if requests > 1 => Phase::Busy {
+                requests: requests - 1,
+            },
+            _ => Phase::Idle {
+                since: Instant::now(),
+            },
+        });
+    }
+
+    fn overdue(&self, deadlines: Deadlines) -> Option<&'static str> {
+        let phase = *self.phase.lock().unwrap_or_else(PoisonError::into_inner);
+        match phase {
+            Phase::Head { since } if since.elapsed() > deadlines.header => {
+                Some("request head not received in time")
+            }
+            Phase::Idle { since } if since.elapsed() > deadlines.idle => {
+                Some("idle keep-alive timeout")
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Held by a request from its head to the end of its response body.
+struct BusyGuard(Arc<Activity>);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.end_request();
+    }
+}
+
+/// A response body that ends its request's busy phase when it is finished or dropped.
+struct TrackedBody {
+    body: Body,
+    busy: BusyGuard,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let _ = &self.busy;
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The socket, reporting received bytes to the connection's [`Activity`].
+struct WatchedIo {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for WatchedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.received();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for WatchedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }

@@ -38,9 +38,11 @@ pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub body_limit: usize,
-    /// A connection must deliver a complete request head within this time of opening and of
-    /// each previous response (so it also bounds idle keep-alive connections).
+    /// A request head must be complete within this time of the connection opening or of its
+    /// first byte after an idle spell.
     pub header_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    pub idle_timeout: Duration,
     /// A request's whole body must arrive within this time of its head.
     pub body_timeout: Duration,
     /// Connections open at once; further clients wait in the listen backlog.
@@ -58,7 +60,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             body_limit: DEFAULT_BODY_LIMIT,
-            header_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
             body_timeout: Duration::from_secs(60),
             max_connections: 1024,
             shutdown_timeout: Duration::from_secs(30),

@@ -275,6 +275,31 @@ mod tests {
         assert_eq!(store.get_response("resp_a", "mallory").await.unwrap(), None);
     }
 
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_database_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("sb-store-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let fresh = dir.join("fresh.db");
+        let store = Store::open(&fresh).await.unwrap();
+        store.put_response(&sample("resp_m", "")).await.unwrap();
+        assert_eq!(mode(&fresh), 0o600);
+        let wal = dir.join("fresh.db-wal");
+        if wal.exists() {
+            assert_eq!(mode(&wal), 0o600);
+        }
+        drop(store);
+        // A file an older version left world-readable is tightened.
+        let old = dir.join("old.db");
+        std::fs::write(&old, b"").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Store::open(&old).await.unwrap());
+        assert_eq!(mode(&old), 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[tokio::test]
     async fn a_file_database_survives_reopening() {
         let dir = std::env::temp_dir().join(format!("sb-store-test-{}", std::process::id()));

@@ -74,6 +74,7 @@ pub struct FileConfig {
     pub body_limit: Option<usize>,
     pub store: Option<PathBuf>,
     pub header_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
     pub body_timeout_secs: Option<u64>,
     pub max_connections: Option<usize>,
     pub shutdown_timeout_secs: Option<u64>,
@@ -179,6 +180,7 @@ impl Settings {
                     .or(file.body_limit)
                     .unwrap_or(switchboard_server::DEFAULT_BODY_LIMIT),
                 header_timeout: seconds(file.header_timeout_secs, server_defaults.header_timeout),
+                idle_timeout: seconds(file.idle_timeout_secs, server_defaults.idle_timeout),
                 body_timeout: seconds(file.body_timeout_secs, server_defaults.body_timeout),
                 max_connections: args
                     .max_connections

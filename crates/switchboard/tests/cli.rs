@@ -139,3 +139,235 @@ fn serves_health_and_models_with_a_key() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A served default model, its address and everything it logged so far.
+struct Served {
+    child: std::process::Child,
+    address: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    dir: PathBuf,
+}
+
+impl Served {
+    /// Starts `switchboard serve` on the default model; `shell_prefix` runs before it in `sh`
+    /// (a `ulimit`, say).
+    fn start(name: &str, shell_prefix: &str, extra: &[&str], rust_log: &str) -> Option<Self> {
+        let model = model_path()?;
+        let dir = std::env::temp_dir().join(format!("sb-cli-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("{shell_prefix} exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_switchboard"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--threads",
+                "1",
+                "--model",
+            ])
+            .arg(&model)
+            .arg("--store")
+            .arg(dir.join("store.db"))
+            .args(extra)
+            .env_remove("SWITCHBOARD_API_KEYS")
+            .env("RUST_LOG", rust_log)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null());
+        let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("address=") {
+                    let address = line[at + 8..].split_whitespace().next().unwrap().to_owned();
+                    let _ = tx.send(address);
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let address = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server did not report its address");
+        Some(Self {
+            child,
+            address,
+            log,
+            dir,
+        })
+    }
+
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(&self.address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream
+    }
+
+    fn exchange(&self, request: &str) -> String {
+        let mut stream = self.connect();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; its status, or `None` if it was still running at the
+    /// deadline (then it is killed).
+    fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn hard_file_limit() -> Option<u64> {
+    let output = Command::new("sh")
+        .args(["-c", "ulimit -Hn"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    match text.trim() {
+        "unlimited" => Some(u64::MAX),
+        number => number.parse().ok(),
+    }
+}
+
+#[test]
+fn a_low_soft_file_limit_does_not_starve_the_server() {
+    if hard_file_limit().is_none_or(|hard| hard < 1024) {
+        eprintln!("skipping: the hard open-file limit is below 1024, nothing to raise to");
+        return;
+    }
+    // 64 descriptors would be gone after ~50 idle sockets; the server raises its soft limit.
+    let Some(served) = Served::start("fd", "ulimit -Sn 64;", &[], "info") else {
+        return;
+    };
+    let idle: Vec<TcpStream> = (0..150).map(|_| served.connect()).collect();
+    let started = Instant::now();
+    let health =
+        served.exchange("GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    assert!(
+        health.starts_with("HTTP/1.1 200"),
+        "{health}\n{}",
+        served.log()
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(!served.log().contains("accept error"), "{}", served.log());
+    drop(idle);
+}
+
+#[test]
+fn shutdown_drains_with_a_deadline_and_a_second_signal_exits_at_once() {
+    // A half-sent request head is not finished by its client; the drain deadline ends it.
+    let Some(mut served) = Served::start("drain", "", &["--shutdown-timeout", "2"], "info") else {
+        return;
+    };
+    let mut half = served.connect();
+    half.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: local")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    served.signal("TERM");
+    let status = served.wait_exit(Duration::from_secs(8));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        served.log()
+    );
+    assert!(
+        served.log().contains("drain deadline passed"),
+        "{}",
+        served.log()
+    );
+    drop(half);
+
+    let Some(mut served) = Served::start("again", "", &["--shutdown-timeout", "120"], "info")
+    else {
+        return;
+    };
+    let mut half = served.connect();
+    half.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: local")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    served.signal("TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(served.child.try_wait().unwrap().is_none(), "still draining");
+    served.signal("TERM");
+    let status = served.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.and_then(|s| s.code()), Some(130), "{}", served.log());
+    drop(half);
+}
+
+#[test]
+fn logs_never_quote_prompts_or_completions() {
+    let Some(served) = Served::start("log", "", &[], "trace,hyper=info,sqlx=info") else {
+        return;
+    };
+    let body = serde_json::json!({
+        "model": "smollm2-135m-instruct.q4_1",
+        "messages": [{"role": "user", "content": "Describe the zebra-canary-42 as JSON."}],
+        "response_format": {"type": "json_object"},
+        "max_tokens": 40,
+        "temperature": 0,
+    })
+    .to_string();
+    let response = served.exchange(&format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let json: serde_json::Value =
+        serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let content = json["choices"][0]["message"]["content"].as_str().unwrap();
+    let log = served.log();
+    assert!(
+        log.contains("request admitted"),
+        "debug logging is on: {log}"
+    );
+    assert!(
+        !log.contains("zebra-canary"),
+        "the prompt reached the log:\n{log}"
+    );
+    let sample: String = content
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .take(16)
+        .collect();
+    if sample.len() >= 8 {
+        let log_letters: String = log.chars().filter(|c| c.is_alphanumeric()).collect();
+        assert!(
+            !log_letters.contains(&sample),
+            "the completion reached the log:\n{log}"
+        );
+    }
+}

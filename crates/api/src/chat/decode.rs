@@ -711,17 +711,13 @@ fn decode_part(part: Value, prefix: &str, set: PartSet) -> Result<ContentPart, E
             ),
         ));
     }
-    let payload = match kind.as_str() {
-        "text" => "text",
-        "refusal" => "refusal",
-        other => other,
-    };
-    let breakpoint = if kind == "refusal" {
-        ""
+    // Each part carries its payload under a key named as its type (`text`, `image_url`, …).
+    let keys: &[&str] = if kind == "refusal" {
+        &["type", "refusal"]
     } else {
-        "prompt_cache_breakpoint"
+        &["type", kind.as_str(), "prompt_cache_breakpoint"]
     };
-    known_keys(&part, prefix, &["type", payload, breakpoint])?;
+    known_keys(&part, prefix, keys)?;
     Ok(match kind.as_str() {
         "text" => ContentPart::Text(from_value::<WireTextPart>(part, prefix)?.text),
         "refusal" => ContentPart::Refusal(from_value::<WireRefusalPart>(part, prefix)?.refusal),
