@@ -44,6 +44,7 @@ pub(crate) async fn create(
     })?;
     let mut request = decoded.request.clone();
     request.items = decoded.conversation(previous_items);
+    switchboard_api::responses::check_call_outputs(&request.items)?;
     let gateway = state.gateway.clone();
     let truncation_auto = decoded.truncation_auto;
     let pinned = decoded.pinned_items();

@@ -19,8 +19,8 @@ use switchboard_model::{
 use super::items::{ItemContent, ReasoningText, StoredItem, SummaryText};
 use crate::wire::{
     bounded_decimal, bounded_integer, check_name, check_tool_choice, decode_metadata, from_value,
-    invalid_type, missing, one_of, parse_object, required_model, type_field, unsupported_value,
-    WireRefusalPart, WireTextPart,
+    invalid_type, known_keys, missing, one_of, optional_enum, optional_max_length, parse_object,
+    required_model, type_field, unsupported_value, WireRefusalPart, WireTextPart,
 };
 
 /// A decoded `CreateResponse`: the canonical request for this turn plus what only this surface
@@ -115,6 +115,30 @@ pub fn decode_responses_request(
     wire.into_request(new_id)
 }
 
+/// Every tool result must answer a call made earlier in the conversation (this request's
+/// input, or the context `previous_response_id` brings), as OpenAI requires.
+///
+/// # Errors
+/// `InvalidRequest` on `input` naming the unanswerable `call_id`.
+pub fn check_call_outputs(conversation: &[Item]) -> Result<(), Error> {
+    let mut calls = std::collections::HashSet::new();
+    for item in conversation {
+        match item {
+            Item::FunctionCall { call_id, .. } => {
+                calls.insert(call_id.as_str());
+            }
+            Item::FunctionOutput { call_id, .. } if !calls.contains(call_id.as_str()) => {
+                return Err(Error::invalid(
+                    "input",
+                    format!("No tool call found for function call output with call_id {call_id}."),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Turns the stored context of a previous response back into canonical items.
 ///
 /// # Errors
@@ -168,9 +192,11 @@ const KNOWN_PARAMS: &[&str] = &[
 ];
 
 /// `prompt_cache_options` and `prompt_cache_retention` are accepted without effect (the prefix
-/// cache is automatic), so they are in [`KNOWN_PARAMS`] only.
+/// cache is automatic), but typed and checked.
 #[derive(Deserialize)]
 struct WireRequest {
+    prompt_cache_retention: Option<String>,
+    prompt_cache_options: Option<WirePromptCacheOptions>,
     model: Option<String>,
     input: Option<Value>,
     instructions: Option<String>,
@@ -203,16 +229,30 @@ struct WireRequest {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WirePromptCacheOptions {
+    ttl: Option<String>,
+    mode: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WireText {
     format: Option<Value>,
     verbosity: Option<String>,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WireReasoning {
     effort: Option<String>,
     summary: Option<String>,
     generate_summary: Option<String>,
+    /// Newer reasoning controls, accepted without effect on a model that does not reason.
+    #[serde(default, rename = "context")]
+    _context: Option<Value>,
+    #[serde(default, rename = "mode")]
+    _mode: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -317,7 +357,18 @@ impl WireRequest {
                 ))
             }
             // `include_obfuscation` has nothing to switch: no padding is ever added.
-            Some(Value::Object(_)) => {}
+            Some(options @ Value::Object(_)) => {
+                known_keys(&options, "stream_options", &["include_obfuscation"])?;
+                if let Some(flag) = options.get("include_obfuscation") {
+                    if !flag.is_boolean() && !flag.is_null() {
+                        return Err(invalid_type(
+                            "stream_options.include_obfuscation",
+                            "a boolean",
+                            flag,
+                        ));
+                    }
+                }
+            }
             Some(other) => return Err(invalid_type("stream_options", "an object", &other)),
         }
 
@@ -351,14 +402,21 @@ impl WireRequest {
                 ],
             )?;
         }
-        if let Some(identifier) = &self.safety_identifier {
-            if identifier.chars().count() > 64 {
-                return Err(Error::invalid(
-                    "safety_identifier",
-                    "Invalid 'safety_identifier': string too long. Expected a string with \
-                     maximum length 64.",
-                ));
-            }
+        optional_max_length("safety_identifier", self.safety_identifier.as_ref(), 64)?;
+        // OpenAI caps cache keys at 64 characters, although its spec states no limit.
+        optional_max_length("prompt_cache_key", self.prompt_cache_key.as_ref(), 64)?;
+        optional_enum(
+            "prompt_cache_retention",
+            self.prompt_cache_retention.as_ref(),
+            &["in_memory", "24h"],
+        )?;
+        if let Some(options) = &self.prompt_cache_options {
+            optional_enum("prompt_cache_options.ttl", options.ttl.as_ref(), &["30m"])?;
+            optional_enum(
+                "prompt_cache_options.mode",
+                options.mode.as_ref(),
+                &["implicit", "explicit"],
+            )?;
         }
 
         let sampling = Sampling {
@@ -509,6 +567,43 @@ fn decode_item(
         Some(Value::String(kind)) => kind.clone(),
         Some(other) => return Err(invalid_type(&format!("{prefix}.type"), "a string", other)),
     };
+    // What each item may carry: its input shape plus what the API puts on the same item in
+    // `output` (`id`, `status`…), so a client can send output items back as they came.
+    let keys: &[&str] = match kind.as_str() {
+        "message" => &["type", "role", "content", "id", "status", "phase"],
+        "function_call" => &[
+            "type",
+            "id",
+            "call_id",
+            "name",
+            "arguments",
+            "status",
+            "namespace",
+            "caller",
+        ],
+        "function_call_output" => &[
+            "type",
+            "id",
+            "call_id",
+            "output",
+            "status",
+            "name",
+            "namespace",
+            "caller",
+        ],
+        "reasoning" => &[
+            "type",
+            "id",
+            "summary",
+            "content",
+            "encrypted_content",
+            "status",
+        ],
+        _ => &[],
+    };
+    if !keys.is_empty() {
+        known_keys(&entry, prefix, keys)?;
+    }
     match kind.as_str() {
         "message" => decode_message(entry, prefix, new_id),
         "function_call" => {
@@ -695,6 +790,28 @@ fn decode_part(
             format!("Invalid value: '{kind}'. Supported values are: {list}."),
         ));
     }
+    let keys: &[&str] = match kind.as_str() {
+        "input_text" => &["type", "text", "prompt_cache_breakpoint"],
+        "output_text" => &["type", "text", "annotations", "logprobs"],
+        "refusal" => &["type", "refusal"],
+        "input_image" => &[
+            "type",
+            "image_url",
+            "file_id",
+            "detail",
+            "prompt_cache_breakpoint",
+        ],
+        _ => &[
+            "type",
+            "file_id",
+            "filename",
+            "file_data",
+            "file_url",
+            "detail",
+            "prompt_cache_breakpoint",
+        ],
+    };
+    known_keys(&entry, prefix, keys)?;
     Ok(match kind.as_str() {
         "input_text" => {
             let text = from_value::<WireTextPart>(entry, prefix)?.text;
@@ -810,6 +927,20 @@ fn decode_tools(tools: Vec<Value>) -> Result<(Vec<Tool>, Option<WebSearch>), Err
         let kind = type_field(&tool, &prefix)?;
         match kind.as_str() {
             "function" => {
+                known_keys(
+                    &tool,
+                    &prefix,
+                    &[
+                        "type",
+                        "name",
+                        "description",
+                        "parameters",
+                        "strict",
+                        "defer_loading",
+                        "allowed_callers",
+                        "output_schema",
+                    ],
+                )?;
                 let function: WireFunctionTool = from_value(tool, &prefix)?;
                 check_name(&format!("{prefix}.name"), &function.name)?;
                 if let Some(parameters) = &function.parameters {
@@ -853,6 +984,18 @@ fn decode_tools(tools: Vec<Value>) -> Result<(Vec<Tool>, Option<WebSearch>), Err
             | "web_search_2025_08_26"
             | "web_search_preview"
             | "web_search_preview_2025_03_11" => {
+                known_keys(
+                    &tool,
+                    &prefix,
+                    &[
+                        "type",
+                        "search_context_size",
+                        "user_location",
+                        "filters",
+                        "external_web_access",
+                        "search_content_types",
+                    ],
+                )?;
                 let search: WireWebSearchTool = from_value(tool, &prefix)?;
                 if let Some(size) = &search.search_context_size {
                     one_of(
@@ -924,6 +1067,7 @@ fn decode_tool_choice(choice: Option<Value>, tools: &[Tool]) -> Result<ToolChoic
                     ),
                 ));
             }
+            known_keys(&object, "tool_choice", &["type", "name"])?;
             ToolChoice::Function(from_value::<WireNamedFunction>(object, "tool_choice")?.name)
         }
         Some(other) => return Err(invalid_type("tool_choice", "a string or an object", &other)),
@@ -947,6 +1091,12 @@ fn decode_text(text: Option<WireText>) -> Result<(OutputFormat, Option<String>),
         None | Some(Value::Null) => OutputFormat::Text,
         Some(format) => {
             let kind = type_field(&format, "text.format")?;
+            let keys: &[&str] = if kind == "json_schema" {
+                &["type", "name", "description", "schema", "strict"]
+            } else {
+                &["type"]
+            };
+            known_keys(&format, "text.format", keys)?;
             match kind.as_str() {
                 "text" => OutputFormat::Text,
                 "json_object" => OutputFormat::JsonObject,

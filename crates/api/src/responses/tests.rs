@@ -814,3 +814,122 @@ fn omitted_strict_is_strict_only_when_the_schema_allows() {
         json!({"type": "function", "name": "f", "parameters": compatible, "strict": false})
     ));
 }
+
+#[test]
+fn unknown_fields_are_refused_where_openai_refuses_them() {
+    let cases = [
+        (
+            json!({"stream": true, "stream_options": {"include_usage": true}}),
+            "stream_options.include_usage",
+        ),
+        (
+            json!({"tools": [{"type": "function", "name": "f", "input_schema": {}}]}),
+            "tools[0].input_schema",
+        ),
+        (
+            json!({"tools": [{"type": "web_search", "n": 1}]}),
+            "tools[0].n",
+        ),
+        (
+            json!({"tools": [{"type": "function", "name": "f"}], "tool_choice": {"type": "function", "name": "f", "x": 1}}),
+            "tool_choice.x",
+        ),
+        (
+            json!({"text": {"format": {"type": "json_object", "schema": {}}}}),
+            "text.format.schema",
+        ),
+        (
+            json!({"text": {"format": {"type": "json_schema", "name": "a", "schema": {}, "x": 1}}}),
+            "text.format.x",
+        ),
+        (json!({"text": {"fmt": {}}}), "text.fmt"),
+        (
+            json!({"reasoning": {"effort": "none", "budget": 5}}),
+            "reasoning.budget",
+        ),
+        (
+            json!({"prompt_cache_options": {"ttl": "30m", "x": 1}}),
+            "prompt_cache_options.x",
+        ),
+        (
+            json!({"input": [{"role": "user", "content": "x", "foo": 1}]}),
+            "input[0].foo",
+        ),
+        (
+            json!({"input": [{"role": "user", "content": [{"type": "input_text", "text": "x", "cache_control": {}}]}]}),
+            "input[0].content[0].cache_control",
+        ),
+        (
+            json!({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}", "index": 0}]}),
+            "input[0].index",
+        ),
+    ];
+    for (patch, param) in cases {
+        let mut body = json!({"model": "m", "input": "x"});
+        for (key, value) in patch.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        let error = decode_responses_request(body.to_string().as_bytes(), &mut |p| p.to_owned())
+            .unwrap_err();
+        assert_eq!(error.param.as_deref(), Some(param), "{body} → {error:?}");
+        assert_eq!(error.message, format!("Unknown parameter: '{param}'."));
+    }
+    // Output items sent back as they came (ids, status, annotations, logprobs) are accepted.
+    let echoed = json!({"model": "m", "input": [
+        {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+         "content": [{"type": "output_text", "text": "hi", "annotations": [], "logprobs": []}]},
+        {"type": "function_call", "id": "fc_1", "call_id": "c", "name": "f", "arguments": "{}", "status": "completed"},
+        {"type": "function_call_output", "call_id": "c", "output": "r"},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": null}]});
+    assert!(decode_responses_request(echoed.to_string().as_bytes(), &mut |p| p.to_owned()).is_ok());
+}
+
+#[test]
+fn tool_outputs_must_answer_a_call() {
+    use switchboard_model::{Item, Role};
+    let output = Item::FunctionOutput {
+        call_id: "c".into(),
+        output: "r".into(),
+    };
+    let call = Item::FunctionCall {
+        call_id: "c".into(),
+        name: "f".into(),
+        arguments: "{}".into(),
+    };
+    let error = check_call_outputs(&[Item::text(Role::User, "x"), output.clone()]).unwrap_err();
+    assert_eq!(error.param.as_deref(), Some("input"));
+    assert!(error
+        .message
+        .contains("No tool call found for function call output with call_id c"));
+    assert!(check_call_outputs(&[call, output]).is_ok());
+}
+
+#[test]
+fn inert_fields_are_typed() {
+    for (patch, param) in [
+        (json!({"prompt_cache_key": 5}), "prompt_cache_key"),
+        (
+            json!({"prompt_cache_key": "k".repeat(65)}),
+            "prompt_cache_key",
+        ),
+        (json!({"safety_identifier": []}), "safety_identifier"),
+        (
+            json!({"prompt_cache_retention": "forever"}),
+            "prompt_cache_retention",
+        ),
+        (json!({"text": {"verbosity": 3}}), "text.verbosity"),
+        (
+            json!({"max_output_tokens": 9_223_372_036_854_775_808_u64}),
+            "max_output_tokens",
+        ),
+    ] {
+        let mut body = json!({"model": "m", "input": "x"});
+        for (key, value) in patch.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        let error = decode_responses_request(body.to_string().as_bytes(), &mut |p| p.to_owned())
+            .unwrap_err();
+        assert_eq!(error.param.as_deref(), Some(param), "{body} → {error:?}");
+        assert!(!error.message.contains("i64"), "{}", error.message);
+    }
+}
