@@ -216,6 +216,41 @@ pub(crate) fn unknown_parameter(param: &str) -> Error {
     Error::invalid(param, format!("Unknown parameter: '{param}'.")).with_code("unknown_parameter")
 }
 
+/// `prompt_cache_options`, accepted without effect (the prefix cache is automatic).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WirePromptCacheOptions {
+    ttl: Option<String>,
+    mode: Option<String>,
+}
+
+/// The fields both surfaces accept without effect, checked for OpenAI's types, values and
+/// lengths all the same.
+pub(crate) fn check_inert_fields(
+    safety_identifier: Option<&String>,
+    prompt_cache_key: Option<&String>,
+    prompt_cache_retention: Option<&String>,
+    prompt_cache_options: Option<&WirePromptCacheOptions>,
+) -> Result<(), Error> {
+    optional_max_length("safety_identifier", safety_identifier, 64)?;
+    // OpenAI caps cache keys at 64 characters, although its spec states no limit.
+    optional_max_length("prompt_cache_key", prompt_cache_key, 64)?;
+    optional_enum(
+        "prompt_cache_retention",
+        prompt_cache_retention,
+        &["in_memory", "24h"],
+    )?;
+    if let Some(options) = prompt_cache_options {
+        optional_enum("prompt_cache_options.ttl", options.ttl.as_ref(), &["30m"])?;
+        optional_enum(
+            "prompt_cache_options.mode",
+            options.mode.as_ref(),
+            &["implicit", "explicit"],
+        )?;
+    }
+    Ok(())
+}
+
 /// An optional string that must be one of `allowed` (a JSON `null` is absence).
 pub(crate) fn optional_enum(
     param: &str,

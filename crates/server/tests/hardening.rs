@@ -32,6 +32,17 @@ fn pydantic_parameters() -> Value {
     })
 }
 
+/// The parsed arguments of a Responses body's first `function_call` item.
+fn first_call_arguments(response: &Value) -> Value {
+    let call = response["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["type"] == "function_call")
+        .unwrap_or_else(|| panic!("no call: {response}"));
+    serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap()
+}
+
 /// Required properties that contain themselves: no finite JSON value satisfies this.
 fn endless_schema() -> Value {
     json!({"$defs": {"p": {"type": "object", "properties": {"p": {"$ref": "#/$defs/p"}},
@@ -51,14 +62,7 @@ async fn responses_tools_without_strict_take_loose_schemas() {
     let (status, response) = shared().post("/v1/responses", &body).await;
     assert_eq!(status, 200, "{response}");
     assert_eq!(response["tools"][0]["strict"], false, "{response}");
-    let call = response["output"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|item| item["type"] == "function_call")
-        .unwrap_or_else(|| panic!("no call: {response}"));
-    let arguments: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
-    check_against_schema(&parameters, &arguments).unwrap();
+    check_against_schema(&parameters, &first_call_arguments(&response)).unwrap();
 }
 
 #[tokio::test]
@@ -79,14 +83,7 @@ async fn tool_parameters_with_defs_and_refs_work_on_both_surfaces() {
             "tool_choice": "required", "max_output_tokens": 80, "temperature": 0});
         let (status, body) = shared().post("/v1/responses", &responses).await;
         assert_eq!(status, 200, "{body}");
-        let call = body["output"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|item| item["type"] == "function_call")
-            .unwrap_or_else(|| panic!("no call: {body}"));
-        let arguments: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
-        check_against_schema(&parameters, &arguments).unwrap();
+        check_against_schema(&parameters, &first_call_arguments(&body)).unwrap();
     }
 }
 

@@ -238,6 +238,17 @@ impl Served {
         None
     }
 
+    /// Opens a connection that sends half a request head and never the rest, then sends
+    /// SIGTERM; the connection is returned so it stays open.
+    fn half_request_then_terminate(&self) -> TcpStream {
+        let mut half = self.connect();
+        half.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: local")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        self.signal("TERM");
+        half
+    }
+
     fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
@@ -293,11 +304,7 @@ fn shutdown_drains_with_a_deadline_and_a_second_signal_exits_at_once() {
     let Some(mut served) = Served::start("drain", "", &["--shutdown-timeout", "2"], "info") else {
         return;
     };
-    let mut half = served.connect();
-    half.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: local")
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    served.signal("TERM");
+    let half = served.half_request_then_terminate();
     let status = served.wait_exit(Duration::from_secs(8));
     assert!(
         status.is_some_and(|s| s.success()),
@@ -315,11 +322,7 @@ fn shutdown_drains_with_a_deadline_and_a_second_signal_exits_at_once() {
     else {
         return;
     };
-    let mut half = served.connect();
-    half.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: local")
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    served.signal("TERM");
+    let half = served.half_request_then_terminate();
     std::thread::sleep(Duration::from_millis(500));
     assert!(served.child.try_wait().unwrap().is_none(), "still draining");
     served.signal("TERM");

@@ -19,9 +19,10 @@ use switchboard_model::{
 };
 
 use crate::wire::{
-    bounded_decimal, bounded_integer, check_name, check_tool_choice, decode_metadata, from_value,
-    invalid_type, known_keys, missing, one_of, optional_enum, optional_max_length, parse_object,
-    required_model, type_field, WireRefusalPart, WireTextPart,
+    bounded_decimal, bounded_integer, check_inert_fields, check_name, check_tool_choice,
+    decode_metadata, from_value, invalid_type, known_keys, missing, one_of, optional_enum,
+    parse_object, required_model, type_field, WirePromptCacheOptions, WireRefusalPart,
+    WireTextPart,
 };
 
 /// A decoded Chat Completions request: the canonical request plus what only this surface's
@@ -148,13 +149,6 @@ struct WireRequest {
     function_call: Option<Value>,
     functions: Option<Value>,
     moderation: Option<Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WirePromptCacheOptions {
-    ttl: Option<String>,
-    mode: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -445,22 +439,12 @@ impl WireRequest {
             self.verbosity.as_ref(),
             &["low", "medium", "high"],
         )?;
-        optional_enum(
-            "prompt_cache_retention",
+        check_inert_fields(
+            self.safety_identifier.as_ref(),
+            self.prompt_cache_key.as_ref(),
             self.prompt_cache_retention.as_ref(),
-            &["in_memory", "24h"],
+            self.prompt_cache_options.as_ref(),
         )?;
-        optional_max_length("safety_identifier", self.safety_identifier.as_ref(), 64)?;
-        // OpenAI caps cache keys at 64 characters, although its spec states no limit.
-        optional_max_length("prompt_cache_key", self.prompt_cache_key.as_ref(), 64)?;
-        if let Some(options) = &self.prompt_cache_options {
-            optional_enum("prompt_cache_options.ttl", options.ttl.as_ref(), &["30m"])?;
-            optional_enum(
-                "prompt_cache_options.mode",
-                options.mode.as_ref(),
-                &["implicit", "explicit"],
-            )?;
-        }
         Ok(())
     }
 }

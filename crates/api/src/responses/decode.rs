@@ -18,9 +18,10 @@ use switchboard_model::{
 
 use super::items::{ItemContent, ReasoningText, StoredItem, SummaryText};
 use crate::wire::{
-    bounded_decimal, bounded_integer, check_name, check_tool_choice, decode_metadata, from_value,
-    invalid_type, known_keys, missing, one_of, optional_enum, optional_max_length, parse_object,
-    required_model, type_field, unsupported_value, WireRefusalPart, WireTextPart,
+    bounded_decimal, bounded_integer, check_inert_fields, check_name, check_tool_choice,
+    decode_metadata, from_value, invalid_type, known_keys, missing, one_of, parse_object,
+    required_model, type_field, unsupported_value, WirePromptCacheOptions, WireRefusalPart,
+    WireTextPart,
 };
 
 /// A decoded `CreateResponse`: the canonical request for this turn plus what only this surface
@@ -230,13 +231,6 @@ struct WireRequest {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WirePromptCacheOptions {
-    ttl: Option<String>,
-    mode: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct WireText {
     format: Option<Value>,
     verbosity: Option<String>,
@@ -402,22 +396,12 @@ impl WireRequest {
                 ],
             )?;
         }
-        optional_max_length("safety_identifier", self.safety_identifier.as_ref(), 64)?;
-        // OpenAI caps cache keys at 64 characters, although its spec states no limit.
-        optional_max_length("prompt_cache_key", self.prompt_cache_key.as_ref(), 64)?;
-        optional_enum(
-            "prompt_cache_retention",
+        check_inert_fields(
+            self.safety_identifier.as_ref(),
+            self.prompt_cache_key.as_ref(),
             self.prompt_cache_retention.as_ref(),
-            &["in_memory", "24h"],
+            self.prompt_cache_options.as_ref(),
         )?;
-        if let Some(options) = &self.prompt_cache_options {
-            optional_enum("prompt_cache_options.ttl", options.ttl.as_ref(), &["30m"])?;
-            optional_enum(
-                "prompt_cache_options.mode",
-                options.mode.as_ref(),
-                &["implicit", "explicit"],
-            )?;
-        }
 
         let sampling = Sampling {
             temperature: bounded_decimal("temperature", self.temperature, 0.0, 2.0)?.unwrap_or(1.0),

@@ -865,12 +865,7 @@ fn unknown_fields_are_refused_where_openai_refuses_them() {
         ),
     ];
     for (patch, param) in cases {
-        let mut body = json!({"model": "m", "input": "x"});
-        for (key, value) in patch.as_object().unwrap() {
-            body[key] = value.clone();
-        }
-        let error = decode_responses_request(body.to_string().as_bytes(), &mut |p| p.to_owned())
-            .unwrap_err();
+        let (body, error) = refused_with(&patch);
         assert_eq!(error.param.as_deref(), Some(param), "{body} → {error:?}");
         assert_eq!(error.message, format!("Unknown parameter: '{param}'."));
     }
@@ -886,7 +881,6 @@ fn unknown_fields_are_refused_where_openai_refuses_them() {
 
 #[test]
 fn tool_outputs_must_answer_a_call() {
-    use switchboard_model::{Item, Role};
     let output = Item::FunctionOutput {
         call_id: "c".into(),
         output: "r".into(),
@@ -923,13 +917,19 @@ fn inert_fields_are_typed() {
             "max_output_tokens",
         ),
     ] {
-        let mut body = json!({"model": "m", "input": "x"});
-        for (key, value) in patch.as_object().unwrap() {
-            body[key] = value.clone();
-        }
-        let error = decode_responses_request(body.to_string().as_bytes(), &mut |p| p.to_owned())
-            .unwrap_err();
+        let (body, error) = refused_with(&patch);
         assert_eq!(error.param.as_deref(), Some(param), "{body} → {error:?}");
         assert!(!error.message.contains("i64"), "{}", error.message);
     }
+}
+
+/// A minimal request with `patch`'s fields set, which must be refused: the body and the error.
+fn refused_with(patch: &Value) -> (Value, switchboard_model::Error) {
+    let mut body = json!({"model": "m", "input": "x"});
+    for (key, value) in patch.as_object().unwrap() {
+        body[key] = value.clone();
+    }
+    let error =
+        decode_responses_request(body.to_string().as_bytes(), &mut |p| p.to_owned()).unwrap_err();
+    (body, error)
 }
