@@ -20,12 +20,21 @@ pub(crate) struct WireRefusalPart {
 /// Parses a body that must be a JSON object whose top-level keys are all in `known`.
 pub(crate) fn parse_object(body: &[u8], known: &[&str]) -> Result<Value, Error> {
     let value: Value = serde_json::from_slice(body).map_err(|error| {
+        // Our own words for where the JSON broke, never the parser's.
+        let fault = match error.classify() {
+            serde_json::error::Category::Eof => "it ends before the JSON is complete",
+            serde_json::error::Category::Syntax => "it has a syntax error",
+            serde_json::error::Category::Data => "it holds a value JSON cannot represent",
+            serde_json::error::Category::Io => "it could not be read",
+        };
         Error::new(
             ErrorKind::InvalidRequest,
             format!(
                 "We could not parse the JSON body of your request. (HINT: This likely means you \
                  aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, \
-                 but what was sent was not valid JSON: {error}.)"
+                 but what was sent was not valid JSON: {fault} at line {}, column {}.)",
+                error.line(),
+                error.column()
             ),
         )
     })?;

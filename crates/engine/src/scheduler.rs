@@ -110,6 +110,8 @@ struct Shared {
     max_token_bytes: usize,
     /// KV-cache bytes one position of one sequence takes.
     kv_bytes_per_position: usize,
+    /// Whether logs may quote request or generated text.
+    log_content: bool,
 }
 
 impl Drop for Shared {
@@ -223,6 +225,7 @@ impl Engine {
                 tokenizing: Permits::new(threads),
                 max_token_bytes,
                 kv_bytes_per_position,
+                log_content: config.log_content,
             }),
         })
     }
@@ -377,10 +380,17 @@ impl Engine {
                 .with_code("invalid_function_parameters");
             }
         }
-        tracing::warn!(
-            problem,
-            "the combined tool grammar did not compile although every schema does alone"
-        );
+        // The compiler quotes the schemas, which are the client's text.
+        if self.shared.log_content {
+            tracing::warn!(
+                problem,
+                "the combined tool grammar did not compile although every schema does alone"
+            );
+        } else {
+            tracing::warn!(
+                "the combined tool grammar did not compile although every schema does alone"
+            );
+        }
         let param = if calls.is_empty() {
             "response_format"
         } else {

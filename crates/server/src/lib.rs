@@ -97,6 +97,8 @@ pub fn router(gateway: Arc<Gateway>, store: Store, config: &ServerConfig) -> Rou
         .route("/models", get(models::list))
         .route("/models/{id}", get(models::retrieve))
         .fallback(not_found)
+        // As OpenAI does, a known path with the wrong method is an unrecognized URL.
+        .method_not_allowed_fallback(not_found)
         // Outermost first: where the request comes from, who sends it, then its body.
         .layer(middleware::from_fn_with_state(body_rules, guard::read_body))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -108,6 +110,7 @@ pub fn router(gateway: Arc<Gateway>, store: Store, config: &ServerConfig) -> Rou
         .route("/health", get(health))
         .nest("/v1", api)
         .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(origins.cors())
         .with_state(state)
@@ -135,13 +138,14 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 async fn not_found(request: Request) -> ApiError {
+    // Inside `/v1` the router sees the path without its prefix; the client sent the original.
+    let path = request
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| request.uri().path(), |original| original.path());
     ApiError(Error::new(
         ErrorKind::NotFound,
-        format!(
-            "Unrecognized request URL ({} {}).",
-            request.method(),
-            request.uri().path()
-        ),
+        format!("Unrecognized request URL ({} {path}).", request.method()),
     ))
 }
 
@@ -198,9 +202,10 @@ pub(crate) fn body_error(rejection: BytesRejection) -> ApiError {
             "The request body exceeds the configured size limit.",
         ))
     } else {
+        tracing::debug!(%rejection, "request body not read");
         ApiError(Error::new(
             ErrorKind::InvalidRequest,
-            format!("Could not read the request body: {rejection}"),
+            "Could not read the request body.",
         ))
     }
 }

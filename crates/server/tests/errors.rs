@@ -316,6 +316,23 @@ async fn unknown_routes_and_methods_are_openai_shaped() {
         .unwrap();
     let status = response.status().as_u16();
     assert_error(status, &response.json().await.unwrap(), 404, None);
+    // A known path with the wrong method gets the same OpenAI-shaped 404, never an empty 405.
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/chat/completions"),
+        (reqwest::Method::PUT, "/v1/responses/resp_x"),
+        (reqwest::Method::DELETE, "/health"),
+    ] {
+        let response = common::client()
+            .request(method.clone(), server.url(path))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert_error(status, &body, 404, None);
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("{method} {path}")), "{message}");
+    }
 }
 
 fn validate_either(body: &Value) {

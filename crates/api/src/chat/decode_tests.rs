@@ -59,6 +59,18 @@ fn malformed_json_and_non_objects() {
             error.message
         );
         assert_eq!(error.param, None);
+        // Where it broke, in our words, not the parser's ("EOF while parsing…").
+        assert!(
+            error.message.contains("at line 1, column"),
+            "{}",
+            error.message
+        );
+        assert!(!error.message.contains("EOF"), "{}", error.message);
+        assert!(
+            !error.message.contains("expected value"),
+            "{}",
+            error.message
+        );
     }
     let error = decode_chat_request(b"[1]").unwrap_err();
     assert_eq!(error.param, None);
