@@ -4,9 +4,10 @@
 //! Such a schema is refused up front instead.
 //!
 //! The check is a least fixpoint over the schema's local references: a reference is satisfiable
-//! once its target is, starting from "not yet". It judges only what can force infinite
-//! nesting (required properties, non-empty arrays, combinators, references); conflicting
-//! keywords within one schema are left to the grammar compiler, which reports them itself.
+//! once its target is, starting from "not yet". Only references can make a schema endless
+//! here: everything else (a `false` schema, a required name only `patternProperties` covers,
+//! conflicting keywords) counts as finite and is left to the grammar compiler, which reports
+//! real conflicts itself, so this check never refuses a schema the compiler would serve.
 
 use std::collections::HashMap;
 
@@ -14,6 +15,10 @@ use serde_json::Value;
 
 /// More references than this are not analysed (the compiler bounds such schemas itself).
 const MAX_REFERENCES: usize = 512;
+
+/// Schema nodes the fixpoint may visit in all before it gives up (and lets the schema through):
+/// a hostile schema must not cost more than a few milliseconds here.
+const MAX_VISITS: usize = 200_000;
 
 /// `Err` with the location of a reference that can never be completed, when the schema as a
 /// whole admits no finite value.
@@ -26,13 +31,18 @@ pub fn check_finite(schema: &Value) -> Result<(), String> {
         return Ok(());
     }
     let mut known: HashMap<&str, bool> = references.iter().map(|r| (r.as_str(), false)).collect();
+    let mut visits = 0;
     loop {
         let mut changed = false;
         for reference in &references {
             if known[reference.as_str()] {
                 continue;
             }
-            let finite = resolve(schema, reference).is_none_or(|target| finite(target, &known));
+            let finite =
+                resolve(schema, reference).is_none_or(|target| finite(target, &known, &mut visits));
+            if visits > MAX_VISITS {
+                return Ok(());
+            }
             if finite {
                 known.insert(reference.as_str(), true);
                 changed = true;
@@ -42,7 +52,7 @@ pub fn check_finite(schema: &Value) -> Result<(), String> {
             break;
         }
     }
-    if finite(schema, &known) {
+    if finite(schema, &known, &mut visits) {
         return Ok(());
     }
     let endless = references
@@ -82,10 +92,11 @@ fn resolve<'a>(root: &'a Value, reference: &str) -> Option<&'a Value> {
 }
 
 /// Whether `schema` admits a finite value, given which references are known to.
-fn finite(schema: &Value, known: &HashMap<&str, bool>) -> bool {
+fn finite(schema: &Value, known: &HashMap<&str, bool>, visits: &mut usize) -> bool {
+    *visits += 1;
     let Value::Object(map) = schema else {
-        // `true` admits anything; `false` nothing.
-        return schema.as_bool().unwrap_or(true);
+        // `true` admits anything; `false` is a conflict for the compiler to report.
+        return true;
     };
     if let Some(Value::String(reference)) = map.get("$ref") {
         if !known.get(reference.as_str()).copied().unwrap_or(true) {
@@ -97,13 +108,13 @@ fn finite(schema: &Value, known: &HashMap<&str, bool>) -> bool {
     }
     for key in ["anyOf", "oneOf"] {
         if let Some(Value::Array(branches)) = map.get(key) {
-            if !branches.iter().any(|branch| finite(branch, known)) {
+            if !branches.iter().any(|branch| finite(branch, known, visits)) {
                 return false;
             }
         }
     }
     if let Some(Value::Array(parts)) = map.get("allOf") {
-        if !parts.iter().all(|part| finite(part, known)) {
+        if !parts.iter().all(|part| finite(part, known, visits)) {
             return false;
         }
     }
@@ -121,38 +132,52 @@ fn finite(schema: &Value, known: &HashMap<&str, bool>) -> bool {
     {
         return true;
     }
-    (may_be("object") && finite_object(map, known)) || (may_be("array") && finite_array(map, known))
+    (may_be("object") && finite_object(map, known, visits))
+        || (may_be("array") && finite_array(map, known, visits))
 }
 
-fn finite_object(map: &serde_json::Map<String, Value>, known: &HashMap<&str, bool>) -> bool {
+fn finite_object(
+    map: &serde_json::Map<String, Value>,
+    known: &HashMap<&str, bool>,
+    visits: &mut usize,
+) -> bool {
     let Some(Value::Array(required)) = map.get("required") else {
         return true;
     };
     let properties = map.get("properties").and_then(Value::as_object);
+    // A required name without its own schema may be met by `patternProperties` or
+    // `additionalProperties`; only a named property's schema is followed.
     required.iter().filter_map(Value::as_str).all(|name| {
-        match properties.and_then(|p| p.get(name)) {
-            Some(property) => finite(property, known),
-            None => map
-                .get("additionalProperties")
-                .is_none_or(|extra| finite(extra, known)),
-        }
+        properties
+            .and_then(|p| p.get(name))
+            .is_none_or(|property| finite(property, known, visits))
     })
 }
 
-fn finite_array(map: &serde_json::Map<String, Value>, known: &HashMap<&str, bool>) -> bool {
+fn finite_array(
+    map: &serde_json::Map<String, Value>,
+    known: &HashMap<&str, bool>,
+    visits: &mut usize,
+) -> bool {
     let min_items = map.get("minItems").and_then(Value::as_u64).unwrap_or(0);
     if let Some(Value::Array(prefix)) = map.get("prefixItems") {
         let needed = usize::try_from(min_items)
             .unwrap_or(usize::MAX)
             .min(prefix.len());
-        if !prefix[..needed].iter().all(|item| finite(item, known)) {
+        if !prefix[..needed]
+            .iter()
+            .all(|item| finite(item, known, visits))
+        {
             return false;
         }
         if min_items as usize <= prefix.len() {
             return true;
         }
     }
-    min_items == 0 || map.get("items").is_none_or(|items| finite(items, known))
+    min_items == 0
+        || map
+            .get("items")
+            .is_none_or(|items| finite(items, known, visits))
 }
 
 #[cfg(test)]
@@ -195,5 +220,29 @@ mod tests {
         assert!(check_finite(&mutual_with_exit).is_ok());
         assert!(check_finite(&json!({"type": "object"})).is_ok());
         assert!(check_finite(&json!(true)).is_ok());
+        // Required names met by patternProperties, and `false` schemas, are the compiler's call.
+        let pattern = json!({"type": "object", "patternProperties": {"^x": {"type": "string"}},
+                             "required": ["x1"], "additionalProperties": false});
+        assert!(check_finite(&pattern).is_ok());
+        assert!(check_finite(&json!({"properties": {"a": false}, "required": ["a"]})).is_ok());
+    }
+
+    #[test]
+    fn a_long_reference_chain_is_cheap() {
+        // Each reference depends on the next, in the order the fixpoint visits them last.
+        let mut defs = serde_json::Map::new();
+        for i in 0..500 {
+            let next = if i == 499 {
+                json!({"type": "string"})
+            } else {
+                json!({"type": "object", "properties": {"n": {"$ref": format!("#/$defs/d{:03}", i + 1)}},
+                       "required": ["n"]})
+            };
+            defs.insert(format!("d{i:03}"), next);
+        }
+        let schema = json!({"$defs": defs, "$ref": "#/$defs/d000"});
+        let started = std::time::Instant::now();
+        assert!(check_finite(&schema).is_ok());
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 }

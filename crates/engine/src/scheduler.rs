@@ -437,28 +437,39 @@ impl Engine {
             self.prompt_tokens_within(request, limit)?
                 .map_err(|reached| context_exceeded(window, requested, reached, true))?
         };
-        let max_new_tokens = requested.unwrap_or(window.saturating_sub(prompt.len()));
-        if prompt.len() + max_new_tokens > window || max_new_tokens == 0 {
+        let room = window.saturating_sub(prompt.len());
+        if requested.is_some_and(|n| n > room) || room == 0 {
             return Err(context_exceeded(window, requested, prompt.len(), false));
         }
         let n = request.sampling.n as usize;
-        let reserve = (prompt.len() + max_new_tokens).min(window);
-        let kv_bytes = n
-            .saturating_mul(reserve)
-            .saturating_mul(self.shared.kv_bytes_per_position);
-        if kv_bytes > info.kv_cache_bytes {
+        let kv_per_position = self.shared.kv_bytes_per_position.max(1);
+        // Without a limit, an answer may run to the end of the window or of what the KV budget
+        // holds for each of its choices, whichever comes first (then it ends with `length`).
+        let budget_positions = info.kv_cache_bytes / kv_per_position / n.max(1);
+        let max_new_tokens =
+            requested.unwrap_or_else(|| room.min(budget_positions.saturating_sub(prompt.len())));
+        let reserve = prompt.len() + max_new_tokens;
+        let kv_bytes = n.saturating_mul(reserve).saturating_mul(kv_per_position);
+        if kv_bytes > info.kv_cache_bytes || max_new_tokens == 0 {
             let (param, advice) = if n > 1 {
-                ("n", "Lower 'n' or set a smaller output token limit.")
+                (
+                    "n",
+                    "Lower 'n' or shorten the prompt or the output token limit.",
+                )
             } else {
-                ("messages", "Set a smaller output token limit.")
+                ("messages", "Shorten the prompt or the output token limit.")
             };
             return Err(model::Error::invalid(
                 param,
                 format!(
-                    "This request needs {} MiB of KV cache ({n} choice(s) of up to {reserve} \
-                     tokens each), more than this server's {} MiB for all running requests. \
-                     {advice}",
-                    kv_bytes.div_ceil(1 << 20),
+                    "This request needs {} MiB of KV cache ({n} choice(s) of {} prompt tokens \
+                     and at least {} more each), more than this server's {} MiB for all \
+                     running requests. {advice}",
+                    n.saturating_mul(prompt.len() + max_new_tokens.max(1))
+                        .saturating_mul(kv_per_position)
+                        .div_ceil(1 << 20),
+                    prompt.len(),
+                    max_new_tokens.max(1),
                     info.kv_cache_bytes >> 20,
                 ),
             )

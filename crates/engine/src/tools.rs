@@ -248,8 +248,11 @@ fn rebase_refs(schema: &mut Value, base: &str) {
                         }
                     }
                     ("$ref", Value::String(reference)) => {
+                        // Only JSON pointers (`#`, `#/…`); an anchor (`#name`) stays as it is.
                         if let Some(rest) = reference.strip_prefix('#') {
-                            *reference = format!("{base}{rest}");
+                            if rest.is_empty() || rest.starts_with('/') {
+                                *reference = format!("{base}{rest}");
+                            }
                         }
                     }
                     ("const" | "enum" | "default" | "examples", _) => {}

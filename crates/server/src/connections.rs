@@ -8,7 +8,9 @@
 //! head is complete until the last response body is sent or dropped), or idle between
 //! requests. A head must be complete within `header_timeout`; an idle keep-alive connection
 //! is closed after `idle_timeout`. Generation time is never cut: a busy connection has no
-//! deadline here (its body has its own, in `guard::read_body`).
+//! deadline here (its body has its own, in `guard::read_body`). In any phase, a client that
+//! stops reading what it is sent (a write that cannot proceed for `write_timeout`) is cut off,
+//! so a stalled reader cannot keep a connection, nor the generation behind it, forever.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,6 +29,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use crate::ServerConfig;
@@ -49,9 +52,12 @@ pub(crate) async fn accept_loop(
     let deadlines = Deadlines {
         header: config.header_timeout,
         idle: config.idle_timeout,
+        write: config.write_timeout,
     };
+    let mut open = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        while open.try_join_next().is_some() {}
         let slot = tokio::select! {
             slot = Arc::clone(&slots).acquire_owned() => match slot {
                 Ok(slot) => slot,
@@ -66,8 +72,10 @@ pub(crate) async fn accept_loop(
                     // Out of file descriptors, or a connection reset before it was accepted:
                     // keep serving the connections we have and try again shortly.
                     tracing::warn!(%err, "accept error");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                        () = &mut shutdown => break,
+                    }
                 }
             },
             () = &mut shutdown => break,
@@ -93,7 +101,7 @@ pub(crate) async fn accept_loop(
             })
         };
         let connection = graceful.watch(http.serve_connection(io, service));
-        tokio::spawn(async move {
+        open.spawn(async move {
             tokio::pin!(connection);
             let mut watch = tokio::time::interval(WATCH_INTERVAL);
             loop {
@@ -125,12 +133,15 @@ pub(crate) async fn accept_loop(
             );
         }
     }
+    // Dropping a connection's task closes its socket and cancels its generation.
+    open.shutdown().await;
 }
 
 #[derive(Clone, Copy)]
 struct Deadlines {
     header: Duration,
     idle: Duration,
+    write: Duration,
 }
 
 #[derive(Clone, Copy)]
@@ -146,6 +157,8 @@ enum Phase {
 /// One connection's phase, shared by its socket, its service and its watchdog.
 struct Activity {
     phase: Mutex<Phase>,
+    /// Since when the socket has refused to take more bytes (the client stopped reading).
+    write_stalled: Mutex<Option<Instant>>,
 }
 
 impl Activity {
@@ -154,6 +167,20 @@ impl Activity {
             phase: Mutex::new(Phase::Head {
                 since: Instant::now(),
             }),
+            write_stalled: Mutex::new(None),
+        }
+    }
+
+    /// A write could not proceed (`Pending`) or did (anything else).
+    fn wrote(&self, stalled: bool) {
+        let mut since = self
+            .write_stalled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match (stalled, *since) {
+            (true, None) => *since = Some(Instant::now()),
+            (false, Some(_)) => *since = None,
+            _ => {}
         }
     }
 
@@ -195,6 +222,13 @@ impl Activity {
     }
 
     fn overdue(&self, deadlines: Deadlines) -> Option<&'static str> {
+        let stalled = *self
+            .write_stalled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if stalled.is_some_and(|since| since.elapsed() > deadlines.write) {
+            return Some("the client stopped reading");
+        }
         let phase = *self.phase.lock().unwrap_or_else(PoisonError::into_inner);
         match phase {
             Phase::Head { since } if since.elapsed() > deadlines.header => {
@@ -271,11 +305,15 @@ impl AsyncWrite for WatchedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.activity.wrote(polled.is_pending());
+        polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.activity.wrote(polled.is_pending());
+        polled
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -287,7 +325,9 @@ impl AsyncWrite for WatchedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.activity.wrote(polled.is_pending());
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {

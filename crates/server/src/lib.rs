@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// A keep-alive connection with no request for this long is closed.
     pub idle_timeout: Duration,
+    /// A client that takes nothing of what it is sent for this long is disconnected.
+    pub write_timeout: Duration,
     /// A request's whole body must arrive within this time of its head.
     pub body_timeout: Duration,
     /// Connections open at once; further clients wait in the listen backlog.
@@ -62,6 +64,7 @@ impl Default for ServerConfig {
             body_limit: DEFAULT_BODY_LIMIT,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
+            write_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
             max_connections: 1024,
             shutdown_timeout: Duration::from_secs(30),

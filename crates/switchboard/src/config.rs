@@ -75,6 +75,7 @@ pub struct FileConfig {
     pub store: Option<PathBuf>,
     pub header_timeout_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
+    pub write_timeout_secs: Option<u64>,
     pub body_timeout_secs: Option<u64>,
     pub max_connections: Option<usize>,
     pub shutdown_timeout_secs: Option<u64>,
@@ -181,6 +182,7 @@ impl Settings {
                     .unwrap_or(switchboard_server::DEFAULT_BODY_LIMIT),
                 header_timeout: seconds(file.header_timeout_secs, server_defaults.header_timeout),
                 idle_timeout: seconds(file.idle_timeout_secs, server_defaults.idle_timeout),
+                write_timeout: seconds(file.write_timeout_secs, server_defaults.write_timeout),
                 body_timeout: seconds(file.body_timeout_secs, server_defaults.body_timeout),
                 max_connections: args
                     .max_connections

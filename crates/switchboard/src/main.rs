@@ -148,36 +148,10 @@ fn check_exposure(listen: SocketAddr, no_keys: bool, insecure: bool) -> Result<(
     )
 }
 
+/// Resolves on the first SIGINT or SIGTERM and leaves a task behind that exits the process on
+/// the next one. Both listeners exist before the first signal, so a second signal sent right
+/// after the first is never lost.
 async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down: draining in-flight requests (a second signal exits at once)");
-    tokio::spawn(async {
-        second_signal().await;
-        tracing::warn!("second signal: exiting without waiting for in-flight requests");
-        std::process::exit(130);
-    });
-}
-
-async fn second_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -185,15 +159,37 @@ async fn second_signal() {
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
         ) else {
+            tracing::warn!("cannot listen for shutdown signals");
             return std::future::pending().await;
         };
         tokio::select! {
             _ = terminate.recv() => {}
             _ = interrupt.recv() => {}
         }
+        tracing::info!(
+            "shutting down: draining in-flight requests (a second signal exits at once)"
+        );
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            tracing::warn!("second signal: exiting without waiting for in-flight requests");
+            std::process::exit(130);
+        });
     }
     #[cfg(not(unix))]
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
+    {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tracing::info!(
+            "shutting down: draining in-flight requests (a second signal exits at once)"
+        );
+        tokio::spawn(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        });
     }
 }

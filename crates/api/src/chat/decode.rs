@@ -491,7 +491,8 @@ impl PartSet {
 
 /// The fields each role's message may carry. An assistant message may also carry what the
 /// official SDKs put on a response message and send back when a client appends it as is:
-/// `annotations`, and `parsed` from `chat.completions.parse`.
+/// `annotations`, `parsed` from `chat.completions.parse`, and the `reasoning_content` our own
+/// responses carry for reasoning models (ignored: earlier reasoning is not sent to the model).
 fn message_keys(role: &str) -> &'static [&'static str] {
     match role {
         "assistant" => &[
@@ -504,6 +505,7 @@ fn message_keys(role: &str) -> &'static [&'static str] {
             "function_call",
             "annotations",
             "parsed",
+            "reasoning_content",
         ],
         // LangChain names the tool on its tool messages; OpenAI accepts that.
         "tool" => &["role", "content", "tool_call_id", "name"],
