@@ -82,12 +82,22 @@ pub struct ModelInfo {
 pub struct Generation {
     pub prompt_tokens: usize,
     events: async_mpsc::Receiver<Event>,
+    completed: bool,
 }
 
 impl Generation {
     /// The next event, or `None` once the generation has ended.
     pub async fn next(&mut self) -> Option<Event> {
-        self.events.recv().await
+        let event = self.events.recv().await;
+        self.completed |= matches!(event, Some(Event::Usage(_)));
+        event
+    }
+
+    /// Whether the generation completed: its usage, always the last event, arrived. Events
+    /// that end without it broke off.
+    #[must_use]
+    pub fn completed(&self) -> bool {
+        self.completed
     }
 }
 
@@ -490,6 +500,7 @@ impl Engine {
             Ok(()) => Ok(Generation {
                 prompt_tokens,
                 events: receiver,
+                completed: false,
             }),
             Err(Refused::Full(_)) => Err(model::Error::new(
                 model::ErrorKind::Overloaded,

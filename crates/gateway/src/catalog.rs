@@ -1,40 +1,18 @@
 //! The catalog: the models this server offers, what each can do, what it costs, and the
-//! provider that serves it. Today the only provider is the embedded engine; upstream providers
-//! join as further [`Provider`] variants with the same `generate` contract.
+//! provider that serves it. Every provider plugs in through `switchboard_providers::Provider`;
+//! the catalog holds them as trait objects and never sees how they work.
 
-use switchboard_engine::{Engine, Generation};
-use switchboard_model::{self as model, Capability, ErrorKind, Event};
+use std::sync::Arc;
+
+use switchboard_model::{self as model, Capability, ErrorKind};
+use switchboard_providers::local::{Engine, LocalProvider};
+pub use switchboard_providers::{EventStream, Provider};
 
 /// Price per million tokens, in USD.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Pricing {
     pub input_per_million: f64,
     pub output_per_million: f64,
-}
-
-pub enum Provider {
-    Local(Engine),
-}
-
-impl Provider {
-    pub(crate) fn generate(&self, request: &model::Request) -> Result<EventStream, model::Error> {
-        match self {
-            Self::Local(engine) => engine.submit(request).map(EventStream::Local),
-        }
-    }
-}
-
-/// The events of one generation, whatever provider produces them. Dropping it cancels.
-pub enum EventStream {
-    Local(Generation),
-}
-
-impl EventStream {
-    pub async fn next(&mut self) -> Option<Event> {
-        match self {
-            Self::Local(generation) => generation.next().await,
-        }
-    }
 }
 
 pub struct CatalogEntry {
@@ -45,7 +23,7 @@ pub struct CatalogEntry {
     pub context_window: u32,
     pub capabilities: Vec<Capability>,
     pub pricing: Pricing,
-    pub provider: Provider,
+    pub provider: Arc<dyn Provider>,
 }
 
 impl CatalogEntry {
@@ -54,7 +32,8 @@ impl CatalogEntry {
     /// model has them, whatever it was trained on.
     #[must_use]
     pub fn local(engine: Engine, created: u64) -> Self {
-        let info = engine.info();
+        let provider = LocalProvider::new(engine);
+        let info = provider.info().clone();
         Self {
             id: info.name.clone(),
             owned_by: "switchboard".into(),
@@ -66,7 +45,7 @@ impl CatalogEntry {
                 Capability::JsonSchema,
             ],
             pricing: Pricing::default(),
-            provider: Provider::Local(engine),
+            provider: Arc::new(provider),
         }
     }
 }

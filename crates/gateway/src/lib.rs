@@ -10,6 +10,8 @@ mod catalog;
 pub use auth::{ApiKeys, Caller};
 pub use catalog::{Catalog, CatalogEntry, EventStream, Pricing, Provider};
 
+use std::sync::Arc;
+
 use switchboard_model::{self as model, ErrorKind};
 
 /// Everything a request handler needs, shared by all handlers.
@@ -31,9 +33,9 @@ impl Gateway {
     /// # Errors
     /// `ModelNotFound`, `Unsupported` naming the parameter the model cannot honour, or whatever
     /// the provider rejects (context length, overload).
-    pub fn generate(
+    pub async fn generate(
         &self,
-        request: &model::Request,
+        request: Arc<model::Request>,
         param_name: fn(model::RequestField) -> &'static str,
     ) -> Result<EventStream, model::Error> {
         let entry = self.catalog.get(&request.model)?;
@@ -52,7 +54,7 @@ impl Gateway {
                 .with_code("unsupported_parameter"));
             }
         }
-        entry.provider.generate(request)
+        entry.provider.generate(request).await
     }
 }
 

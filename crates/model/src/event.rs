@@ -31,6 +31,9 @@ pub enum Event {
     Finished { choice: u32, reason: FinishReason },
     /// Exact token accounting; sent once, after every choice finished.
     Usage(Usage),
+    /// The generation completed; nothing follows. A failed generation ends with an error
+    /// instead (providers' streams carry `Result<Event, Error>`).
+    Done,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +160,7 @@ impl Completion {
                 self.choice_mut(choice).finish_reason = Some(reason)
             }
             Event::Usage(usage) => self.usage = usage,
+            Event::Done => {}
         }
     }
 

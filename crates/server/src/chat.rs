@@ -2,6 +2,8 @@
 //! one body or encode them as SSE chunks as they come. Dropping the response body (a client
 //! that disconnected) drops the event stream, which cancels the generation.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -21,16 +23,11 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
     let decoded = decode_chat_request(&body)?;
-    let request = decoded.request;
-    let gateway = state.gateway.clone();
-    // Rendering and tokenizing a long prompt is CPU work; keep it off the async workers.
-    let (events, request) = tokio::task::spawn_blocking(move || {
-        let events = gateway.generate(&request, switchboard_api::chat::param_name);
-        (events, request)
-    })
-    .await
-    .map_err(|err| Error::internal(format!("generation task failed: {err}")))?;
-    let events = events?;
+    let request = Arc::new(decoded.request);
+    let events = state
+        .gateway
+        .generate(Arc::clone(&request), switchboard_api::chat::param_name)
+        .await?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
     let logprobs = request.sampling.logprobs;
@@ -38,7 +35,7 @@ pub(crate) async fn create(
         let encoder = ChatStreamEncoder::new(
             id,
             created,
-            request.model,
+            request.model.clone(),
             request.sampling.n,
             decoded.include_usage,
             logprobs,
@@ -53,16 +50,10 @@ pub(crate) async fn create(
 
 async fn fold(mut events: EventStream) -> Result<Completion, Error> {
     let mut completion = Completion::default();
-    let mut complete = false;
     while let Some(event) = events.next().await {
-        complete |= matches!(event, Event::Usage(_));
-        completion.push(event);
+        completion.push(event?);
     }
-    if complete {
-        Ok(completion)
-    } else {
-        Err(Error::internal("the generation ended unexpectedly"))
-    }
+    Ok(completion)
 }
 
 impl FrameEncoder for ChatStreamEncoder {
@@ -73,12 +64,10 @@ impl FrameEncoder for ChatStreamEncoder {
             .collect()
     }
 
-    fn end(&mut self, complete: bool) -> BoxFuture<'_, Vec<String>> {
-        let frame = if complete {
-            sse::DONE_FRAME.to_owned()
-        } else {
-            let err = Error::internal("the generation ended unexpectedly");
-            sse::data_frame(&switchboard_api::ErrorBody::from(&err))
+    fn end(&mut self, outcome: Result<(), Error>) -> BoxFuture<'_, Vec<String>> {
+        let frame = match outcome {
+            Ok(()) => sse::DONE_FRAME.to_owned(),
+            Err(err) => sse::data_frame(&switchboard_api::ErrorBody::from(&err)),
         };
         Box::pin(std::future::ready(vec![frame]))
     }

@@ -8,6 +8,7 @@
 //! the final event is sent, so a client can continue from it the moment it sees it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -45,15 +46,13 @@ pub(crate) async fn create(
     let mut request = decoded.request.clone();
     request.items = decoded.conversation(previous_items);
     switchboard_api::responses::check_call_outputs(&request.items)?;
-    let gateway = state.gateway.clone();
-    let truncation_auto = decoded.truncation_auto;
-    let pinned = decoded.pinned_items();
-    // Rendering and tokenizing a long prompt is CPU work; keep it off the async workers.
-    let (events, request) = tokio::task::spawn_blocking(move || {
-        generate_fitting(&gateway, request, truncation_auto, pinned)
-    })
-    .await
-    .map_err(|err| Error::internal(format!("generation task failed: {err}")))?;
+    let (events, request) = generate_fitting(
+        &state.gateway,
+        request,
+        decoded.truncation_auto,
+        decoded.pinned_items(),
+    )
+    .await;
     let events = events.map_err(surface_error)?;
     let id = format!("resp_{}", uuid::Uuid::new_v4().simple());
     let encoder = ResponseEncoder::new(id, unix_now(), &decoded, &request, Box::new(new_item_id));
@@ -132,23 +131,27 @@ fn new_item_id(prefix: &str) -> String {
 }
 
 /// Starts the generation; with `truncation: auto`, drops the oldest unpinned item while the
-/// conversation does not fit the model's context window.
-fn generate_fitting(
+/// conversation does not fit the model's context window. Returns the request as sent.
+async fn generate_fitting(
     gateway: &Gateway,
-    mut request: Request,
+    request: Request,
     truncation_auto: bool,
     pinned: usize,
 ) -> (Result<EventStream, Error>, Request) {
+    let mut request = Arc::new(request);
     loop {
-        match gateway.generate(&request, param_name) {
+        match gateway.generate(Arc::clone(&request), param_name).await {
             Err(err)
                 if err.kind == ErrorKind::ContextLengthExceeded
                     && truncation_auto
                     && request.items.len() > pinned + 1 =>
             {
-                request.items.remove(pinned);
+                Arc::make_mut(&mut request).items.remove(pinned);
             }
-            result => return (result, request),
+            result => {
+                let request = Arc::try_unwrap(request).unwrap_or_else(|shared| (*shared).clone());
+                return (result, request);
+            }
         }
     }
 }
@@ -157,13 +160,8 @@ async fn fold(
     mut events: EventStream,
     mut encoder: ResponseEncoder,
 ) -> Result<switchboard_api::responses::ResponseObject, Error> {
-    let mut complete = false;
     while let Some(event) = events.next().await {
-        complete |= matches!(event, Event::Usage(_));
-        encoder.push(&event);
-    }
-    if !complete {
-        return Err(Error::internal("the generation ended unexpectedly"));
+        encoder.push(&event?);
     }
     encoder.finish(unix_now());
     Ok(encoder.into_response())
@@ -230,15 +228,14 @@ impl FrameEncoder for ResponseFrames {
         self.encoder.push(event).iter().map(frame).collect()
     }
 
-    fn end(&mut self, complete: bool) -> BoxFuture<'_, Vec<String>> {
+    fn end(&mut self, outcome: Result<(), Error>) -> BoxFuture<'_, Vec<String>> {
         Box::pin(async move {
-            let last = if complete {
-                self.encoder.finish(unix_now())
-            } else {
-                self.encoder.fail(
+            let last = match outcome {
+                Ok(()) => self.encoder.finish(unix_now()),
+                Err(_) => self.encoder.fail(
                     "The server had an error while processing your request.",
                     unix_now(),
-                )
+                ),
             };
             if let Some(record) = self.record.take() {
                 record.save(self.encoder.response()).await;

@@ -1,7 +1,8 @@
 //! The SSE pump every streaming surface shares: it pulls canonical events from the provider,
 //! hands each to the surface's [`FrameEncoder`] and writes the frames it returns, then lets the
-//! encoder close the stream, knowing whether the generation completed. Dropping the body (a
-//! client that went away) drops the event stream, which cancels the generation.
+//! encoder close the stream with how the generation ended (completed, or the error that ended
+//! it). Dropping the body (a client that went away) drops the event stream, which cancels the
+//! generation.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -11,23 +12,22 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use switchboard_gateway::EventStream;
-use switchboard_model::Event;
+use switchboard_model::{Error, Event};
 
 /// One surface's encoding of an event stream into SSE frames.
 pub(crate) trait FrameEncoder: Send + 'static {
     /// Frames for one event.
     fn push(&mut self, event: &Event) -> Vec<String>;
 
-    /// The closing frames, once the events ended; `complete` says whether the generation
-    /// finished (its usage arrived) or broke off.
-    fn end(&mut self, complete: bool) -> BoxFuture<'_, Vec<String>>;
+    /// The closing frames, once the events ended: `Ok` when the generation completed, or the
+    /// error that ended it.
+    fn end(&mut self, outcome: Result<(), Error>) -> BoxFuture<'_, Vec<String>>;
 }
 
 struct Pump<E> {
     events: EventStream,
     encoder: E,
     frames: VecDeque<String>,
-    complete: bool,
     ended: bool,
 }
 
@@ -41,7 +41,6 @@ pub(crate) fn sse_response<E: FrameEncoder>(
         events,
         encoder,
         frames: initial.into(),
-        complete: false,
         ended: false,
     };
     let stream = futures::stream::unfold(pump, |mut pump| async move {
@@ -52,17 +51,20 @@ pub(crate) fn sse_response<E: FrameEncoder>(
             if pump.ended {
                 return None;
             }
-            if let Some(event) = pump.events.next().await {
-                pump.complete |= matches!(event, Event::Usage(_));
-                let frames = pump.encoder.push(&event);
-                pump.frames.extend(frames);
-                continue;
-            }
+            let outcome = match pump.events.next().await {
+                Some(Ok(Event::Done)) | None => Ok(()),
+                Some(Ok(event)) => {
+                    let frames = pump.encoder.push(&event);
+                    pump.frames.extend(frames);
+                    continue;
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(message = %error.message, "stream ended with an error");
+                    Err(error)
+                }
+            };
             pump.ended = true;
-            if !pump.complete {
-                tracing::error!("stream ended before the generation completed");
-            }
-            let frames = pump.encoder.end(pump.complete).await;
+            let frames = pump.encoder.end(outcome).await;
             pump.frames.extend(frames);
         }
     });

@@ -213,6 +213,7 @@ impl ChatStreamEncoder {
                     self.flush_usage(&mut chunks);
                 }
             }
+            Event::Done => {}
         }
         chunks
     }

@@ -527,6 +527,7 @@ impl ResponseEncoder {
                 self.close_open(status, &mut out);
             }
             Event::Usage(usage) => self.response.usage = Some(ResponseUsage::from(*usage)),
+            Event::Done => {}
         }
         out
     }

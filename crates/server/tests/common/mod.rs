@@ -44,6 +44,13 @@ pub fn start(
     let engine = Engine::load(&model_path(), MODEL, &engine_config).expect("load model");
     let mut catalog = Catalog::default();
     catalog.add(CatalogEntry::local(engine.clone(), 1_700_000_000));
+    let base = serve_catalog(catalog, keys, server_config);
+    TestServer { base, engine }
+}
+
+/// Serves `catalog` (no model needed when it holds only fakes); the server's base URL.
+pub fn serve_catalog(catalog: Catalog, keys: &[&str], server_config: ServerConfig) -> String {
+    init_logging();
     let gateway = Arc::new(Gateway::new(catalog, ApiKeys::new(keys)));
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -70,10 +77,7 @@ pub fn start(
     let addr = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("server start");
-    TestServer {
-        base: format!("http://{addr}"),
-        engine,
-    }
+    format!("http://{addr}")
 }
 
 /// `SWITCHBOARD_TEST_LOG=debug` (any `tracing` filter) writes the servers' logs to stderr.

@@ -1,0 +1,61 @@
+//! The provider seam. Every provider — the embedded engine, and the upstream kinds to come —
+//! implements [`Provider`]: from a canonical [`Request`] to an [`EventStream`] of
+//! `Result<Event, Error>` whose end is explicit. A generation that completed ends with
+//! `Ok(Event::Done)`; one that failed ends with `Err(error)`; a stream that simply stops has
+//! failed (see [`EventStream::next`]). Errors before the first event (validation, overload,
+//! an upstream refusing the request) come back from [`Provider::generate`] itself, so the
+//! caller can still answer with an HTTP status, retry or fall back.
+//!
+//! Providers speak canonical types only; no client wire format reaches them, and none of
+//! theirs leaves them.
+
+pub mod fake;
+pub mod local;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::{Stream, StreamExt};
+use switchboard_model::{Error, Event, Request};
+
+/// One generation's events. Dropping it cancels the generation.
+pub struct EventStream {
+    inner: Pin<Box<dyn Stream<Item = Result<Event, Error>> + Send>>,
+    ended: bool,
+}
+
+impl EventStream {
+    #[must_use]
+    pub fn new(inner: impl Stream<Item = Result<Event, Error>> + Send + 'static) -> Self {
+        Self {
+            inner: Box::pin(inner),
+            ended: false,
+        }
+    }
+
+    /// The next item; `None` after the end (`Ok(Event::Done)` or an `Err`). A provider stream
+    /// that stops without either is reported once as an internal error, so a consumer never
+    /// mistakes a truncated generation for a complete one.
+    pub async fn next(&mut self) -> Option<Result<Event, Error>> {
+        if self.ended {
+            return None;
+        }
+        let item = self.inner.next().await.unwrap_or_else(|| {
+            Err(Error::internal(
+                "the provider's event stream ended without completing",
+            ))
+        });
+        self.ended = matches!(item, Ok(Event::Done) | Err(_));
+        Some(item)
+    }
+}
+
+/// Something that can generate: the embedded engine, an upstream API, a test script.
+pub trait Provider: Send + Sync {
+    /// Starts generating. The request is shared so a provider may move it to another thread.
+    ///
+    /// # Errors
+    /// Anything that stops the generation before its first event, in canonical terms.
+    fn generate(&self, request: Arc<Request>) -> BoxFuture<'_, Result<EventStream, Error>>;
+}
