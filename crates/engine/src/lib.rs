@@ -34,7 +34,9 @@ pub enum EngineError {
 impl From<EngineError> for model::Error {
     fn from(err: EngineError) -> Self {
         match err {
-            EngineError::Template(message) => model::Error::invalid("messages", message),
+            EngineError::Template(message) => {
+                model::Error::invalid_at(model::RequestField::Conversation, message)
+            }
             EngineError::Load(message) => model::Error::internal(message),
         }
     }

@@ -309,13 +309,7 @@ impl Engine {
             ..
         } = &request.output_format
         {
-            let schema_error = |problem: String| {
-                model::Error::invalid(
-                    "response_format",
-                    format!("Invalid schema for response_format '{name}': {problem}"),
-                )
-                .with_code("invalid_json_schema")
-            };
+            let schema_error = |problem: String| output_schema_error(name, &problem);
             if *strict {
                 model::strict::check_strict(schema).map_err(schema_error)?;
             }
@@ -326,13 +320,7 @@ impl Engine {
         for (i, model::Tool::Function(tool)) in request.tools.iter().enumerate() {
             let default_schema = serde_json::json!({"type": "object", "properties": {}, "required": [], "additionalProperties": false});
             let schema = tool.parameters.as_ref().unwrap_or(&default_schema);
-            let tool_error = |problem: String| {
-                model::Error::invalid(
-                    format!("tools[{i}].function.parameters"),
-                    format!("Invalid schema for function '{}': {problem}", tool.name),
-                )
-                .with_code("invalid_function_parameters")
-            };
+            let tool_error = |problem: String| tool_schema_error(i, &tool.name, &problem);
             if tool.strict {
                 model::strict::check_strict(schema).map_err(tool_error)?;
             }
@@ -368,11 +356,7 @@ impl Engine {
         };
         if let model::OutputFormat::JsonSchema { name, schema, .. } = &request.output_format {
             if let Some(problem) = alone(schema) {
-                return model::Error::invalid(
-                    "response_format",
-                    format!("Invalid schema for response_format '{name}': {problem}"),
-                )
-                .with_code("invalid_json_schema");
+                return output_schema_error(name, &problem);
             }
         }
         for (i, model::Tool::Function(tool)) in request.tools.iter().enumerate() {
@@ -383,11 +367,7 @@ impl Engine {
                 continue;
             }
             if let Some(problem) = alone(schema) {
-                return model::Error::invalid(
-                    format!("tools[{i}].function.parameters"),
-                    format!("Invalid schema for function '{}': {problem}", tool.name),
-                )
-                .with_code("invalid_function_parameters");
+                return tool_schema_error(i, &tool.name, &problem);
             }
         }
         // The compiler quotes the schemas, which are the client's text.
@@ -401,15 +381,12 @@ impl Engine {
                 "the combined tool grammar did not compile although every schema does alone"
             );
         }
-        let param = if calls.is_empty() {
-            "response_format"
+        let field = if calls.is_empty() {
+            model::RequestField::OutputFormat
         } else {
-            "tools"
+            model::RequestField::Tools
         };
-        model::Error::invalid(
-            param,
-            format!("Invalid '{param}': these schemas cannot be enforced together."),
-        )
+        model::Error::invalid_at(field, "These schemas cannot be enforced together.")
     }
 
     /// Validates, tokenizes and queues a request.
@@ -421,10 +398,10 @@ impl Engine {
         let info = &self.shared.info;
         for &(token, _) in &request.sampling.logit_bias {
             if token as usize >= info.vocab_size {
-                return Err(model::Error::invalid(
-                    "logit_bias",
+                return Err(model::Error::invalid_at(
+                    model::RequestField::LogitBias,
                     format!(
-                        "Invalid 'logit_bias': token id {token} is outside the vocabulary of {} tokens.",
+                        "Invalid logit bias: token id {token} is outside the vocabulary of {} tokens.",
                         info.vocab_size
                     ),
                 ));
@@ -461,16 +438,19 @@ impl Engine {
         let reserve = prompt.len() + max_new_tokens;
         let kv_bytes = n.saturating_mul(reserve).saturating_mul(kv_per_position);
         if kv_bytes > info.kv_cache_bytes || max_new_tokens == 0 {
-            let (param, advice) = if n > 1 {
+            let (field, advice) = if n > 1 {
                 (
-                    "n",
-                    "Lower 'n' or shorten the prompt or the output token limit.",
+                    model::RequestField::Choices,
+                    "Ask for fewer choices or shorten the prompt or the output token limit.",
                 )
             } else {
-                ("messages", "Shorten the prompt or the output token limit.")
+                (
+                    model::RequestField::Conversation,
+                    "Shorten the prompt or the output token limit.",
+                )
             };
-            return Err(model::Error::invalid(
-                param,
+            return Err(model::Error::invalid_at(
+                field,
                 format!(
                     "This request needs {} MiB of KV cache ({n} choice(s) of {} prompt tokens \
                      and at least {} more each), more than this server's {} MiB for all \
@@ -511,6 +491,24 @@ impl Engine {
             }
         }
     }
+}
+
+/// A structured-output schema the engine cannot serve.
+fn output_schema_error(name: &str, problem: &str) -> model::Error {
+    model::Error::invalid_at(
+        model::RequestField::OutputFormat,
+        format!("Invalid JSON schema '{name}': {problem}"),
+    )
+    .with_code("invalid_json_schema")
+}
+
+/// A tool's parameters schema the engine cannot serve.
+fn tool_schema_error(index: usize, name: &str, problem: &str) -> model::Error {
+    model::Error::invalid_at(
+        model::RequestField::ToolParameters(index),
+        format!("Invalid schema for function '{name}': {problem}"),
+    )
+    .with_code("invalid_function_parameters")
 }
 
 /// The bytes of conversation text the template will render (reasoning is left out: some
@@ -568,7 +566,7 @@ fn context_exceeded(
         ),
     };
     model::Error::new(model::ErrorKind::ContextLengthExceeded, message)
-        .with_param("messages")
+        .with_field(model::RequestField::Conversation)
         .with_code("context_length_exceeded")
 }
 

@@ -36,7 +36,7 @@ impl Gateway {
     pub async fn generate(
         &self,
         request: Arc<model::Request>,
-        param_name: fn(model::RequestField) -> &'static str,
+        param_name: fn(model::RequestField) -> String,
     ) -> Result<EventStream, model::Error> {
         let entry = self.catalog.get(&request.model)?;
         for (capability, field) in request.required_capabilities() {
@@ -54,7 +54,12 @@ impl Gateway {
                 .with_code("unsupported_parameter"));
             }
         }
-        entry.provider.generate(request).await
+        // Providers locate their errors in canonical terms; the surface words them.
+        entry
+            .provider
+            .generate(request)
+            .await
+            .map_err(|error| error.locate(param_name))
     }
 }
 

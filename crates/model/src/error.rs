@@ -34,8 +34,12 @@ pub enum ErrorKind {
 pub struct Error {
     pub kind: ErrorKind,
     pub message: String,
-    /// The request field at fault, in the surface's own naming (`messages[0].role`).
+    /// The request field at fault, in the surface's own naming (`messages[0].role`). Set by
+    /// the surfaces; layers below them say [`Error::field`] instead.
     pub param: Option<String>,
+    /// The request field at fault in canonical terms, for errors found below the surfaces;
+    /// the surface that answers words it as its own `param` ([`Error::locate`]).
+    pub field: Option<crate::RequestField>,
     /// A machine-readable code where OpenAI defines one (`model_not_found`).
     pub code: Option<String>,
 }
@@ -46,8 +50,29 @@ impl Error {
             kind,
             message: message.into(),
             param: None,
+            field: None,
             code: None,
         }
+    }
+
+    /// An invalid request, located in canonical terms.
+    pub fn invalid_at(field: crate::RequestField, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidRequest, message).with_field(field)
+    }
+
+    #[must_use]
+    pub fn with_field(mut self, field: crate::RequestField) -> Self {
+        self.field = Some(field);
+        self
+    }
+
+    /// Words a canonical location as the calling surface's `param`, unless a param is set.
+    #[must_use]
+    pub fn locate(mut self, param_name: impl Fn(crate::RequestField) -> String) -> Self {
+        if self.param.is_none() {
+            self.param = self.field.map(param_name);
+        }
+        self
     }
 
     pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {

@@ -95,17 +95,24 @@ impl Request {
     }
 }
 
-/// The parts of a request that can need a capability. Surfaces map these to their own
-/// parameter names (`messages` or `input`, `response_format` or `text.format`…).
+/// Where in a request something is, in canonical terms: what a capability is needed for, and
+/// where an error below the surfaces was found. Surfaces map these to their own parameter
+/// names (`messages` or `input`, `response_format` or `text.format`, `tools[3].function.parameters`
+/// or `tools[3].parameters`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RequestField {
     Tools,
+    /// The parameters schema of the tool at this index of `Request::tools`.
+    ToolParameters(usize),
     /// The conversation's items (content parts, tool calls and results).
     Conversation,
     OutputFormat,
     ReasoningEffort,
     WebSearch,
     OutputModalities,
+    /// The number of choices (`n`).
+    Choices,
+    LogitBias,
 }
 
 /// What a model can do; the catalog advertises these and the gateway checks them.

@@ -18,8 +18,8 @@ use axum::{Extension, Json};
 use futures::future::BoxFuture;
 use serde_json::Value;
 use switchboard_api::responses::{
-    decode_context, decode_responses_request, param_name, surface_error, DeletedResponse,
-    InputItemList, ResponseEncoder, ResponsesRequest, StoredItem,
+    decode_context, decode_responses_request, param_name, DeletedResponse, InputItemList,
+    ResponseEncoder, ResponsesRequest, StoredItem,
 };
 use switchboard_api::sse;
 use switchboard_gateway::{Caller, EventStream, Gateway};
@@ -53,7 +53,7 @@ pub(crate) async fn create(
         decoded.pinned_items(),
     )
     .await;
-    let events = events.map_err(surface_error)?;
+    let events = events?;
     let id = format!("resp_{}", uuid::Uuid::new_v4().simple());
     let encoder = ResponseEncoder::new(id, unix_now(), &decoded, &request, Box::new(new_item_id));
     let record = Record::new(&state.store, &caller, &decoded, previous_context);

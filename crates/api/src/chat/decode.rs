@@ -53,14 +53,17 @@ pub fn decode_chat_request(body: &[u8]) -> Result<ChatRequest, Error> {
 
 /// This surface's name for each request field that may need a capability.
 #[must_use]
-pub fn param_name(field: RequestField) -> &'static str {
+pub fn param_name(field: RequestField) -> String {
     match field {
-        RequestField::Tools => "tools",
-        RequestField::Conversation => "messages",
-        RequestField::OutputFormat => "response_format",
-        RequestField::ReasoningEffort => "reasoning_effort",
-        RequestField::WebSearch => "web_search_options",
-        RequestField::OutputModalities => "modalities",
+        RequestField::Tools => "tools".into(),
+        RequestField::ToolParameters(index) => format!("tools[{index}].function.parameters"),
+        RequestField::Conversation => "messages".into(),
+        RequestField::OutputFormat => "response_format".into(),
+        RequestField::ReasoningEffort => "reasoning_effort".into(),
+        RequestField::WebSearch => "web_search_options".into(),
+        RequestField::OutputModalities => "modalities".into(),
+        RequestField::Choices => "n".into(),
+        RequestField::LogitBias => "logit_bias".into(),
     }
 }
 

@@ -69,38 +69,21 @@ impl ResponsesRequest {
     }
 }
 
-/// This surface's name for each request field that may need a capability.
+/// This surface's name for each request field.
 #[must_use]
-pub fn param_name(field: RequestField) -> &'static str {
+pub fn param_name(field: RequestField) -> String {
     match field {
-        RequestField::Tools | RequestField::WebSearch => "tools",
-        RequestField::Conversation => "input",
-        RequestField::OutputFormat => "text.format",
-        RequestField::ReasoningEffort => "reasoning.effort",
-        RequestField::OutputModalities => "modalities",
+        RequestField::Tools | RequestField::WebSearch => "tools".into(),
+        RequestField::ToolParameters(index) => format!("tools[{index}].parameters"),
+        RequestField::Conversation => "input".into(),
+        RequestField::OutputFormat => "text.format".into(),
+        RequestField::ReasoningEffort => "reasoning.effort".into(),
+        RequestField::OutputModalities => "modalities".into(),
+        // Neither exists on this surface; a request from it never has more than one choice or
+        // a logit bias, so these are never at fault here.
+        RequestField::Choices => "n".into(),
+        RequestField::LogitBias => "logit_bias".into(),
     }
-}
-
-/// Renames the parameter of an error raised below the surfaces (the engine words them in the
-/// canonical, Chat-Completions-style paths) to this surface's own: `messages` is `input`,
-/// `response_format` is `text.format`, `tools[i].function.parameters` is `tools[i].parameters`.
-#[must_use]
-pub fn surface_error(mut error: Error) -> Error {
-    let Some(param) = error.param.take() else {
-        return error;
-    };
-    let renamed = if param == "messages" {
-        "input".to_owned()
-    } else if let Some(rest) = param.strip_prefix("response_format") {
-        error.message = error.message.replace("response_format", "text.format");
-        format!("text.format{rest}")
-    } else if param.starts_with("tools[") && param.ends_with("].function.parameters") {
-        param.replace("].function.parameters", "].parameters")
-    } else {
-        param
-    };
-    error.param = Some(renamed);
-    error
 }
 
 /// Decodes and validates a request body; `new_id` makes item ids from a prefix (`msg`, `fc`…).

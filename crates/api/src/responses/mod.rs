@@ -10,8 +10,7 @@ mod encode;
 mod items;
 
 pub use decode::{
-    check_call_outputs, decode_context, decode_responses_request, param_name, surface_error,
-    ResponsesRequest,
+    check_call_outputs, decode_context, decode_responses_request, param_name, ResponsesRequest,
 };
 pub use encode::{
     DeletedResponse, IdSource, ResponseEncoder, ResponseObject, ResponseStreamEvent, ResponseUsage,

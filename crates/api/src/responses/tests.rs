@@ -260,7 +260,7 @@ fn tools_formats_and_choices() {
     let (_, field) = searching.request.required_capabilities()[0];
     assert_eq!(
         (field, param_name(field)),
-        (RequestField::WebSearch, "tools")
+        (RequestField::WebSearch, "tools".to_owned())
     );
 }
 
@@ -654,24 +654,26 @@ fn deleted_response_shape() {
 }
 
 #[test]
-fn engine_params_are_renamed_to_this_surface() {
+fn canonical_locations_are_worded_for_this_surface() {
     use switchboard_model::Error;
-    let renamed = surface_error(
-        Error::invalid(
-            "response_format",
-            "Invalid schema for response_format 'x': bad",
-        )
-        .with_code("invalid_json_schema"),
-    );
-    assert_eq!(renamed.param.as_deref(), Some("text.format"));
-    assert_eq!(renamed.message, "Invalid schema for text.format 'x': bad");
-    assert_eq!(renamed.code.as_deref(), Some("invalid_json_schema"));
-    let tool = surface_error(Error::invalid("tools[2].function.parameters", "bad"));
+    let schema = Error::invalid_at(RequestField::OutputFormat, "Invalid JSON schema 'x': bad")
+        .with_code("invalid_json_schema")
+        .locate(param_name);
+    assert_eq!(schema.param.as_deref(), Some("text.format"));
+    assert_eq!(schema.code.as_deref(), Some("invalid_json_schema"));
+    let tool = Error::invalid_at(RequestField::ToolParameters(2), "bad").locate(param_name);
     assert_eq!(tool.param.as_deref(), Some("tools[2].parameters"));
-    let context = surface_error(Error::invalid("messages", "too long"));
+    let chat_tool =
+        Error::invalid_at(RequestField::ToolParameters(2), "bad").locate(crate::chat::param_name);
+    assert_eq!(
+        chat_tool.param.as_deref(),
+        Some("tools[2].function.parameters")
+    );
+    let context = Error::invalid_at(RequestField::Conversation, "too long").locate(param_name);
     assert_eq!(context.param.as_deref(), Some("input"));
-    let other = surface_error(Error::invalid("temperature", "bad"));
-    assert_eq!(other.param.as_deref(), Some("temperature"));
+    // A param a surface set itself is kept.
+    let own = Error::invalid("temperature", "bad").locate(param_name);
+    assert_eq!(own.param.as_deref(), Some("temperature"));
 }
 
 /// Random bodies built from the shapes clients send, some of them wrong: decoding never panics,
