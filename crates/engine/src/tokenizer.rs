@@ -705,10 +705,10 @@ pub(crate) mod tests {
             })
         });
         if loaded.is_none() {
-            eprintln!(
-                "skipping: {} is absent (run `switchboard pull` or set SWITCHBOARD_HOME)",
+            switchboard_testkit::skip_unless_ci(&format!(
+                "{} is absent (run `switchboard pull` or set SWITCHBOARD_HOME)",
                 switchboard_testkit::default_model_path().display()
-            );
+            ));
         }
         loaded.as_ref()
     }

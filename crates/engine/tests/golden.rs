@@ -14,7 +14,11 @@ fn inputs() -> Option<(PathBuf, Value)> {
     let model = switchboard_testkit::default_model_path();
     let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/fixtures/smollm2-golden.json");
-    if !model.is_file() || !fixture.is_file() {
+    if !model.is_file() {
+        switchboard_testkit::skip_unless_ci(&format!("{} is absent", model.display()));
+        return None;
+    }
+    if !fixture.is_file() {
         eprintln!(
             "skipping: need {} and {}",
             model.display(),

@@ -18,10 +18,10 @@ fn model_path() -> Option<PathBuf> {
     if path.is_file() {
         Some(path)
     } else {
-        eprintln!(
-            "skipping: {} is missing (run `switchboard pull`)",
+        switchboard_testkit::skip_unless_ci(&format!(
+            "{} is missing (run `switchboard pull`)",
             path.display()
-        );
+        ));
         None
     }
 }

@@ -202,7 +202,9 @@ pub fn assert_error(status: u16, body: &Value, want_status: u16, want_param: Opt
 /// ALL OK. Skips with a message when no Python with `openai` is configured.
 pub async fn run_sdk_script(script: &str) {
     let Some(python) = std::env::var_os("SWITCHBOARD_TEST_PYTHON") else {
-        eprintln!("skipping {script}: set SWITCHBOARD_TEST_PYTHON to a python with `openai` installed (scripts/test.sh does)");
+        switchboard_testkit::skip_unless_ci(&format!(
+            "{script}: set SWITCHBOARD_TEST_PYTHON to a python with `openai` installed"
+        ));
         return;
     };
     let server = shared();
