@@ -40,7 +40,7 @@ pub fn error_type(kind: ErrorKind) -> &'static str {
         | ErrorKind::NotFound => "invalid_request_error",
         ErrorKind::Forbidden => "permission_error",
         ErrorKind::Unauthorized => "authentication_error",
-        ErrorKind::Overloaded | ErrorKind::Internal => "server_error",
+        ErrorKind::Overloaded | ErrorKind::Internal | ErrorKind::Upstream => "server_error",
     }
 }
 
@@ -59,6 +59,7 @@ pub fn default_code(kind: ErrorKind) -> Option<&'static str> {
         | ErrorKind::Overloaded
         | ErrorKind::NotFound
         | ErrorKind::Internal => None,
+        ErrorKind::Upstream => Some("upstream_error"),
     }
 }
 

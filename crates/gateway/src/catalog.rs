@@ -8,6 +8,8 @@ use switchboard_model::{self as model, Capability, ErrorKind};
 use switchboard_providers::local::{Engine, LocalProvider};
 pub use switchboard_providers::{EventStream, Provider};
 
+use crate::routing::Route;
+
 /// Price per million tokens, in USD.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Pricing {
@@ -23,7 +25,8 @@ pub struct CatalogEntry {
     pub context_window: u32,
     pub capabilities: Vec<Capability>,
     pub pricing: Pricing,
-    pub provider: Arc<dyn Provider>,
+    /// The providers that can serve it, in the order configured.
+    pub routes: Vec<Route>,
 }
 
 impl CatalogEntry {
@@ -45,7 +48,7 @@ impl CatalogEntry {
                 Capability::JsonSchema,
             ],
             pricing: Pricing::default(),
-            provider: Arc::new(provider),
+            routes: vec![Route::new("local", Arc::new(provider), info.name, 1)],
         }
     }
 }

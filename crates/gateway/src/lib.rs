@@ -6,9 +6,11 @@
 
 mod auth;
 mod catalog;
+mod routing;
 
 pub use auth::{ApiKeys, Caller};
 pub use catalog::{Catalog, CatalogEntry, EventStream, Pricing, Provider};
+pub use routing::Route;
 
 use std::sync::Arc;
 
@@ -55,9 +57,7 @@ impl Gateway {
             }
         }
         // Providers locate their errors in canonical terms; the surface words them.
-        entry
-            .provider
-            .generate(request)
+        routing::serve(&entry.routes, &request)
             .await
             .map_err(|error| error.locate(param_name))
     }

@@ -26,6 +26,9 @@ pub enum ErrorKind {
     NotFound,
     /// A bug or an environment failure; details stay in the logs.
     Internal,
+    /// An upstream provider failed or answered what we cannot use (unreachable, timed out,
+    /// refused our credentials, sent a malformed body): the operator's problem, not the client's.
+    Upstream,
 }
 
 /// An error with the offending parameter named, as OpenAI does.
@@ -42,6 +45,11 @@ pub struct Error {
     pub field: Option<crate::RequestField>,
     /// A machine-readable code where OpenAI defines one (`model_not_found`).
     pub code: Option<String>,
+    /// Trying the same provider again may succeed (a connect error, a timeout, 429, 5xx):
+    /// routing retries it with backoff before it falls back.
+    pub retryable: bool,
+    /// How long the provider asked us to wait before retrying (`Retry-After`).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl Error {
@@ -52,7 +60,17 @@ impl Error {
             param: None,
             field: None,
             code: None,
+            retryable: false,
+            retry_after: None,
         }
+    }
+
+    /// Marks the error as worth retrying, after `retry_after` if the provider said so.
+    #[must_use]
+    pub fn retryable(mut self, retry_after: Option<std::time::Duration>) -> Self {
+        self.retryable = true;
+        self.retry_after = retry_after;
+        self
     }
 
     /// An invalid request, located in canonical terms.

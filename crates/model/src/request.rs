@@ -262,6 +262,19 @@ pub enum ReasoningEffort {
     High,
 }
 
+impl ReasoningEffort {
+    /// OpenAI's name for the level.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Minimal => "minimal",
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebSearch {
     pub context_size: Option<String>,

@@ -11,6 +11,7 @@
 
 pub mod fake;
 pub mod local;
+pub mod openai;
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{assert_error, client, sse_data};
 use serde_json::{json, Value};
-use switchboard_gateway::{Catalog, CatalogEntry, Pricing};
+use switchboard_gateway::{Catalog, CatalogEntry, Pricing, Route};
 use switchboard_model::{Capability, Error, ErrorKind, Event, FinishReason, Usage};
 use switchboard_providers::fake::{FakeProvider, Step};
 use switchboard_server::ServerConfig;
@@ -31,7 +31,7 @@ fn entry(id: &str, provider: Arc<FakeProvider>) -> CatalogEntry {
         context_window: 4096,
         capabilities: vec![Capability::Tools],
         pricing: Pricing::default(),
-        provider,
+        routes: vec![Route::new("fake", provider, id, 1)],
     }
 }
 

@@ -1,0 +1,269 @@
+//! Routes: the ordered providers a catalog entry can be served by, and how a request moves
+//! along them. Before the first event reaches the client, a provider failure worth retrying
+//! (a connect error, a timeout, 429, 5xx) is retried on the same route with exponential
+//! backoff and jitter, honouring `Retry-After` (capped); then the next route is tried. A route
+//! that fails again and again is skipped for a while (a circuit breaker) and probed again
+//! later. Client errors (a bad request the upstream refused) are answered at once: another
+//! route would refuse them too.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use switchboard_model::{Error, ErrorKind, Request};
+use switchboard_providers::{EventStream, Provider};
+
+/// Attempts on one route before moving to the next.
+const ATTEMPTS_PER_ROUTE: u32 = 3;
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// The longest `Retry-After` honoured before trying the next route instead.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(5);
+/// Consecutive failures that open a route's circuit, and how long it stays open.
+const BREAKER_THRESHOLD: u32 = 5;
+const BREAKER_COOL_DOWN: Duration = Duration::from_secs(30);
+
+/// One way to serve a catalog entry: a provider and the model name it knows.
+pub struct Route {
+    /// The operator's name for the provider (`local`, `oai`), for logs and `owned_by`.
+    pub provider_name: String,
+    pub provider: Arc<dyn Provider>,
+    /// The model as the provider names it.
+    pub model: String,
+    /// Share of traffic among routes of equal standing; 0 = only as a fallback, in order.
+    pub weight: u32,
+    breaker: Breaker,
+}
+
+impl Route {
+    #[must_use]
+    pub fn new(
+        provider_name: impl Into<String>,
+        provider: Arc<dyn Provider>,
+        model: impl Into<String>,
+        weight: u32,
+    ) -> Self {
+        Self {
+            provider_name: provider_name.into(),
+            provider,
+            model: model.into(),
+            weight,
+            breaker: Breaker::default(),
+        }
+    }
+}
+
+/// Opens after consecutive failures; lets one probe through after the cool-down.
+#[derive(Default)]
+struct Breaker {
+    state: Mutex<BreakerState>,
+}
+
+#[derive(Default)]
+struct BreakerState {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+impl Breaker {
+    fn allows(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match state.open_until {
+            Some(until) if Instant::now() < until => false,
+            Some(_) => {
+                // Half-open: this request is the probe; another failure re-opens at once.
+                state.open_until = None;
+                state.failures = BREAKER_THRESHOLD - 1;
+                true
+            }
+            None => true,
+        }
+    }
+
+    fn record(&self, success: bool) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if success {
+            *state = BreakerState::default();
+            return;
+        }
+        state.failures += 1;
+        if state.failures >= BREAKER_THRESHOLD {
+            state.open_until = Some(Instant::now() + BREAKER_COOL_DOWN);
+        }
+    }
+}
+
+/// The order to try routes in: weighted routes first, drawn by weight (spreading load among
+/// equals), then the zero-weight fallbacks in configured order.
+fn order(routes: &[Route]) -> Vec<&Route> {
+    let mut weighted: Vec<&Route> = routes.iter().filter(|r| r.weight > 0).collect();
+    let mut ordered = Vec::with_capacity(routes.len());
+    let mut rng = rand::rng();
+    while !weighted.is_empty() {
+        let total: u32 = weighted.iter().map(|r| r.weight).sum();
+        let mut pick = rng.random_range(0..total);
+        let index = weighted
+            .iter()
+            .position(|route| {
+                if pick < route.weight {
+                    true
+                } else {
+                    pick -= route.weight;
+                    false
+                }
+            })
+            .unwrap_or(0);
+        ordered.push(weighted.remove(index));
+    }
+    ordered.extend(routes.iter().filter(|r| r.weight == 0));
+    ordered
+}
+
+/// A failure of the provider (not of the request) that another attempt or route may avoid.
+fn provider_failure(error: &Error) -> bool {
+    error.retryable || error.kind == ErrorKind::Upstream
+}
+
+fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    if let Some(wait) = retry_after {
+        return wait.min(RETRY_AFTER_MAX);
+    }
+    let exponential = BACKOFF_BASE
+        .saturating_mul(1 << attempt.min(8))
+        .min(BACKOFF_MAX);
+    // Full jitter: anywhere up to the exponential bound, so retries do not arrive together.
+    let millis = u64::try_from(exponential.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(rand::rng().random_range(0..=millis))
+}
+
+/// Serves `request` from the first route that can, as described in the module documentation.
+pub(crate) async fn serve(routes: &[Route], request: &Arc<Request>) -> Result<EventStream, Error> {
+    let mut last_failure = None;
+    for route in order(routes) {
+        if !route.breaker.allows() {
+            continue;
+        }
+        // Named as the provider knows the model (a copy only when the name differs).
+        let routed = if route.model == request.model {
+            Arc::clone(request)
+        } else {
+            let mut renamed = Request::clone(request);
+            renamed.model.clone_from(&route.model);
+            Arc::new(renamed)
+        };
+        for attempt in 0..ATTEMPTS_PER_ROUTE {
+            match route.provider.generate(Arc::clone(&routed)).await {
+                Ok(events) => {
+                    route.breaker.record(true);
+                    return Ok(events);
+                }
+                Err(error) if !provider_failure(&error) => return Err(error),
+                Err(error) => {
+                    tracing::warn!(
+                        provider = %route.provider_name,
+                        attempt,
+                        message = %error.message,
+                        "route failed"
+                    );
+                    let retry = error.retryable
+                        && attempt + 1 < ATTEMPTS_PER_ROUTE
+                        && error.retry_after.is_none_or(|wait| wait <= RETRY_AFTER_MAX);
+                    let wait = backoff(attempt, error.retry_after);
+                    last_failure = Some(error);
+                    if !retry {
+                        break;
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        route.breaker.record(false);
+    }
+    Err(last_failure.unwrap_or_else(|| {
+        Error::new(
+            ErrorKind::Upstream,
+            "Every provider of this model is failing; try again shortly.",
+        )
+        .retryable(None)
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use switchboard_model::{Item, Role};
+    use switchboard_providers::fake::{FakeProvider, Step};
+
+    use super::*;
+
+    fn request() -> Arc<Request> {
+        Arc::new(Request::text("entry", vec![Item::text(Role::User, "hi")]))
+    }
+
+    #[tokio::test]
+    async fn falls_back_after_retries_and_renames_the_model() {
+        let failing = Arc::new(FakeProvider::refusing(
+            Error::new(ErrorKind::Upstream, "503").retryable(None),
+        ));
+        let working = Arc::new(FakeProvider::new(vec![Step::Complete]));
+        let routes = vec![
+            Route::new("a", failing.clone(), "model-a", 0),
+            Route::new("b", working.clone(), "model-b", 0),
+        ];
+        let mut events = serve(&routes, &request()).await.unwrap();
+        assert!(events.next().await.unwrap().is_ok());
+        assert_eq!(failing.received().len(), ATTEMPTS_PER_ROUTE as usize);
+        assert_eq!(failing.received()[0].model, "model-a");
+        assert_eq!(working.received()[0].model, "model-b");
+    }
+
+    #[tokio::test]
+    async fn client_errors_are_answered_at_once() {
+        let refusing = Arc::new(FakeProvider::refusing(Error::invalid("messages", "bad")));
+        let other = Arc::new(FakeProvider::new(vec![Step::Complete]));
+        let routes = vec![
+            Route::new("a", refusing.clone(), "m", 0),
+            Route::new("b", other.clone(), "m", 0),
+        ];
+        let error = serve(&routes, &request()).await.err().unwrap();
+        assert_eq!(error.kind, ErrorKind::InvalidRequest);
+        assert_eq!(refusing.received().len(), 1);
+        assert!(other.received().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failing_route_is_skipped_once_its_circuit_opens() {
+        let failing = Arc::new(FakeProvider::refusing(Error::new(
+            ErrorKind::Upstream,
+            "bad credentials",
+        )));
+        let working = Arc::new(FakeProvider::new(vec![Step::Complete]));
+        let routes = vec![
+            Route::new("a", failing.clone(), "m", 0),
+            Route::new("b", working.clone(), "m", 0),
+        ];
+        for _ in 0..BREAKER_THRESHOLD + 3 {
+            assert!(serve(&routes, &request()).await.is_ok());
+        }
+        // Not retried (not retryable), and no longer tried once the circuit opened.
+        assert_eq!(failing.received().len(), BREAKER_THRESHOLD as usize);
+    }
+
+    #[test]
+    fn weights_spread_load_and_fallbacks_come_last() {
+        let fake = || -> Arc<dyn Provider> { Arc::new(FakeProvider::default()) };
+        let routes = vec![
+            Route::new("heavy", fake(), "m", 3),
+            Route::new("light", fake(), "m", 1),
+            Route::new("fallback", fake(), "m", 0),
+        ];
+        let mut heavy_first = 0;
+        for _ in 0..400 {
+            let ordered = order(&routes);
+            assert_eq!(ordered[2].provider_name, "fallback");
+            heavy_first += usize::from(ordered[0].provider_name == "heavy");
+        }
+        assert!((220..=380).contains(&heavy_first), "{heavy_first}");
+    }
+}

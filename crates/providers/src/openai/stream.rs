@@ -1,0 +1,355 @@
+//! OpenAI Chat Completions stream chunks → canonical events: a pure state machine, fed one
+//! decoded `data:` payload at a time and tested without sockets.
+//!
+//! It reads what compatible servers send: `delta.content`, reasoning under `reasoning_content`
+//! (vLLM, DeepSeek), `reasoning` (OpenRouter, Ollama) or `reasoning_details` text entries,
+//! tool-call fragments (id and name first, then arguments), `logprobs.content`,
+//! `finish_reason`, and the usage chunk (with cached and reasoning tokens).
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+use switchboard_model::{Error, ErrorKind, Event, FinishReason, TokenLogprob, TopLogprob, Usage};
+
+/// The state of one upstream stream.
+#[derive(Default)]
+pub struct ChunkDecoder {
+    /// (choice, call index) of the tool calls already started.
+    started_calls: HashSet<(u32, u32)>,
+    finished: HashSet<u32>,
+    seen_choices: HashSet<u32>,
+    usage: Option<Usage>,
+    calls_made: u32,
+}
+
+impl ChunkDecoder {
+    /// The events one chunk carries.
+    ///
+    /// # Errors
+    /// An upstream error object sent inside the stream.
+    pub fn push(&mut self, chunk: &Value) -> Result<Vec<Event>, Error> {
+        if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
+            let message = error
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("the upstream reported an error in its stream");
+            return Err(Error::new(
+                ErrorKind::Upstream,
+                format!("The upstream failed mid-stream: {message}"),
+            ));
+        }
+        let mut events = Vec::new();
+        for choice in chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice)
+        {
+            self.choice(choice, &mut events);
+        }
+        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+            self.usage = Some(usage_of(usage));
+        }
+        Ok(events)
+    }
+
+    fn choice(&mut self, choice: &Value, events: &mut Vec<Event>) {
+        #[allow(clippy::cast_possible_truncation)]
+        let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0) as u32;
+        self.seen_choices.insert(index);
+        let delta = choice.get("delta").unwrap_or(&Value::Null);
+        for key in ["reasoning_content", "reasoning"] {
+            if let Some(text) = delta.get(key).and_then(Value::as_str) {
+                if !text.is_empty() {
+                    events.push(Event::ReasoningDelta {
+                        choice: index,
+                        text: text.to_owned(),
+                    });
+                }
+            }
+        }
+        if delta.get("reasoning_content").is_none() && delta.get("reasoning").is_none() {
+            for detail in delta
+                .get("reasoning_details")
+                .and_then(Value::as_array)
+                .map_or(&[][..], Vec::as_slice)
+            {
+                if let Some(text) = detail.get("text").and_then(Value::as_str) {
+                    events.push(Event::ReasoningDelta {
+                        choice: index,
+                        text: text.to_owned(),
+                    });
+                }
+            }
+        }
+        let logprobs = logprobs_of(choice);
+        let text = delta.get("content").and_then(Value::as_str).unwrap_or("");
+        if !text.is_empty() || !logprobs.is_empty() {
+            events.push(Event::TextDelta {
+                choice: index,
+                text: text.to_owned(),
+                logprobs,
+            });
+        }
+        if let Some(refusal) = delta.get("refusal").and_then(Value::as_str) {
+            // The canonical events have no refusal delta yet; a refusal is the answer's text.
+            if !refusal.is_empty() {
+                events.push(Event::TextDelta {
+                    choice: index,
+                    text: refusal.to_owned(),
+                    logprobs: Vec::new(),
+                });
+            }
+        }
+        for call in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice)
+        {
+            self.call(index, call, events);
+        }
+        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            if self.finished.insert(index) {
+                events.push(Event::Finished {
+                    choice: index,
+                    reason: finish_reason(reason),
+                });
+            }
+        }
+    }
+
+    fn call(&mut self, choice: u32, call: &Value, events: &mut Vec<Event>) {
+        #[allow(clippy::cast_possible_truncation)]
+        let index = call.get("index").and_then(Value::as_u64).unwrap_or(0) as u32;
+        let function = call.get("function").unwrap_or(&Value::Null);
+        if !self.started_calls.contains(&(choice, index)) {
+            let name = function.get("name").and_then(Value::as_str).unwrap_or("");
+            let id = call.get("id").and_then(Value::as_str).unwrap_or("");
+            if name.is_empty() && id.is_empty() {
+                return;
+            }
+            self.calls_made += 1;
+            let id = if id.is_empty() {
+                // Some servers leave ids out; the client still needs one to answer the call.
+                format!("call_{choice}_{index}_{}", self.calls_made)
+            } else {
+                id.to_owned()
+            };
+            self.started_calls.insert((choice, index));
+            events.push(Event::ToolCallStart {
+                choice,
+                index,
+                id,
+                name: name.to_owned(),
+            });
+        }
+        if let Some(fragment) = function.get("arguments").and_then(Value::as_str) {
+            if !fragment.is_empty() {
+                events.push(Event::ToolCallArguments {
+                    choice,
+                    index,
+                    fragment: fragment.to_owned(),
+                });
+            }
+        }
+    }
+
+    /// The closing events once the upstream said `[DONE]`: a finish for any choice the
+    /// upstream left open, then usage (zeros if the upstream sent none).
+    #[must_use]
+    pub fn finish(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        let mut open: Vec<u32> = self
+            .seen_choices
+            .difference(&self.finished)
+            .copied()
+            .collect();
+        open.sort_unstable();
+        for choice in open {
+            self.finished.insert(choice);
+            events.push(Event::Finished {
+                choice,
+                reason: FinishReason::Stop,
+            });
+        }
+        events.push(Event::Usage(self.usage.take().unwrap_or_default()));
+        events
+    }
+}
+
+fn finish_reason(reason: &str) -> FinishReason {
+    match reason {
+        "length" => FinishReason::Length,
+        "tool_calls" | "function_call" => FinishReason::ToolCalls,
+        "content_filter" => FinishReason::ContentFilter,
+        _ => FinishReason::Stop,
+    }
+}
+
+fn count(value: &Value, path: &[&str]) -> u32 {
+    let mut node = value;
+    for key in path {
+        node = node.get(key).unwrap_or(&Value::Null);
+    }
+    node.as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0)
+}
+
+fn usage_of(usage: &Value) -> Usage {
+    Usage {
+        prompt_tokens: count(usage, &["prompt_tokens"]),
+        completion_tokens: count(usage, &["completion_tokens"]),
+        cached_tokens: count(usage, &["prompt_tokens_details", "cached_tokens"]),
+        reasoning_tokens: count(usage, &["completion_tokens_details", "reasoning_tokens"]),
+    }
+}
+
+fn logprobs_of(choice: &Value) -> Vec<TokenLogprob> {
+    let Some(entries) = choice
+        .get("logprobs")
+        .and_then(|l| l.get("content"))
+        .and_then(Value::as_array)
+    else {
+        return Vec::new();
+    };
+    #[allow(clippy::cast_possible_truncation)]
+    let logprob =
+        |entry: &Value| entry.get("logprob").and_then(Value::as_f64).unwrap_or(0.0) as f32;
+    let token = |entry: &Value| {
+        let text = entry
+            .get("token")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let bytes = entry
+            .get("bytes")
+            .and_then(Value::as_array)
+            .map(|bytes| {
+                bytes
+                    .iter()
+                    .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+                    .collect()
+            })
+            .unwrap_or_else(|| text.as_bytes().to_vec());
+        (text, bytes)
+    };
+    entries
+        .iter()
+        .map(|entry| {
+            let (text, bytes) = token(entry);
+            let top = entry
+                .get("top_logprobs")
+                .and_then(Value::as_array)
+                .map_or(&[][..], Vec::as_slice)
+                .iter()
+                .map(|alternative| {
+                    let (token, bytes) = token(alternative);
+                    TopLogprob {
+                        token,
+                        bytes,
+                        logprob: logprob(alternative),
+                    }
+                })
+                .collect();
+            TokenLogprob {
+                token: text,
+                bytes,
+                logprob: logprob(entry),
+                top,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn text_reasoning_calls_finish_and_usage() {
+        let mut decoder = ChunkDecoder::default();
+        let chunks = [
+            json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}),
+            json!({"choices": [{"index": 0, "delta": {"reasoning_content": "Think."}}]}),
+            json!({"choices": [{"index": 0, "delta": {"content": "Hi"}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_a", "type": "function",
+                "function": {"name": "f", "arguments": ""}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":"}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+            json!({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 4,
+                "prompt_tokens_details": {"cached_tokens": 2}, "completion_tokens_details": {"reasoning_tokens": 1}}}),
+        ];
+        let mut events = Vec::new();
+        for chunk in &chunks {
+            events.extend(decoder.push(chunk).unwrap());
+        }
+        events.extend(decoder.finish());
+        assert_eq!(
+            events,
+            vec![
+                Event::ReasoningDelta {
+                    choice: 0,
+                    text: "Think.".into()
+                },
+                Event::TextDelta {
+                    choice: 0,
+                    text: "Hi".into(),
+                    logprobs: Vec::new()
+                },
+                Event::ToolCallStart {
+                    choice: 0,
+                    index: 0,
+                    id: "call_a".into(),
+                    name: "f".into()
+                },
+                Event::ToolCallArguments {
+                    choice: 0,
+                    index: 0,
+                    fragment: "{\"a\":".into()
+                },
+                Event::ToolCallArguments {
+                    choice: 0,
+                    index: 0,
+                    fragment: "1}".into()
+                },
+                Event::Finished {
+                    choice: 0,
+                    reason: FinishReason::ToolCalls
+                },
+                Event::Usage(Usage {
+                    prompt_tokens: 9,
+                    completion_tokens: 4,
+                    cached_tokens: 2,
+                    reasoning_tokens: 1
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn open_choices_are_closed_and_errors_surface() {
+        let mut decoder = ChunkDecoder::default();
+        let events = decoder
+            .push(&json!({"choices": [{"index": 1, "delta": {"reasoning": "r"}}, {"index": 0, "delta": {"content": "x",
+                "logprobs": null}, "logprobs": {"content": [{"token": "x", "logprob": -0.5, "bytes": [120],
+                "top_logprobs": [{"token": "y", "logprob": -1.0, "bytes": [121]}]}]}}]}))
+            .unwrap();
+        assert_eq!(events.len(), 2);
+        let Event::TextDelta { logprobs, .. } = &events[1] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(logprobs[0].top[0].token, "y");
+        let closing = decoder.finish();
+        assert_eq!(closing.len(), 3, "{closing:?}");
+        assert!(matches!(closing[2], Event::Usage(_)));
+        let error = decoder
+            .push(&json!({"error": {"message": "overloaded", "type": "server_error"}}))
+            .unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Upstream);
+    }
+}
