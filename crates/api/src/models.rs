@@ -20,12 +20,49 @@ pub struct ModelEntry {
     /// Names from `Capability::as_str` (`tools`, `vision`, ...).
     pub capabilities: Vec<String>,
     pub pricing: Pricing,
+    /// What the model takes and gives, as the hosted platform lists it.
+    pub architecture: Architecture,
+}
+
+/// Input and output modalities (`text`, `image`, `audio`, `file`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Architecture {
+    pub input_modalities: Vec<&'static str>,
+    pub output_modalities: Vec<&'static str>,
+}
+
+impl Architecture {
+    /// The modalities a set of capability names implies.
+    #[must_use]
+    pub fn from_capabilities(capabilities: &[String]) -> Self {
+        let has = |name: &str| capabilities.iter().any(|c| c == name);
+        let mut input_modalities = vec!["text"];
+        for (capability, modality) in [
+            ("vision", "image"),
+            ("audio_input", "audio"),
+            ("files", "file"),
+        ] {
+            if has(capability) {
+                input_modalities.push(modality);
+            }
+        }
+        let mut output_modalities = vec!["text"];
+        if has("audio_output") {
+            output_modalities.push("audio");
+        }
+        Self {
+            input_modalities,
+            output_modalities,
+        }
+    }
 }
 
 /// Price per million tokens.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Pricing {
     pub input_per_million: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cached_input_per_million: Option<f64>,
     pub output_per_million: f64,
     /// Always `"USD"`.
     pub currency: &'static str,
@@ -55,6 +92,7 @@ impl ModelEntry {
             created,
             owned_by: owned_by.into(),
             context_window,
+            architecture: Architecture::from_capabilities(&capabilities),
             capabilities,
             pricing,
         }
@@ -66,6 +104,7 @@ impl Pricing {
     pub fn usd(input_per_million: f64, output_per_million: f64) -> Self {
         Self {
             input_per_million,
+            cached_input_per_million: None,
             output_per_million,
             currency: "USD",
         }
@@ -117,7 +156,8 @@ mod tests {
                 "id": "smollm2-135m", "object": "model", "created": 1_700_000_000u64,
                 "owned_by": "switchboard", "context_window": 8192,
                 "capabilities": ["tools", "json_schema"],
-                "pricing": {"input_per_million": 0.0, "output_per_million": 0.0, "currency": "USD"}
+                "pricing": {"input_per_million": 0.0, "output_per_million": 0.0, "currency": "USD"},
+                "architecture": {"input_modalities": ["text"], "output_modalities": ["text"]}
             })
         );
     }

@@ -14,6 +14,8 @@ use crate::routing::Route;
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Pricing {
     pub input_per_million: f64,
+    /// Prompt tokens served from the provider's cache, where it charges less for them.
+    pub cached_input_per_million: Option<f64>,
     pub output_per_million: f64,
 }
 

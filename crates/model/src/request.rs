@@ -144,6 +144,27 @@ impl Capability {
             Self::WebSearch => "web_search",
         }
     }
+
+    /// Every capability, in the catalog's order.
+    pub const ALL: [Self; 9] = [
+        Self::Tools,
+        Self::JsonObject,
+        Self::JsonSchema,
+        Self::Vision,
+        Self::AudioInput,
+        Self::AudioOutput,
+        Self::Files,
+        Self::Reasoning,
+        Self::WebSearch,
+    ];
+
+    /// The capability a catalog name (`tools`, `vision`…) stands for.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|capability| capability.as_str() == name)
+    }
 }
 
 /// Who authored a message.

@@ -31,9 +31,12 @@ fn wire(entry: &CatalogEntry) -> ModelEntry {
             .iter()
             .map(|c| c.as_str().to_owned())
             .collect(),
-        Pricing::usd(
-            entry.pricing.input_per_million,
-            entry.pricing.output_per_million,
-        ),
+        Pricing {
+            cached_input_per_million: entry.pricing.cached_input_per_million,
+            ..Pricing::usd(
+                entry.pricing.input_per_million,
+                entry.pricing.output_per_million,
+            )
+        },
     )
 }

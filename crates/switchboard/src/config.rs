@@ -84,6 +84,85 @@ pub struct FileConfig {
     pub log_content: Option<bool>,
     #[serde(default)]
     pub engine: FileEngineConfig,
+    /// Upstream providers the catalog's models route to.
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    /// Models served through providers (the embedded model is added unless turned off).
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+}
+
+/// `[[providers]]`: one upstream API.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// What routes call it.
+    pub name: String,
+    pub kind: ProviderKind,
+    /// The API root as the provider's official SDK takes it (`https://api.openai.com/v1`).
+    pub base_url: String,
+    /// The environment variable holding the provider's API key (never the key itself).
+    pub api_key_env: Option<String>,
+    /// Extra headers for every request to this provider.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Any server speaking OpenAI's Chat Completions wire.
+    Openai,
+    Anthropic,
+    Gemini,
+}
+
+/// Seconds each part of an upstream exchange may take.
+#[derive(Deserialize, Debug, Clone, Copy, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    pub connect: Option<u64>,
+    pub first_byte: Option<u64>,
+    pub idle: Option<u64>,
+    pub total: Option<u64>,
+}
+
+/// `[[models]]`: a catalog entry served through routes.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// What clients send as `model`.
+    pub id: String,
+    pub context_window: Option<u32>,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    #[serde(default)]
+    pub pricing: PricingConfig,
+    pub routes: Vec<RouteConfig>,
+}
+
+/// USD per million tokens.
+#[derive(Deserialize, Debug, Clone, Copy, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PricingConfig {
+    #[serde(default)]
+    pub input: f64,
+    pub cached_input: Option<f64>,
+    #[serde(default)]
+    pub output: f64,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub provider: String,
+    /// The model as the provider names it.
+    pub model: String,
+    /// Share of traffic among the weighted routes; routes without a weight are fallbacks,
+    /// tried in order after them.
+    pub weight: Option<u32>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -98,6 +177,8 @@ pub struct FileEngineConfig {
     pub context_window: Option<usize>,
     pub prefix_cache_tokens: Option<usize>,
     pub kv_cache_mib: Option<usize>,
+    /// Serve the embedded model (default); `false` runs a pure gateway.
+    pub enabled: Option<bool>,
 }
 
 /// Fully resolved settings for `serve`.
@@ -112,6 +193,10 @@ pub struct Settings {
     pub server: ServerConfig,
     /// SQLite file for stored responses; `None` means the default under `$SWITCHBOARD_HOME`.
     pub store: Option<PathBuf>,
+    /// Whether the embedded model is in the catalog.
+    pub local_model: bool,
+    pub providers: Vec<ProviderConfig>,
+    pub models: Vec<ModelConfig>,
 }
 
 const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
@@ -151,6 +236,9 @@ impl Settings {
             listen: args.listen.or(file.listen).unwrap_or(DEFAULT_LISTEN),
             api_keys,
             insecure_no_auth,
+            local_model: e.enabled.unwrap_or(true),
+            providers: file.providers,
+            models: file.models,
             model: args.model.clone().or(e.model),
             store: args.store.clone().or(file.store),
             model_id: args.model_id.clone().or(e.model_id),

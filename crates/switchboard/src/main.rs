@@ -1,6 +1,7 @@
 //! The `switchboard` binary: command line, configuration resolution (file < env < flags), model
 //! fetching, and start-up of the engine, gateway and HTTP server.
 
+mod catalog;
 mod config;
 mod fetch;
 
@@ -57,30 +58,25 @@ fn serve(args: &ServeArgs) -> Result<()> {
     let settings = Settings::resolve(args)?;
     let keys = ApiKeys::new(&settings.api_keys);
     check_exposure(settings.listen, keys.is_empty(), settings.insecure_no_auth)?;
-    let (path, model_id) = match &settings.model {
-        Some(path) => (
-            path.clone(),
-            settings
-                .model_id
-                .clone()
-                .unwrap_or_else(|| config::model_id_from_path(path)),
-        ),
-        None => (
-            fetch::ensure_default_model()?,
-            settings
-                .model_id
-                .clone()
-                .unwrap_or_else(|| fetch::DEFAULT_MODEL_ID.to_owned()),
-        ),
-    };
-    tracing::info!(path = %path.display(), id = %model_id, "loading model");
-    let engine = Engine::load(&path, &model_id, &settings.engine)
-        .with_context(|| format!("loading {}", path.display()))?;
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let mut catalog = Catalog::default();
-    catalog.add(CatalogEntry::local(engine, created));
+    if settings.local_model {
+        catalog.add(CatalogEntry::local(load_local_model(&settings)?, created));
+    } else {
+        tracing::info!("the embedded model is turned off: serving configured models only");
+    }
+    catalog::add_configured_models(
+        &mut catalog,
+        &settings.providers,
+        &settings.models,
+        created,
+        |name| std::env::var(name).ok(),
+    )?;
+    if catalog.entries().is_empty() {
+        bail!("the catalog is empty: enable the embedded model or configure [[models]]");
+    }
     let gateway = Arc::new(Gateway::new(catalog, keys));
 
     raise_file_limit();
@@ -124,6 +120,29 @@ fn raise_file_limit() {
         Ok(limit) => tracing::debug!(limit, "open file limit"),
         Err(err) => tracing::warn!(%err, "cannot raise the open file limit"),
     }
+}
+
+/// Loads the default model (fetching it if needed) or `--model`.
+fn load_local_model(settings: &Settings) -> Result<Engine> {
+    let (path, model_id) = match &settings.model {
+        Some(path) => (
+            path.clone(),
+            settings
+                .model_id
+                .clone()
+                .unwrap_or_else(|| config::model_id_from_path(path)),
+        ),
+        None => (
+            fetch::ensure_default_model()?,
+            settings
+                .model_id
+                .clone()
+                .unwrap_or_else(|| fetch::DEFAULT_MODEL_ID.to_owned()),
+        ),
+    };
+    tracing::info!(path = %path.display(), id = %model_id, "loading model");
+    Engine::load(&path, &model_id, &settings.engine)
+        .with_context(|| format!("loading {}", path.display()))
 }
 
 /// Without keys, only loopback is safe to listen on.

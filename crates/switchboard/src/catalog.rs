@@ -1,0 +1,227 @@
+//! The catalog from the settings: the embedded model (unless turned off) and every
+//! `[[models]]` entry with its routes to `[[providers]]`. Everything a typo could break is
+//! checked here, at start-up, with the offending name in the message.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use switchboard_gateway::{Catalog, CatalogEntry, Pricing, Provider, Route};
+use switchboard_model::Capability;
+use switchboard_providers::openai::{OpenAiConfig, OpenAiProvider, Timeouts};
+
+use crate::config::{ModelConfig, ProviderConfig, ProviderKind};
+
+/// Adds the configured models to `catalog`. `env` reads an environment variable (the
+/// providers' keys), so tests need not touch the process environment.
+pub fn add_configured_models(
+    catalog: &mut Catalog,
+    providers: &[ProviderConfig],
+    models: &[ModelConfig],
+    created: u64,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<()> {
+    let mut built: HashMap<&str, Arc<dyn Provider>> = HashMap::new();
+    for config in providers {
+        if built.contains_key(config.name.as_str()) {
+            bail!("provider '{}' is configured twice", config.name);
+        }
+        built.insert(&config.name, provider(config, &env)?);
+    }
+    for model in models {
+        if model.routes.is_empty() {
+            bail!("model '{}' has no routes", model.id);
+        }
+        let mut capabilities = Vec::with_capacity(model.capabilities.len());
+        for name in &model.capabilities {
+            let Some(capability) = Capability::from_name(name) else {
+                bail!(
+                    "model '{}': unknown capability '{name}' (known: {})",
+                    model.id,
+                    Capability::ALL.map(Capability::as_str).join(", ")
+                );
+            };
+            capabilities.push(capability);
+        }
+        let mut routes = Vec::with_capacity(model.routes.len());
+        for route in &model.routes {
+            let Some(provider) = built.get(route.provider.as_str()) else {
+                bail!(
+                    "model '{}': route to unknown provider '{}'",
+                    model.id,
+                    route.provider
+                );
+            };
+            routes.push(Route::new(
+                &route.provider,
+                Arc::clone(provider),
+                &route.model,
+                route.weight.unwrap_or(0),
+            ));
+        }
+        catalog.add(CatalogEntry {
+            id: model.id.clone(),
+            owned_by: model.routes[0].provider.clone(),
+            created,
+            context_window: model.context_window.unwrap_or(0),
+            capabilities,
+            pricing: Pricing {
+                input_per_million: model.pricing.input,
+                cached_input_per_million: model.pricing.cached_input,
+                output_per_million: model.pricing.output,
+            },
+            routes,
+        });
+    }
+    Ok(())
+}
+
+fn provider(
+    config: &ProviderConfig,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn Provider>> {
+    let api_key =
+        match &config.api_key_env {
+            None => None,
+            Some(variable) => Some(env(variable).filter(|key| !key.is_empty()).with_context(
+                || {
+                    format!(
+                "provider '{}': the environment variable {variable} (api_key_env) is not set",
+                config.name
+            )
+                },
+            )?),
+        };
+    let defaults = Timeouts::default();
+    let seconds =
+        |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_secs);
+    let timeouts = Timeouts {
+        connect: seconds(config.timeouts.connect, defaults.connect),
+        first_byte: seconds(config.timeouts.first_byte, defaults.first_byte),
+        idle: seconds(config.timeouts.idle, defaults.idle),
+        total: seconds(config.timeouts.total, defaults.total),
+    };
+    match config.kind {
+        ProviderKind::Openai => Ok(Arc::new(
+            OpenAiProvider::new(OpenAiConfig {
+                name: config.name.clone(),
+                base_url: config.base_url.clone(),
+                api_key,
+                headers: config
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (name.clone(), value.clone()))
+                    .collect(),
+                timeouts,
+            })
+            .map_err(|err| anyhow::anyhow!("provider '{}': {}", config.name, err.message))?,
+        )),
+        ProviderKind::Anthropic | ProviderKind::Gemini => bail!(
+            "provider '{}': kind {:?} is not implemented yet; only \"openai\" (any \
+             OpenAI-compatible server) is",
+            config.name,
+            config.kind
+        ),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::FileConfig;
+
+    const EXAMPLE: &str = r#"
+        [[providers]]
+        name = "oai"
+        kind = "openai"
+        base_url = "http://127.0.0.1:9001/v1"
+        api_key_env = "OAI_KEY"
+        headers = { "X-Title" = "switchboard" }
+        timeouts = { connect = 5, first_byte = 30, idle = 30, total = 600 }
+
+        [[providers]]
+        name = "backup"
+        kind = "openai"
+        base_url = "http://127.0.0.1:9002/v1"
+
+        [[models]]
+        id = "gpt-test"
+        context_window = 128000
+        capabilities = ["tools", "json_object", "json_schema", "vision", "reasoning"]
+        pricing = { input = 0.15, cached_input = 0.075, output = 0.60 }
+        routes = [{ provider = "oai", model = "gpt-4o-mini" }, { provider = "backup", model = "gpt-4o-mini" }]
+    "#;
+
+    fn build(text: &str, env: &[(&str, &str)]) -> Result<Catalog> {
+        let file: FileConfig = toml::from_str(text)?;
+        let mut catalog = Catalog::default();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        add_configured_models(&mut catalog, &file.providers, &file.models, 7, |name| {
+            env.get(name).cloned()
+        })?;
+        Ok(catalog)
+    }
+
+    #[test]
+    fn the_documented_example_builds_a_routed_entry() {
+        let catalog = build(EXAMPLE, &[("OAI_KEY", "sk-upstream")]).unwrap();
+        let entry = catalog.get("gpt-test").unwrap();
+        assert_eq!(entry.owned_by, "oai");
+        assert_eq!(entry.context_window, 128_000);
+        assert_eq!(entry.capabilities.len(), 5);
+        assert_eq!(entry.pricing.cached_input_per_million, Some(0.075));
+        let routes: Vec<_> = entry
+            .routes
+            .iter()
+            .map(|r| (r.provider_name.as_str(), r.model.as_str()))
+            .collect();
+        assert_eq!(routes, [("oai", "gpt-4o-mini"), ("backup", "gpt-4o-mini")]);
+    }
+
+    #[test]
+    fn mistakes_are_named_at_start_up() {
+        let missing_key = build(EXAMPLE, &[]).err().unwrap().to_string();
+        assert!(missing_key.contains("OAI_KEY"), "{missing_key}");
+        assert!(!missing_key.contains("sk-"), "{missing_key}");
+        let unknown_capability = build(
+            &EXAMPLE.replace("\"reasoning\"]", "\"telepathy\"]"),
+            &[("OAI_KEY", "k")],
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            unknown_capability.contains("telepathy"),
+            "{unknown_capability}"
+        );
+        let unknown_provider = build(
+            &EXAMPLE.replace("provider = \"backup\"", "provider = \"bakup\""),
+            &[("OAI_KEY", "k")],
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(unknown_provider.contains("bakup"), "{unknown_provider}");
+        let not_yet = build(
+            &EXAMPLE.replace(
+                "kind = \"openai\"\n        base_url = \"http://127.0.0.1:9002/v1\"",
+                "kind = \"gemini\"\n        base_url = \"http://127.0.0.1:9002/v1\"",
+            ),
+            &[("OAI_KEY", "k")],
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(not_yet.contains("not implemented yet"), "{not_yet}");
+        assert!(toml::from_str::<FileConfig>(&EXAMPLE.replace("base_url", "baseurl")).is_err());
+        assert!(toml::from_str::<FileConfig>(
+            &EXAMPLE.replace("kind = \"openai\"", "kind = \"cohere\"")
+        )
+        .is_err());
+    }
+}
