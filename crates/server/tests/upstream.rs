@@ -415,3 +415,36 @@ async fn a_failure_after_the_first_byte_ends_the_stream_with_an_error() {
     assert_eq!(status, 200);
     assert!(text.contains("event: response.failed"), "{text}");
 }
+
+/// Switchboard in front of Switchboard: the embedded model served by one instance is an
+/// OpenAI-compatible upstream of another, which has no model of its own; the official SDK
+/// scripts run against the front one unchanged.
+#[tokio::test]
+async fn the_official_sdk_through_a_switchboard_upstream() {
+    let local = common::shared();
+    let upstream = Arc::new(
+        OpenAiProvider::new(OpenAiConfig {
+            name: "inner".into(),
+            base_url: local.url("/v1"),
+            api_key: None,
+            headers: Vec::new(),
+            timeouts: Timeouts::default(),
+        })
+        .unwrap(),
+    );
+    let mut front = entry(
+        common::MODEL,
+        vec![Route::new("inner", upstream, common::MODEL, 0)],
+    );
+    front.context_window = 8192;
+    front.capabilities = vec![
+        Capability::Tools,
+        Capability::JsonObject,
+        Capability::JsonSchema,
+    ];
+    let mut catalog = Catalog::default();
+    catalog.add(front);
+    let base = common::serve_catalog(catalog, &[], ServerConfig::default());
+    common::run_sdk_script_against("sdk_client.py", &format!("{base}/v1")).await;
+    common::run_sdk_script_against("sdk_responses.py", &format!("{base}/v1")).await;
+}

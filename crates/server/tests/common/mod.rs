@@ -201,19 +201,23 @@ pub fn assert_error(status: u16, body: &Value, want_status: u16, want_param: Opt
 /// Runs one of the official-SDK scripts in `tests/` against the shared server; it must print
 /// ALL OK. Skips with a message when no Python with `openai` is configured.
 pub async fn run_sdk_script(script: &str) {
+    run_sdk_script_against(script, &shared().url("/v1")).await;
+}
+
+/// Runs an SDK script against the server at `base_url` (its `/v1`).
+pub async fn run_sdk_script_against(script: &str, base_url: &str) {
     let Some(python) = std::env::var_os("SWITCHBOARD_TEST_PYTHON") else {
         switchboard_testkit::skip_unless_ci(&format!(
             "{script}: set SWITCHBOARD_TEST_PYTHON to a python with `openai` installed"
         ));
         return;
     };
-    let server = shared();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join(script);
     let output = tokio::process::Command::new(python)
         .arg(path)
-        .env("SWITCHBOARD_BASE_URL", server.url("/v1"))
+        .env("SWITCHBOARD_BASE_URL", base_url)
         .env("SWITCHBOARD_MODEL", MODEL)
         .output()
         .await
