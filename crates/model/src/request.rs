@@ -22,6 +22,9 @@ pub struct Request {
     /// End-user id for abuse tracking; never influences generation.
     pub user: Option<String>,
     pub metadata: Option<Value>,
+    /// The id this request is traced by (the client's `x-request-id`, or one we made); sent to
+    /// upstream providers so one request can be followed across services.
+    pub request_id: Option<String>,
 }
 
 impl Request {
@@ -41,6 +44,7 @@ impl Request {
             extra_output_modalities: Vec::new(),
             user: None,
             metadata: None,
+            request_id: None,
         }
     }
 

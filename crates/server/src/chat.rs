@@ -8,21 +8,23 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use futures::future::BoxFuture;
 use switchboard_api::{decode_chat_request, encode_chat_completion, sse, ChatStreamEncoder};
 use switchboard_gateway::EventStream;
 use switchboard_model::{Completion, Error, Event};
 
 use crate::stream::{sse_response, FrameEncoder};
-use crate::{body_error, unix_now, ApiError, AppState};
+use crate::{body_error, unix_now, ApiError, AppState, RequestId};
 
 pub(crate) async fn create(
     State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
-    let decoded = decode_chat_request(&body)?;
+    let mut decoded = decode_chat_request(&body)?;
+    decoded.request.request_id = Some(request_id);
     let request = Arc::new(decoded.request);
     let events = state
         .gateway

@@ -108,7 +108,8 @@ pub fn router(gateway: Arc<Gateway>, store: Store, config: &ServerConfig) -> Rou
         .layer(middleware::from_fn_with_state(
             origins.clone(),
             guard::check_origin,
-        ));
+        ))
+        .layer(middleware::from_fn(request_id));
     Router::new()
         .route("/health", get(health))
         .nest("/v1", api)
@@ -150,6 +151,34 @@ async fn not_found(request: Request) -> ApiError {
         ErrorKind::NotFound,
         format!("Unrecognized request URL ({} {path}).", request.method()),
     ))
+}
+
+/// The id a request is traced by: the client's `x-request-id` when it is a reasonable token,
+/// else a new one. Handlers find it in the request's extensions; the response echoes it.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestId(pub(crate) String);
+
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= 128
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_owned);
+    let id = given.unwrap_or_else(|| format!("req_{}", uuid::Uuid::new_v4().simple()));
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
 }
 
 /// Accepts `Authorization: Bearer KEY` or `x-api-key: KEY`.

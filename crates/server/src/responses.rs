@@ -27,15 +27,17 @@ use switchboard_model::{Error, ErrorKind, Event, Request};
 use switchboard_store::{Store, StoreError, StoredResponse};
 
 use crate::stream::{sse_response, FrameEncoder};
-use crate::{body_error, unix_now, ApiError, AppState};
+use crate::{body_error, unix_now, ApiError, AppState, RequestId};
 
 pub(crate) async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
-    let decoded = decode_responses_request(&body, &mut new_item_id)?;
+    let mut decoded = decode_responses_request(&body, &mut new_item_id)?;
+    decoded.request.request_id = Some(request_id);
     let previous_context = match &decoded.previous_response_id {
         None => Vec::new(),
         Some(id) => load_previous(&state.store, id, &caller).await?,

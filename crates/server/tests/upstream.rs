@@ -30,6 +30,7 @@ type Received = (Option<String>, Value);
 #[derive(Clone, Default)]
 struct Upstream {
     received: Arc<Mutex<Vec<Received>>>,
+    request_ids: Arc<Mutex<Vec<Option<String>>>>,
     flaky_calls: Arc<AtomicUsize>,
 }
 
@@ -90,6 +91,11 @@ async fn completions(
         .get("authorization")
         .map(|v| v.to_str().unwrap().to_owned());
     upstream.received.lock().unwrap().push((auth, body.clone()));
+    upstream.request_ids.lock().unwrap().push(
+        headers
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap().to_owned()),
+    );
     let good = || {
         event_stream(sse(&[
             chunk(json!({"role": "assistant", "content": ""}), None),
@@ -298,6 +304,22 @@ async fn chat_completions_through_an_upstream() {
     assert_eq!(
         sent["messages"],
         json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}])
+    );
+
+    // One id follows the request: ours when the client sent none, the client's otherwise.
+    let our_id = upstream.request_ids.lock().unwrap()[0].clone().unwrap();
+    assert!(our_id.starts_with("req_"), "{our_id}");
+    let response = client()
+        .post(format!("{base}/v1/chat/completions"))
+        .header("x-request-id", "trace-42")
+        .json(&chat("m-good"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-42");
+    assert_eq!(
+        upstream.request_ids.lock().unwrap()[1].as_deref(),
+        Some("trace-42")
     );
 
     let mut streamed = chat("m-good");

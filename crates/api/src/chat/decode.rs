@@ -423,6 +423,7 @@ impl WireRequest {
             extra_output_modalities,
             user: self.user,
             metadata: decode_metadata(self.metadata)?,
+            request_id: None,
         };
         Ok(ChatRequest {
             request,

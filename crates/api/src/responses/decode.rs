@@ -412,6 +412,7 @@ impl WireRequest {
             extra_output_modalities: Vec::new(),
             user: self.user,
             metadata: decode_metadata(self.metadata)?,
+            request_id: None,
         };
         Ok(ResponsesRequest {
             request,

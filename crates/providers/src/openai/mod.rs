@@ -102,6 +102,9 @@ impl OpenAiProvider {
         for (header, value) in &self.config.headers {
             call = call.header(header, value);
         }
+        if let Some(id) = &request.request_id {
+            call = call.header("x-request-id", id);
+        }
         let timeouts = self.config.timeouts;
         let deadline = Instant::now() + timeouts.total;
         let response = match timeout(timeouts.first_byte, call.send()).await {
