@@ -374,3 +374,86 @@ fn logs_never_quote_prompts_or_completions() {
         );
     }
 }
+
+#[test]
+fn a_config_without_the_embedded_model_serves_its_configured_catalog() {
+    let dir = std::env::temp_dir().join(format!("sb-cli-gateway-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("gateway.toml");
+    // The upstream is never called: listing the catalog needs no upstream.
+    std::fs::write(
+        &config,
+        r#"
+[engine]
+enabled = false
+
+[[providers]]
+name = "oai"
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+api_key_env = "SB_CLI_TEST_UPSTREAM_KEY"
+
+[[models]]
+id = "gpt-test"
+context_window = 128000
+capabilities = ["tools", "json_object", "json_schema", "vision", "reasoning"]
+pricing = { input = 0.15, cached_input = 0.075, output = 0.60 }
+routes = [{ provider = "oai", model = "gpt-4o-mini" }]
+"#,
+    )
+    .unwrap();
+    let mut child = binary()
+        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+        .arg(dir.join("store.db"))
+        .arg("--config")
+        .arg(&config)
+        .env("SB_CLI_TEST_UPSTREAM_KEY", "sk-upstream-secret")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            assert!(
+                !line.contains("sk-upstream-secret"),
+                "a key was logged: {line}"
+            );
+            if let Some(at) = line.find("address=") {
+                let address = line[at + 8..].split_whitespace().next().unwrap().to_owned();
+                let _ = tx.send(address);
+            }
+        }
+    });
+    let address = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server did not report its address");
+    let mut stream = TcpStream::connect(&address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /v1/models HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let body: serde_json::Value =
+        serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let models = body["data"].as_array().unwrap();
+    assert_eq!(models.len(), 1, "only the configured model: {body}");
+    assert_eq!(models[0]["id"], "gpt-test");
+    assert_eq!(models[0]["owned_by"], "oai");
+    assert_eq!(models[0]["pricing"]["cached_input_per_million"], 0.075);
+    assert_eq!(
+        models[0]["architecture"]["input_modalities"],
+        serde_json::json!(["text", "image"])
+    );
+}
