@@ -29,7 +29,10 @@ fn stream() -> String {
     let mut text = String::new();
     text.push_str(&format!(
         "data: {}\n\n",
-        chunk(serde_json::json!({"role": "assistant", "content": ""}), None)
+        chunk(
+            serde_json::json!({"role": "assistant", "content": ""}),
+            None
+        )
     ));
     for _ in 0..CHUNKS {
         text.push_str(&format!(
@@ -37,7 +40,10 @@ fn stream() -> String {
             chunk(serde_json::json!({"content": "word "}), None)
         ));
     }
-    text.push_str(&format!("data: {}\n\n", chunk(serde_json::json!({}), Some("stop"))));
+    text.push_str(&format!(
+        "data: {}\n\n",
+        chunk(serde_json::json!({}), Some("stop"))
+    ));
     text.push_str(&format!(
         "data: {}\n\n",
         serde_json::json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1,
