@@ -75,14 +75,8 @@ fn serve() -> Fakes {
 }
 
 async fn post(base: &str, path: &str, body: &Value) -> (u16, String) {
-    let response = client()
-        .post(format!("{base}{path}"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
+    let (status, _, text) = common::post_raw(base, path, body).await;
+    (status, text)
 }
 
 #[tokio::test]

@@ -261,18 +261,6 @@ async fn gateway() -> (String, Upstream) {
     (base, upstream)
 }
 
-async fn call(base: &str, path: &str, body: &Value) -> (u16, HeaderMap, String) {
-    let response = client()
-        .post(format!("{base}{path}"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    (status, headers, response.text().await.unwrap())
-}
-
 fn chat(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "system", "content": "Be brief."},
                                         {"role": "user", "content": "Say hello."}],
@@ -282,7 +270,7 @@ fn chat(model: &str) -> Value {
 #[tokio::test]
 async fn chat_completions_through_an_upstream() {
     let (base, upstream) = gateway().await;
-    let (status, _, body) = call(&base, "/v1/chat/completions", &chat("m-good")).await;
+    let (status, _, body) = common::post_raw(&base, "/v1/chat/completions", &chat("m-good")).await;
     assert_eq!(status, 200, "{body}");
     let body: Value = serde_json::from_str(&body).unwrap();
     common::validate("CreateChatCompletionResponse", &body);
@@ -325,7 +313,7 @@ async fn chat_completions_through_an_upstream() {
     let mut streamed = chat("m-good");
     streamed["stream"] = json!(true);
     streamed["stream_options"] = json!({"include_usage": true});
-    let (status, _, text) = call(&base, "/v1/chat/completions", &streamed).await;
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &streamed).await;
     assert_eq!(status, 200);
     let frames = sse_data(&text);
     assert_eq!(frames.last().map(String::as_str), Some("[DONE]"));
@@ -349,7 +337,7 @@ async fn tool_calls_and_the_responses_api_through_an_upstream() {
     let mut body = chat("m-tools");
     body["tools"] = tools;
     body["tool_choice"] = json!("required");
-    let (status, _, text) = call(&base, "/v1/chat/completions", &body).await;
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &body).await;
     assert_eq!(status, 200, "{text}");
     let answer: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(answer["choices"][0]["finish_reason"], "tool_calls");
@@ -361,7 +349,7 @@ async fn tool_calls_and_the_responses_api_through_an_upstream() {
     assert_eq!(sent["tools"][0]["function"]["name"], "weather");
 
     let responses = json!({"model": "m-good", "input": "Say hello.", "store": false});
-    let (status, _, text) = call(&base, "/v1/responses", &responses).await;
+    let (status, _, text) = common::post_raw(&base, "/v1/responses", &responses).await;
     assert_eq!(status, 200, "{text}");
     let response: Value = serde_json::from_str(&text).unwrap();
     common::validate("Response", &response);
@@ -380,15 +368,16 @@ async fn tool_calls_and_the_responses_api_through_an_upstream() {
 async fn failures_before_the_first_byte_are_retried_then_routed_elsewhere() {
     let (base, upstream) = gateway().await;
     // 503, 503, then 200: retried on the same route, invisible to the client.
-    let (status, _, body) = call(&base, "/v1/chat/completions", &chat("m-retry")).await;
+    let (status, _, body) = common::post_raw(&base, "/v1/chat/completions", &chat("m-retry")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(upstream.bodies_for("flaky").len(), 3);
     // Always 503: three tries, then the backup route.
-    let (status, _, body) = call(&base, "/v1/chat/completions", &chat("m-fallback")).await;
+    let (status, _, body) =
+        common::post_raw(&base, "/v1/chat/completions", &chat("m-fallback")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(upstream.bodies_for("down").len(), 3);
     // No first byte in time: the next route answers.
-    let (status, _, body) = call(&base, "/v1/chat/completions", &chat("m-slow")).await;
+    let (status, _, body) = common::post_raw(&base, "/v1/chat/completions", &chat("m-slow")).await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -396,7 +385,8 @@ async fn failures_before_the_first_byte_are_retried_then_routed_elsewhere() {
 async fn upstream_errors_say_whose_fault_they_are() {
     let (base, _) = gateway().await;
     // The client's fault: the upstream's words and param, naming the provider.
-    let (status, _, body) = call(&base, "/v1/chat/completions", &chat("m-badreq")).await;
+    let (status, _, body) =
+        common::post_raw(&base, "/v1/chat/completions", &chat("m-badreq")).await;
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_error(status, &body, 400, Some("temperature"));
     let message = body["error"]["message"].as_str().unwrap();
@@ -405,12 +395,14 @@ async fn upstream_errors_say_whose_fault_they_are() {
         "{message}"
     );
     // The operator's problem: a 502 that reveals no key.
-    let (status, _, body) = call(&base, "/v1/chat/completions", &chat("m-badkey")).await;
+    let (status, _, body) =
+        common::post_raw(&base, "/v1/chat/completions", &chat("m-badkey")).await;
     assert!(!body.contains("sk-up"), "{body}");
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_error(status, &body, 502, None);
     // Rate limited throughout: a 503 with Retry-After for the client.
-    let (status, headers, body) = call(&base, "/v1/chat/completions", &chat("m-limited")).await;
+    let (status, headers, body) =
+        common::post_raw(&base, "/v1/chat/completions", &chat("m-limited")).await;
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_error(status, &body, 503, None);
     assert!(headers.contains_key("retry-after"));
@@ -421,7 +413,7 @@ async fn a_failure_after_the_first_byte_ends_the_stream_with_an_error() {
     let (base, upstream) = gateway().await;
     let mut streamed = chat("m-midfail");
     streamed["stream"] = json!(true);
-    let (status, _, text) = call(&base, "/v1/chat/completions", &streamed).await;
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &streamed).await;
     assert_eq!(status, 200);
     let frames = sse_data(&text);
     assert!(text.contains("Hel"), "{text}");
@@ -433,7 +425,7 @@ async fn a_failure_after_the_first_byte_ends_the_stream_with_an_error() {
     assert_eq!(text.matches("Hel").count(), 1);
 
     let responses = json!({"model": "m-midfail", "input": "hi", "stream": true, "store": false});
-    let (status, _, text) = call(&base, "/v1/responses", &responses).await;
+    let (status, _, text) = common::post_raw(&base, "/v1/responses", &responses).await;
     assert_eq!(status, 200);
     assert!(text.contains("event: response.failed"), "{text}");
 }

@@ -13,6 +13,42 @@ fn binary() -> Command {
     command
 }
 
+/// Everything a server logged so far, line by line.
+type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Starts a server command and waits for the address it reports; its log is collected, and a
+/// `secret` appearing in it fails the test.
+fn spawn_server(
+    mut command: Command,
+    secret: Option<&'static str>,
+) -> (std::process::Child, String, Log) {
+    let mut child = command
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Log::default();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let lines = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(secret) = secret {
+                assert!(!line.contains(secret), "a key was logged: {line}");
+            }
+            if let Some(at) = line.find("address=") {
+                let address = line[at + 8..].split_whitespace().next().unwrap().to_owned();
+                let _ = tx.send(address);
+            }
+            lines.lock().unwrap().push(line);
+        }
+    });
+    let address = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("server did not report its address");
+    (child, address, log)
+}
+
 fn model_path() -> Option<PathBuf> {
     let path = switchboard_testkit::default_model_path();
     if path.is_file() {
@@ -81,7 +117,8 @@ fn missing_model_file_is_a_clear_error() {
 #[test]
 fn serves_health_and_models_with_a_key() {
     let Some(model) = model_path() else { return };
-    let mut child = binary()
+    let mut command = binary();
+    command
         .args([
             "serve",
             "--listen",
@@ -93,25 +130,8 @@ fn serves_health_and_models_with_a_key() {
             "--model",
         ])
         .arg(&model)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            assert!(!line.contains("sk-cli-test"), "a key was logged: {line}");
-            if let Some(at) = line.find("address=") {
-                let address = line[at + 8..].split_whitespace().next().unwrap().to_owned();
-                let _ = tx.send(address);
-            }
-        }
-    });
-    let address = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("server did not report its address");
+        .env("RUST_LOG", "info");
+    let (mut child, address, _) = spawn_server(command, Some("sk-cli-test"));
     let get = |path: &str, key: Option<&str>| {
         let mut stream = TcpStream::connect(&address).unwrap();
         stream
@@ -144,7 +164,7 @@ fn serves_health_and_models_with_a_key() {
 struct Served {
     child: std::process::Child,
     address: String,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    log: Log,
     dir: PathBuf,
 }
 
@@ -173,26 +193,8 @@ impl Served {
             .arg(dir.join("store.db"))
             .args(extra)
             .env_remove("SWITCHBOARD_API_KEYS")
-            .env("RUST_LOG", rust_log)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null());
-        let mut child = command.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let lines = std::sync::Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("address=") {
-                    let address = line[at + 8..].split_whitespace().next().unwrap().to_owned();
-                    let _ = tx.send(address);
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let address = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("server did not report its address");
+            .env("RUST_LOG", rust_log);
+        let (child, address, log) = spawn_server(command, None);
         Some(Self {
             child,
             address,
@@ -402,34 +404,15 @@ routes = [{ provider = "oai", model = "gpt-4o-mini" }]
 "#,
     )
     .unwrap();
-    let mut child = binary()
+    let mut command = binary();
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--store"])
         .arg(dir.join("store.db"))
         .arg("--config")
         .arg(&config)
         .env("SB_CLI_TEST_UPSTREAM_KEY", "sk-upstream-secret")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            assert!(
-                !line.contains("sk-upstream-secret"),
-                "a key was logged: {line}"
-            );
-            if let Some(at) = line.find("address=") {
-                let address = line[at + 8..].split_whitespace().next().unwrap().to_owned();
-                let _ = tx.send(address);
-            }
-        }
-    });
-    let address = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("server did not report its address");
+        .env("RUST_LOG", "info");
+    let (mut child, address, _) = spawn_server(command, Some("sk-upstream-secret"));
     let mut stream = TcpStream::connect(&address).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))

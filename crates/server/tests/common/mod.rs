@@ -198,6 +198,23 @@ pub fn assert_error(status: u16, body: &Value, want_status: u16, want_param: Opt
     }
 }
 
+/// POSTs `body` to `base` + `path`: the status, headers and raw text of the answer.
+pub async fn post_raw(
+    base: &str,
+    path: &str,
+    body: &Value,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let response = client()
+        .post(format!("{base}{path}"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.text().await.unwrap())
+}
+
 /// Runs one of the official-SDK scripts in `tests/` against the shared server; it must print
 /// ALL OK. Skips with a message when no Python with `openai` is configured.
 pub async fn run_sdk_script(script: &str) {
