@@ -265,19 +265,28 @@ fn status_error(name: &str, status: u16, retry_after: Option<Duration>, body: &s
         .and_then(|e| e.get("message").or(Some(e)))
         .and_then(Value::as_str)
         .map_or_else(|| body.chars().take(300).collect::<String>(), str::to_owned);
-    let param = error
-        .and_then(|e| e.get("param"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let field = |key: &str| {
+        error
+            .and_then(|e| e.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let (param, code) = (field("param"), field("code"));
     let client_fault = |kind: ErrorKind| {
         let mut error = Error::new(
             kind,
             format!("The upstream provider '{name}' refused the request: {upstream_message}"),
         );
         error.param = param.clone();
+        error.code = code.clone();
         error
     };
     match status {
+        // Too long for the upstream's window: the same canonical error as the engine's, so
+        // `truncation: auto` and clients' handling work alike on every provider.
+        400 if code.as_deref() == Some("context_length_exceeded") => {
+            client_fault(ErrorKind::ContextLengthExceeded)
+        }
         400 | 422 => client_fault(ErrorKind::InvalidRequest),
         404 => client_fault(ErrorKind::NotFound),
         413 => client_fault(ErrorKind::PayloadTooLarge),
@@ -301,5 +310,43 @@ fn status_error(name: &str, status: u16, retry_after: Option<Duration>, body: &s
                 "The upstream provider '{name}' answered with an unexpected status ({status})."
             ),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use switchboard_model::ErrorKind;
+
+    use super::status_error;
+
+    #[test]
+    fn upstream_statuses_say_whose_fault_they_are() {
+        let body = r#"{"error": {"message": "This model's maximum context length is 8192 tokens.",
+            "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}"#;
+        let too_long = status_error("up", 400, None, body);
+        assert_eq!(too_long.kind, ErrorKind::ContextLengthExceeded);
+        assert_eq!(too_long.code.as_deref(), Some("context_length_exceeded"));
+        assert_eq!(too_long.param.as_deref(), Some("messages"));
+        assert!(too_long.message.contains("'up'"));
+        let bad = status_error("up", 422, None, r#"{"error": {"message": "nope"}}"#);
+        assert_eq!(bad.kind, ErrorKind::InvalidRequest);
+        assert!(!bad.retryable);
+        let key = status_error(
+            "up",
+            401,
+            None,
+            r#"{"error": {"message": "Incorrect API key sk-abc"}}"#,
+        );
+        assert_eq!(key.kind, ErrorKind::Upstream);
+        assert!(!key.message.contains("sk-abc"));
+        let limited = status_error("up", 429, Some(Duration::from_secs(2)), "");
+        assert_eq!(limited.kind, ErrorKind::Overloaded);
+        assert!(limited.retryable);
+        assert_eq!(limited.retry_after, Some(Duration::from_secs(2)));
+        let down = status_error("up", 503, None, "<html>bad gateway</html>");
+        assert_eq!(down.kind, ErrorKind::Upstream);
+        assert!(down.retryable);
     }
 }
