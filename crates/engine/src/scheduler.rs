@@ -371,16 +371,11 @@ impl Engine {
             }
         }
         // The compiler quotes the schemas, which are the client's text.
-        if self.shared.log_content {
-            tracing::warn!(
-                problem,
-                "the combined tool grammar did not compile although every schema does alone"
-            );
-        } else {
-            tracing::warn!(
-                "the combined tool grammar did not compile although every schema does alone"
-            );
-        }
+        warn_with_detail(
+            self.shared.log_content,
+            "the combined tool grammar did not compile although every schema does alone",
+            problem,
+        );
         let field = if calls.is_empty() {
             model::RequestField::OutputFormat
         } else {
@@ -490,6 +485,16 @@ impl Engine {
                 Err(model::Error::internal("the engine scheduler has stopped"))
             }
         }
+    }
+}
+
+/// A warning whose detail may quote a client's or the model's text: the detail goes to the
+/// log only with `log_content`.
+fn warn_with_detail(log_content: bool, what: &str, detail: &str) {
+    if log_content {
+        tracing::warn!(detail, "{what}");
+    } else {
+        tracing::warn!("{what} (detail withheld: it may quote content; set log_content)");
     }
 }
 
@@ -974,14 +979,11 @@ impl Scheduler {
             // Output that cannot be completed must never be reported as a success: the request
             // fails (its stream ends without usage, which every surface reports as an error).
             // The compiler's message quotes generated tokens, so it is logged only on request.
-            if self.log_content {
-                tracing::warn!(%problem, "constrained decoding reached a dead end; request failed");
-            } else {
-                tracing::warn!(
-                    "constrained decoding reached a dead end; request failed (set log_content \
-                     to log the generated text)"
-                );
-            }
+            warn_with_detail(
+                self.log_content,
+                "constrained decoding reached a dead end; request failed",
+                &problem,
+            );
             running.failed = true;
             return;
         }

@@ -163,11 +163,7 @@ pub(crate) async fn read_body(
             .into_response()
         }
         Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => {
-            return ApiError(Error::new(
-                ErrorKind::PayloadTooLarge,
-                "The request body exceeds the configured size limit.",
-            ))
-            .into_response()
+            return crate::payload_too_large().into_response()
         }
         Ok(Err(_)) => {
             return ApiError(Error::new(

@@ -227,12 +227,17 @@ fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, Error> {
     }
 }
 
+/// A body beyond `body_limit`, however the limit was noticed.
+pub(crate) fn payload_too_large() -> ApiError {
+    ApiError(Error::new(
+        ErrorKind::PayloadTooLarge,
+        "The request body exceeds the configured size limit.",
+    ))
+}
+
 pub(crate) fn body_error(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError(Error::new(
-            ErrorKind::PayloadTooLarge,
-            "The request body exceeds the configured size limit.",
-        ))
+        payload_too_large()
     } else {
         tracing::debug!(%rejection, "request body not read");
         ApiError(Error::new(
