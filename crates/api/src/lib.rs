@@ -11,6 +11,7 @@ pub mod chat;
 pub mod error;
 pub mod models;
 pub mod responses;
+pub mod sealed;
 pub mod sse;
 mod wire;
 

@@ -994,6 +994,7 @@ impl Scheduler {
         let index = choice.index;
         let mut parsed = Vec::new();
         let mut logprobs = Vec::new();
+        let mut stop_sequence = None;
         let finish = if self.tokenizer.is_end_of_generation(sampled.token) {
             let tail = choice.text.finish();
             choice.parser.push(&tail, &mut parsed);
@@ -1002,7 +1003,8 @@ impl Scheduler {
         } else {
             logprobs = logprob_entries(&self.tokenizer, &sampled);
             match choice.text.push(self.tokenizer.token_bytes(sampled.token)) {
-                Pushed::Stopped(text) => {
+                Pushed::Stopped { text, stop } => {
+                    stop_sequence = Some(stop);
                     choice.parser.push(&text, &mut parsed);
                     choice.parser.finish(&mut parsed);
                     Some(FinishReason::Stop)
@@ -1024,6 +1026,7 @@ impl Scheduler {
         let repeated = choice.calls.filter(&mut parsed)
             || (finish.is_some() && choice.calls.finish(&mut parsed));
         let finish = if repeated {
+            stop_sequence = None;
             Some(FinishReason::Stop)
         } else {
             finish
@@ -1070,9 +1073,13 @@ impl Scheduler {
                 other => other,
             };
             choice.finished = true;
+            if reason != FinishReason::Stop {
+                stop_sequence = None;
+            }
             events.push_back(Event::Finished {
                 choice: index,
                 reason,
+                stop_sequence,
             });
         }
         if running.done() && !running.cancelled && !running.failed {
@@ -1086,6 +1093,7 @@ impl Scheduler {
                 prompt_tokens: prompt_len as u32,
                 completion_tokens: running.completion_tokens as u32,
                 cached_tokens: running.cached_tokens as u32,
+                cache_write_tokens: 0,
                 reasoning_tokens: 0,
             }));
         }

@@ -198,6 +198,7 @@ impl ChatTemplate {
                     call_id,
                     name,
                     arguments,
+                    ..
                 } if native => {
                     let call = tool_call(call_id, name, arguments);
                     match messages.last_mut() {
@@ -776,18 +777,24 @@ mod tests {
         let items = [
             Item::text(Role::User, "Weather?"),
             Item::Reasoning {
+                id: None,
                 text: "think".into(),
+                summary: Vec::new(),
+                signature: None,
+                encrypted: None,
             },
             Item::text(Role::Assistant, "Checking."),
             Item::FunctionCall {
                 call_id: "c1".into(),
                 name: "weather".into(),
                 arguments: r#"{"city": "Paris", "days": 2, "metric": true}"#.into(),
+                signature: None,
             },
             Item::FunctionCall {
                 call_id: "c2".into(),
                 name: "time".into(),
                 arguments: "not json".into(),
+                signature: None,
             },
             Item::FunctionOutput {
                 call_id: "c1".into(),

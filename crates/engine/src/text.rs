@@ -7,8 +7,8 @@
 pub enum Pushed {
     /// Text that is now safe to emit (possibly empty).
     Text(String),
-    /// A stop string was found; this text precedes it and generation ends.
-    Stopped(String),
+    /// A stop string was found; `text` precedes it and generation ends.
+    Stopped { text: String, stop: String },
 }
 
 pub struct TextAssembler {
@@ -30,10 +30,12 @@ impl TextAssembler {
     pub fn push(&mut self, bytes: &[u8]) -> Pushed {
         self.pending_bytes.extend_from_slice(bytes);
         self.decode_complete_chars();
-        if let Some(at) = self.earliest_stop() {
+        if let Some((at, stop)) = self.earliest_stop() {
             self.held.truncate(at);
             self.pending_bytes.clear();
-            return Pushed::Stopped(std::mem::take(&mut self.held));
+            let stop = self.stops[stop].clone();
+            let text = std::mem::take(&mut self.held);
+            return Pushed::Stopped { text, stop };
         }
         let keep = self.longest_stop_prefix_suffix();
         let emit_len = self.held.len() - keep;
@@ -78,10 +80,12 @@ impl TextAssembler {
         }
     }
 
-    fn earliest_stop(&self) -> Option<usize> {
+    /// Where the earliest stop string starts, and which one it is.
+    fn earliest_stop(&self) -> Option<(usize, usize)> {
         self.stops
             .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
+            .enumerate()
+            .filter_map(|(which, s)| self.held.find(s.as_str()).map(|at| (at, which)))
             .min()
     }
 
@@ -103,20 +107,25 @@ mod tests {
     use super::*;
 
     fn run(stops: &[&str], pieces: &[&[u8]]) -> (String, bool) {
+        let (text, stop) = run_with_stop(stops, pieces);
+        (text, stop.is_some())
+    }
+
+    fn run_with_stop(stops: &[&str], pieces: &[&[u8]]) -> (String, Option<String>) {
         let stops: Vec<String> = stops.iter().map(|s| (*s).to_owned()).collect();
         let mut asm = TextAssembler::new(&stops);
         let mut out = String::new();
         for piece in pieces {
             match asm.push(piece) {
                 Pushed::Text(t) => out.push_str(&t),
-                Pushed::Stopped(t) => {
-                    out.push_str(&t);
-                    return (out, true);
+                Pushed::Stopped { text, stop } => {
+                    out.push_str(&text);
+                    return (out, Some(stop));
                 }
             }
         }
         out.push_str(&asm.finish());
-        (out, false)
+        (out, None)
     }
 
     #[test]
@@ -148,6 +157,9 @@ mod tests {
 
     #[test]
     fn earliest_of_several_stops_wins() {
-        assert_eq!(run(&["b", "a"], &[b"xxab"]), ("xx".into(), true));
+        assert_eq!(
+            run_with_stop(&["b", "a"], &[b"xxab"]),
+            ("xx".into(), Some("a".into()))
+        );
     }
 }

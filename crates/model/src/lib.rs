@@ -13,9 +13,10 @@ pub mod strict;
 
 pub use error::{Error, ErrorKind};
 pub use event::{
-    Choice, Completion, Event, FinishReason, TokenLogprob, ToolCall, TopLogprob, Usage,
+    Annotation, Choice, Completion, Event, FinishReason, ReasoningBlock, TokenLogprob, ToolCall,
+    TopLogprob, Usage,
 };
 pub use request::{
-    Capability, ContentPart, FunctionTool, Item, OutputFormat, ReasoningEffort, Request,
-    RequestField, Role, Sampling, Tool, ToolChoice, WebSearch,
+    Capability, ContentPart, Family, FunctionTool, Item, MediaSource, OutputFormat,
+    ReasoningEffort, Request, RequestField, Role, Sampling, Sealed, Tool, ToolChoice, WebSearch,
 };

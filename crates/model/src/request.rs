@@ -206,11 +206,80 @@ pub enum Item {
         call_id: String,
         name: String,
         arguments: String,
+        /// An opaque value the provider attached to the call (Gemini's `thoughtSignature`),
+        /// owed back to it with the conversation.
+        signature: Option<Sealed>,
     },
     /// The result of a tool call, fed back by the client.
     FunctionOutput { call_id: String, output: String },
-    /// Reasoning text the model produced earlier.
-    Reasoning { text: String },
+    /// A reasoning block the model produced earlier: readable text and/or a summary, and the
+    /// provider's opaque proof of it. Providers that check reasoning continuity (Anthropic
+    /// thinking, Gemini thought signatures, OpenAI encrypted reasoning) need it back unchanged.
+    Reasoning {
+        /// The id the surface showed (`rs_…`), when there was one.
+        id: Option<String>,
+        text: String,
+        summary: Vec<String>,
+        /// The signature over `text` (Anthropic `thinking.signature`, Gemini's thought signature).
+        signature: Option<Sealed>,
+        /// Reasoning the client may not read (Anthropic `redacted_thinking.data`, OpenAI
+        /// `encrypted_content`).
+        encrypted: Option<Sealed>,
+    },
+}
+
+/// The provider family an opaque value came from. Such values are meaningful only to the
+/// family that made them: they are sent back to it and dropped on the way to any other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// OpenAI and OpenAI-compatible servers.
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+impl Family {
+    /// The `format` tag of an OpenRouter-style `reasoning_details` entry.
+    #[must_use]
+    pub fn format(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai-responses-v1",
+            Self::Anthropic => "anthropic-claude-v1",
+            Self::Gemini => "google-gemini-v1",
+        }
+    }
+
+    #[must_use]
+    pub fn from_format(format: &str) -> Option<Self> {
+        [Self::OpenAi, Self::Anthropic, Self::Gemini]
+            .into_iter()
+            .find(|family| family.format() == format)
+    }
+}
+
+/// An opaque value tagged with the provider family that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub family: Family,
+    pub value: String,
+}
+
+impl Sealed {
+    #[must_use]
+    pub fn new(family: Family, value: impl Into<String>) -> Self {
+        Self {
+            family,
+            value: value.into(),
+        }
+    }
+
+    /// The value, if it was made by `family`; anything else must not be sent to it.
+    #[must_use]
+    pub fn for_family(sealed: Option<&Self>, family: Family) -> Option<&str> {
+        sealed
+            .filter(|sealed| sealed.family == family)
+            .map(|sealed| sealed.value.as_str())
+    }
 }
 
 impl Item {
@@ -222,6 +291,37 @@ impl Item {
             parts: vec![ContentPart::Text(text.into())],
             name: None,
         }
+    }
+}
+
+/// Where a media part's bytes are, as providers need to know it: inline (with the media type),
+/// at a URL, or in the provider's file store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaSource<'a> {
+    /// Base64 data of the given media type (from a `data:` URL or a raw payload).
+    Inline {
+        media_type: &'a str,
+        base64: &'a str,
+    },
+    Url(&'a str),
+    FileId(&'a str),
+}
+
+impl<'a> MediaSource<'a> {
+    /// Reads a URL that may be a `data:<type>;base64,<data>` URL.
+    #[must_use]
+    pub fn from_url(url: &'a str) -> Self {
+        if let Some(rest) = url.strip_prefix("data:") {
+            if let Some((header, data)) = rest.split_once(',') {
+                if let Some(media_type) = header.strip_suffix(";base64") {
+                    return Self::Inline {
+                        media_type,
+                        base64: data,
+                    };
+                }
+            }
+        }
+        Self::Url(url)
     }
 }
 
@@ -243,6 +343,50 @@ pub enum ContentPart {
         filename: Option<String>,
         data: Option<String>,
     },
+}
+
+impl ContentPart {
+    /// Where an image's or a file's bytes are; `None` for text, refusals and audio (whose
+    /// data is always inline, in `format`).
+    #[must_use]
+    pub fn media_source(&self) -> Option<MediaSource<'_>> {
+        match self {
+            Self::Image { url, .. } => Some(MediaSource::from_url(url)),
+            Self::File {
+                file_id: Some(id), ..
+            } => Some(MediaSource::FileId(id)),
+            Self::File {
+                data: Some(data),
+                filename,
+                ..
+            } => Some(match MediaSource::from_url(data) {
+                // Raw base64 (Chat's `file_data` may be a bare payload): typed by its name.
+                MediaSource::Url(raw) if !raw.contains("://") => MediaSource::Inline {
+                    media_type: media_type_of(filename.as_deref().unwrap_or_default()),
+                    base64: raw,
+                },
+                source => source,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The media type a file name suggests; PDF unless the extension says otherwise, because PDF
+/// is what the file parts of every API are mostly for.
+fn media_type_of(filename: &str) -> &'static str {
+    let extension = filename
+        .rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase())
+        .unwrap_or_default();
+    match extension.as_str() {
+        "txt" | "md" => "text/plain",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        _ => "application/pdf",
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

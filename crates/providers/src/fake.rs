@@ -106,6 +106,7 @@ mod tests {
         let finished = Event::Finished {
             choice: 0,
             reason: FinishReason::Stop,
+            stop_sequence: None,
         };
         let complete = FakeProvider::new(vec![
             Step::Emit(text.clone()),

@@ -9,7 +9,9 @@
 //! Providers speak canonical types only; no client wire format reaches them, and none of
 //! theirs leaves them.
 
+pub mod anthropic;
 pub mod fake;
+pub mod http;
 pub mod local;
 pub mod openai;
 

@@ -48,6 +48,7 @@ fn serve() -> Fakes {
         Step::Emit(Event::Finished {
             choice: 0,
             reason: FinishReason::Stop,
+            stop_sequence: None,
         }),
         Step::Emit(Event::Usage(Usage {
             prompt_tokens: 7,

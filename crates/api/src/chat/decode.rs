@@ -13,6 +13,8 @@
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
+
+use super::reasoning::{decode_details, ReasoningDetail};
 use switchboard_model::{
     ContentPart, Error, FunctionTool, Item, OutputFormat, ReasoningEffort, Request, RequestField,
     Role, Sampling, Tool, ToolChoice, WebSearch,
@@ -183,6 +185,7 @@ struct WireAssistantMessage {
     name: Option<String>,
     tool_calls: Option<Vec<WireToolCall>>,
     function_call: Option<Value>,
+    reasoning_details: Option<Vec<ReasoningDetail>>,
 }
 
 #[derive(Deserialize)]
@@ -496,7 +499,8 @@ impl PartSet {
 /// The fields each role's message may carry. An assistant message may also carry what the
 /// official SDKs put on a response message and send back when a client appends it as is:
 /// `annotations`, `parsed` from `chat.completions.parse`, and the `reasoning_content` our own
-/// responses carry for reasoning models (ignored: earlier reasoning is not sent to the model).
+/// responses carry for reasoning models (ignored: its text is not owed to any provider). Its
+/// `reasoning_details` are decoded: providers that made them need them back.
 fn message_keys(role: &str) -> &'static [&'static str] {
     match role {
         "assistant" => &[
@@ -510,6 +514,7 @@ fn message_keys(role: &str) -> &'static [&'static str] {
             "annotations",
             "parsed",
             "reasoning_content",
+            "reasoning_details",
         ],
         // LangChain names the tool on its tool messages; OpenAI accepts that.
         "tool" => &["role", "content", "tool_call_id", "name"],
@@ -584,6 +589,10 @@ fn decode_message(
             } else if parts.is_empty() {
                 return Err(missing(&content_param));
             }
+            let call_ids: Vec<String> = tool_calls.iter().map(|call| call.id.clone()).collect();
+            let (reasoning, mut call_signatures) =
+                decode_details(wire.reasoning_details.unwrap_or_default(), &call_ids);
+            items.extend(reasoning);
             if !parts.is_empty() {
                 items.push(Item::Message {
                     role: Role::Assistant,
@@ -604,10 +613,15 @@ fn decode_message(
                         .with_code("unsupported_value"))
                     }
                 }
+                let signature = call_signatures
+                    .iter()
+                    .position(|(id, _)| *id == call.id)
+                    .map(|at| call_signatures.swap_remove(at).1);
                 items.push(Item::FunctionCall {
                     call_id: call.id,
                     name: call.function.name,
                     arguments: call.function.arguments,
+                    signature,
                 });
             }
             if !ids.is_empty() {

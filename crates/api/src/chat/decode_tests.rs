@@ -152,12 +152,14 @@ fn every_message_role_and_part() {
             Item::FunctionCall {
                 call_id: "call_1".into(),
                 name: "get".into(),
-                arguments: "{\"a\":1}".into()
+                arguments: "{\"a\":1}".into(),
+                signature: None,
             },
             Item::FunctionCall {
                 call_id: "call_2".into(),
                 name: "put".into(),
-                arguments: "{}".into()
+                arguments: "{}".into(),
+                signature: None,
             },
             Item::FunctionOutput {
                 call_id: "call_1".into(),
@@ -178,7 +180,8 @@ fn every_message_role_and_part() {
             Item::FunctionCall {
                 call_id: "call_3".into(),
                 name: "get".into(),
-                arguments: "{}".into()
+                arguments: "{}".into(),
+                signature: None,
             },
         ]
     );

@@ -8,6 +8,8 @@
 use serde::Serialize;
 use switchboard_model::{Completion, FinishReason, TokenLogprob, TopLogprob, Usage};
 
+use super::reasoning::{annotation_wire, details_of, ReasoningDetail};
+
 /// What OpenAI reports for tokens it has no real logprob for; also stands in for non-finite
 /// values, which JSON cannot carry.
 const UNLIKELY_LOGPROB: f32 = -9999.0;
@@ -43,13 +45,16 @@ pub struct ChatMessage {
     pub role: &'static str,
     pub content: Option<String>,
     pub refusal: Option<String>,
-    /// URL citations; always empty until web search lands.
+    /// URL citations (`{"type": "url_citation", "url_citation": {…}}`).
     pub annotations: Vec<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<WireToolCall>>,
     /// A thinking model's reasoning, under the name other OpenAI-compatible servers use.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    /// Reasoning with the provider's signatures, to be sent back unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_details: Option<Vec<ReasoningDetail>>,
 }
 
 /// `{"id", "type": "function", "function": {"name", "arguments"}}`.
@@ -103,6 +108,14 @@ pub struct ChatUsage {
 pub struct PromptTokensDetails {
     pub cached_tokens: u32,
     pub audio_tokens: u32,
+    /// Prompt tokens written to the provider's cache (OpenRouter's name); only when some were.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u32,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -133,11 +146,15 @@ pub fn encode_chat_completion(
             message: ChatMessage {
                 role: "assistant",
                 // As OpenAI: a message that only calls tools has `content: null`.
-                content: (choice.tool_calls.is_empty() || !choice.text.is_empty())
-                    .then(|| choice.text.clone()),
-                refusal: None,
-                annotations: Vec::new(),
+                // and so does a refusal.
+                content: ((choice.tool_calls.is_empty() && choice.refusal.is_empty())
+                    || !choice.text.is_empty())
+                .then(|| choice.text.clone()),
+                refusal: (!choice.refusal.is_empty()).then(|| choice.refusal.clone()),
+                annotations: choice.annotations.iter().map(annotation_wire).collect(),
                 reasoning_content: (!choice.reasoning.is_empty()).then(|| choice.reasoning.clone()),
+                reasoning_details: Some(details_of(&choice.reasoning_blocks, &choice.tool_calls))
+                    .filter(|details| !details.is_empty()),
                 tool_calls: (!choice.tool_calls.is_empty()).then(|| {
                     choice
                         .tool_calls
@@ -212,6 +229,7 @@ impl From<&Usage> for ChatUsage {
             prompt_tokens_details: PromptTokensDetails {
                 cached_tokens: usage.cached_tokens,
                 audio_tokens: 0,
+                cache_write_tokens: usage.cache_write_tokens,
             },
             completion_tokens_details: CompletionTokensDetails {
                 reasoning_tokens: usage.reasoning_tokens,
@@ -280,6 +298,7 @@ mod tests {
             Event::Finished {
                 choice: 0,
                 reason: FinishReason::ToolCalls,
+                stop_sequence: None,
             },
         ] {
             completion.push(event);
@@ -307,12 +326,14 @@ mod tests {
             Event::Finished {
                 choice: 0,
                 reason: FinishReason::Stop,
+                stop_sequence: None,
             },
             Event::Usage(Usage {
                 prompt_tokens: 5,
                 completion_tokens: 1,
                 cached_tokens: 2,
                 reasoning_tokens: 0,
+                cache_write_tokens: 0,
             }),
         ] {
             completion.push(event);
@@ -354,6 +375,7 @@ mod tests {
                     logprobs: vec![token("Hi", -0.25)],
                     tool_calls: vec![],
                     finish_reason: Some(FinishReason::Length),
+                    ..Choice::default()
                 },
                 Choice {
                     text: String::new(),
@@ -361,6 +383,7 @@ mod tests {
                     logprobs: vec![],
                     tool_calls: vec![],
                     finish_reason: Some(FinishReason::Stop),
+                    ..Choice::default()
                 },
             ],
             usage: Usage {
@@ -368,6 +391,7 @@ mod tests {
                 completion_tokens: 1,
                 cached_tokens: 0,
                 reasoning_tokens: 0,
+                cache_write_tokens: 0,
             },
         };
         let value = encode(&completion, true);
@@ -397,6 +421,7 @@ mod tests {
                 logprobs: vec![token("x", f32::NEG_INFINITY)],
                 tool_calls: vec![],
                 finish_reason: Some(FinishReason::Stop),
+                ..Choice::default()
             }],
             usage: Usage::default(),
         };

@@ -7,6 +7,7 @@
 
 mod decode;
 mod encode;
+pub mod reasoning;
 mod stream;
 
 pub use decode::{decode_chat_request, param_name, ChatRequest};

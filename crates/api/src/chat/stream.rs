@@ -10,7 +10,10 @@
 use serde::Serialize;
 use switchboard_model::{Event, FinishReason, TokenLogprob, Usage};
 
+use serde_json::Value;
+
 use super::encode::{ChatLogprobs, ChatUsage};
+use super::reasoning::{annotation_wire, block_details, call_detail, set_index, ReasoningDetail};
 
 /// One `chat.completion.chunk`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -49,7 +52,14 @@ pub struct ChunkDelta {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    /// Signed or encrypted reasoning, one entry per ended block or signed tool call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_details: Option<Vec<ReasoningDetail>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<Vec<Value>>,
 }
 
 /// One tool call's piece of a chunk: `index` always; `id`, `type` and the name on its first
@@ -84,6 +94,12 @@ pub struct ChatStreamEncoder {
     /// Per choice: whether its role chunk went out, and whether its finish chunk did.
     started: Vec<bool>,
     finished: Vec<bool>,
+    /// Per choice: the text of the reasoning block being streamed (repeated in its
+    /// `reasoning_details` entry when the block ends), how many entries went out, and the
+    /// ids of its tool calls (a call's signature names it).
+    reasoning_block: Vec<String>,
+    details_sent: Vec<usize>,
+    call_ids: Vec<Vec<String>>,
     /// Usage that arrived before every choice finished, held so it stays the last chunk.
     held_usage: Option<Usage>,
     usage_sent: bool,
@@ -109,6 +125,9 @@ impl ChatStreamEncoder {
             logprobs_requested,
             started: vec![false; n],
             finished: vec![false; n],
+            reasoning_block: vec![String::new(); n],
+            details_sent: vec![0; n],
+            call_ids: vec![Vec::new(); n],
             held_usage: None,
             usage_sent: false,
         }
@@ -146,11 +165,65 @@ impl ChatStreamEncoder {
                     return chunks;
                 }
                 self.start(*choice, &mut chunks);
+                self.reasoning_block[slot].push_str(text);
                 let delta = ChunkDelta {
                     reasoning_content: Some(text.clone()),
                     ..ChunkDelta::default()
                 };
                 chunks.push(self.chunk(*choice, delta, None, None));
+            }
+            Event::ReasoningEnd {
+                choice,
+                signature,
+                encrypted,
+            } => {
+                let slot = self.slot(*choice);
+                let text = std::mem::take(&mut self.reasoning_block[slot]);
+                if self.finished[slot] || (signature.is_none() && encrypted.is_none()) {
+                    return chunks;
+                }
+                self.start(*choice, &mut chunks);
+                let details = block_details(&text, signature.as_ref(), encrypted.as_ref());
+                chunks.push(self.details_chunk(*choice, details));
+            }
+            Event::RefusalDelta { choice, text } => {
+                let slot = self.slot(*choice);
+                if self.finished[slot] || text.is_empty() {
+                    return chunks;
+                }
+                self.start(*choice, &mut chunks);
+                let delta = ChunkDelta {
+                    refusal: Some(text.clone()),
+                    ..ChunkDelta::default()
+                };
+                chunks.push(self.chunk(*choice, delta, None, None));
+            }
+            Event::Annotation { choice, annotation } => {
+                let slot = self.slot(*choice);
+                if self.finished[slot] {
+                    return chunks;
+                }
+                self.start(*choice, &mut chunks);
+                let delta = ChunkDelta {
+                    annotations: Some(vec![annotation_wire(annotation)]),
+                    ..ChunkDelta::default()
+                };
+                chunks.push(self.chunk(*choice, delta, None, None));
+            }
+            Event::ToolCallSignature {
+                choice,
+                index,
+                signature,
+            } => {
+                let slot = self.slot(*choice);
+                let Some(call_id) = self.call_ids[slot].get(*index as usize).cloned() else {
+                    return chunks;
+                };
+                if self.finished[slot] {
+                    return chunks;
+                }
+                self.start(*choice, &mut chunks);
+                chunks.push(self.details_chunk(*choice, vec![call_detail(&call_id, signature)]));
             }
             Event::ToolCallStart {
                 choice,
@@ -163,6 +236,11 @@ impl ChatStreamEncoder {
                     return chunks;
                 }
                 self.start(*choice, &mut chunks);
+                let ids = &mut self.call_ids[slot];
+                if ids.len() <= *call as usize {
+                    ids.resize(*call as usize + 1, String::new());
+                }
+                ids[*call as usize].clone_from(id);
                 let call = ToolCallDelta {
                     index: *call,
                     id: Some(id.clone()),
@@ -195,7 +273,7 @@ impl ChatStreamEncoder {
                 };
                 chunks.push(self.tool_chunk(*choice, call));
             }
-            Event::Finished { choice, reason } => {
+            Event::Finished { choice, reason, .. } => {
                 let index = self.slot(*choice);
                 if self.finished[index] {
                     return chunks;
@@ -231,6 +309,9 @@ impl ChatStreamEncoder {
         if index >= self.started.len() {
             self.started.resize(index + 1, false);
             self.finished.resize(index + 1, false);
+            self.reasoning_block.resize(index + 1, String::new());
+            self.details_sent.resize(index + 1, 0);
+            self.call_ids.resize(index + 1, Vec::new());
         }
         index
     }
@@ -268,6 +349,24 @@ impl ChatStreamEncoder {
     fn tool_chunk(&self, choice: u32, call: ToolCallDelta) -> ChatCompletionChunk {
         let delta = ChunkDelta {
             tool_calls: Some(vec![call]),
+            ..ChunkDelta::default()
+        };
+        self.chunk(choice, delta, None, None)
+    }
+
+    /// Numbers the entries after those the choice already sent, as one list would be.
+    fn details_chunk(
+        &mut self,
+        choice: u32,
+        mut details: Vec<ReasoningDetail>,
+    ) -> ChatCompletionChunk {
+        let slot = self.slot(choice);
+        for detail in &mut details {
+            set_index(detail, self.details_sent[slot]);
+            self.details_sent[slot] += 1;
+        }
+        let delta = ChunkDelta {
+            reasoning_details: Some(details),
             ..ChunkDelta::default()
         };
         self.chunk(choice, delta, None, None)
@@ -336,7 +435,11 @@ mod tests {
     }
 
     fn finished(choice: u32, reason: FinishReason) -> Event {
-        Event::Finished { choice, reason }
+        Event::Finished {
+            choice,
+            reason,
+            stop_sequence: None,
+        }
     }
 
     fn usage() -> Event {
@@ -345,6 +448,7 @@ mod tests {
             completion_tokens: 3,
             cached_tokens: 1,
             reasoning_tokens: 0,
+            cache_write_tokens: 0,
         })
     }
 
@@ -552,5 +656,69 @@ mod tests {
         );
         assert_eq!(chunks[4]["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(chunks[5]["choices"], json!([]));
+    }
+
+    #[test]
+    fn signatures_refusals_and_citations_have_their_own_delta_fields() {
+        use switchboard_model::{Annotation, Family, Sealed};
+        let mut encoder = ChatStreamEncoder::new("chatcmpl-s", 42, "smollm2", 1, false, false);
+        let chunks = run(
+            &mut encoder,
+            &[
+                Event::ReasoningDelta {
+                    choice: 0,
+                    text: "Hmm.".into(),
+                },
+                Event::ReasoningEnd {
+                    choice: 0,
+                    signature: Some(Sealed::new(Family::Anthropic, "sig")),
+                    encrypted: None,
+                },
+                Event::ToolCallStart {
+                    choice: 0,
+                    index: 0,
+                    id: "call_1".into(),
+                    name: "f".into(),
+                },
+                Event::ToolCallSignature {
+                    choice: 0,
+                    index: 0,
+                    signature: Sealed::new(Family::Gemini, "ts"),
+                },
+                Event::Annotation {
+                    choice: 0,
+                    annotation: Annotation::UrlCitation {
+                        url: "https://example.com".into(),
+                        title: "Ex".into(),
+                        start_index: 0,
+                        end_index: 2,
+                    },
+                },
+                Event::RefusalDelta {
+                    choice: 0,
+                    text: "No.".into(),
+                },
+                finished(0, FinishReason::Refusal),
+            ],
+        );
+        let deltas: Vec<&Value> = chunks.iter().map(|c| &c["choices"][0]["delta"]).collect();
+        assert_eq!(deltas[1]["reasoning_content"], "Hmm.");
+        assert_eq!(
+            deltas[2]["reasoning_details"],
+            json!([{"type": "reasoning.text", "text": "Hmm.", "signature": "sig",
+                    "format": "anthropic-claude-v1", "index": 0}])
+        );
+        assert_eq!(
+            deltas[4]["reasoning_details"],
+            json!([{"type": "reasoning.encrypted", "data": "ts", "id": "call_1",
+                    "format": "google-gemini-v1", "index": 1}])
+        );
+        assert_eq!(
+            deltas[5]["annotations"],
+            json!([{"type": "url_citation", "url_citation": {"url": "https://example.com",
+                    "title": "Ex", "start_index": 0, "end_index": 2}}])
+        );
+        assert_eq!(deltas[6]["refusal"], "No.");
+        assert_eq!(chunks[7]["choices"][0]["finish_reason"], "content_filter");
     }
 }

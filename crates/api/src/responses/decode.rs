@@ -13,10 +13,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use switchboard_model::{
     ContentPart, Error, FunctionTool, Item, OutputFormat, ReasoningEffort, Request, RequestField,
-    Role, Sampling, Tool, ToolChoice, WebSearch,
+    Role, Sampling, Sealed, Tool, ToolChoice, WebSearch,
 };
 
 use super::items::{ItemContent, ReasoningText, StoredItem, SummaryText};
+use crate::sealed::Envelope;
 use crate::wire::{
     bounded_decimal, bounded_integer, check_inert_fields, check_name, check_tool_choice,
     decode_metadata, from_value, invalid_type, known_keys, missing, one_of, parse_object,
@@ -130,11 +131,36 @@ pub fn check_call_outputs(conversation: &[Item]) -> Result<(), Error> {
 pub fn decode_context(documents: &[Value]) -> Result<Vec<Item>, Error> {
     let mut ids = |_: &str| String::new();
     let mut items = Vec::with_capacity(documents.len());
+    let mut call_signatures = Vec::new();
     for (index, document) in documents.iter().enumerate() {
-        let (item, _) = decode_item(document.clone(), &format!("context[{index}]"), &mut ids)?;
+        let (item, _) = decode_item(
+            document.clone(),
+            &format!("context[{index}]"),
+            &mut ids,
+            &mut call_signatures,
+        )?;
         items.extend(item);
     }
+    attach_call_signatures(&mut items, call_signatures);
     Ok(items)
+}
+
+/// Gives each tool call the signature a reasoning item carried for it (the item comes after
+/// the call when the provider sent the signature with the call).
+fn attach_call_signatures(items: &mut [Item], signatures: Vec<(String, Sealed)>) {
+    for (wanted, sealed) in signatures {
+        for item in items.iter_mut() {
+            if let Item::FunctionCall {
+                call_id, signature, ..
+            } = item
+            {
+                if *call_id == wanted {
+                    *signature = Some(sealed);
+                    break;
+                }
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -286,6 +312,7 @@ struct WireReasoningItem {
     id: Option<String>,
     summary: Option<Vec<WireTextPart>>,
     content: Option<Vec<WireTextPart>>,
+    encrypted_content: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -506,11 +533,18 @@ fn decode_input(
             }
             let mut items = Vec::with_capacity(entries.len());
             let mut stored = Vec::with_capacity(entries.len());
+            let mut call_signatures = Vec::new();
             for (index, entry) in entries.into_iter().enumerate() {
-                let (item, record) = decode_item(entry, &format!("input[{index}]"), new_id)?;
+                let (item, record) = decode_item(
+                    entry,
+                    &format!("input[{index}]"),
+                    new_id,
+                    &mut call_signatures,
+                )?;
                 items.extend(item);
                 stored.push(record);
             }
+            attach_call_signatures(&mut items, call_signatures);
             Ok((items, stored))
         }
         other => Err(invalid_type(
@@ -522,10 +556,13 @@ fn decode_input(
 }
 
 /// One input item. A message without `type` is an easy input message.
+/// Tool-call signatures that reasoning items carry (see [`crate::sealed`]) are collected in
+/// `call_signatures`, for [`attach_call_signatures`].
 fn decode_item(
     entry: Value,
     prefix: &str,
     new_id: &mut dyn FnMut(&str) -> String,
+    call_signatures: &mut Vec<(String, Sealed)>,
 ) -> Result<(Option<Item>, StoredItem), Error> {
     let Value::Object(fields) = &entry else {
         return Err(invalid_type(prefix, "an object", &entry));
@@ -582,6 +619,7 @@ fn decode_item(
                     call_id: call.call_id.clone(),
                     name: call.name.clone(),
                     arguments: call.arguments.clone(),
+                    signature: None,
                 }),
                 StoredItem::FunctionCall {
                     id,
@@ -630,8 +668,36 @@ fn decode_item(
                 content.join("")
             };
             let id = reasoning.id.unwrap_or_else(|| new_id("rs"));
+            let envelope = reasoning
+                .encrypted_content
+                .as_deref()
+                .map(Envelope::open)
+                .unwrap_or_default();
+            let item = match envelope {
+                Envelope {
+                    signature: Some(signature),
+                    call_id: Some(call_id),
+                    ..
+                } => {
+                    call_signatures.push((call_id, signature));
+                    None
+                }
+                Envelope {
+                    signature,
+                    encrypted,
+                    ..
+                } => (!text.is_empty() || signature.is_some() || encrypted.is_some()).then(|| {
+                    Item::Reasoning {
+                        id: Some(id.clone()),
+                        text,
+                        summary: summary.clone(),
+                        signature,
+                        encrypted,
+                    }
+                }),
+            };
             Ok((
-                (!text.is_empty()).then_some(Item::Reasoning { text }),
+                item,
                 StoredItem::Reasoning {
                     id,
                     summary: summary
@@ -642,6 +708,7 @@ fn decode_item(
                         })
                         .collect(),
                     content: content.into_iter().map(ReasoningText::new).collect(),
+                    encrypted_content: reasoning.encrypted_content,
                     status: None,
                 },
             ))

@@ -11,8 +11,11 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 use switchboard_model::{
-    Event, FinishReason, OutputFormat, Request, TokenLogprob, Tool, ToolChoice, Usage,
+    Annotation, Event, FinishReason, OutputFormat, Request, Sealed, TokenLogprob, Tool, ToolChoice,
+    Usage,
 };
+
+use crate::sealed::Envelope;
 
 use super::decode::ResponsesRequest;
 use super::items::{ItemContent, LogProb, ReasoningText, StoredItem, TopLogProb};
@@ -158,7 +161,7 @@ impl From<Usage> for ResponseUsage {
             input_tokens: usage.prompt_tokens,
             input_tokens_details: InputTokensDetails {
                 cached_tokens: usage.cached_tokens,
-                cache_write_tokens: 0,
+                cache_write_tokens: usage.cache_write_tokens,
             },
             output_tokens: usage.completion_tokens,
             output_tokens_details: OutputTokensDetails {
@@ -285,6 +288,31 @@ pub enum ResponseStreamEvent {
         text: String,
         logprobs: Vec<DeltaLogProb>,
     },
+    #[serde(rename = "response.refusal.delta")]
+    RefusalDelta {
+        sequence_number: u64,
+        item_id: String,
+        output_index: usize,
+        content_index: usize,
+        delta: String,
+    },
+    #[serde(rename = "response.refusal.done")]
+    RefusalDone {
+        sequence_number: u64,
+        item_id: String,
+        output_index: usize,
+        content_index: usize,
+        refusal: String,
+    },
+    #[serde(rename = "response.output_text.annotation.added")]
+    AnnotationAdded {
+        sequence_number: u64,
+        item_id: String,
+        output_index: usize,
+        content_index: usize,
+        annotation_index: usize,
+        annotation: Value,
+    },
     #[serde(rename = "response.reasoning_text.delta")]
     ReasoningTextDelta {
         sequence_number: u64,
@@ -334,6 +362,9 @@ impl ResponseStreamEvent {
             Self::ContentPartDone { .. } => "response.content_part.done",
             Self::OutputTextDelta { .. } => "response.output_text.delta",
             Self::OutputTextDone { .. } => "response.output_text.done",
+            Self::RefusalDelta { .. } => "response.refusal.delta",
+            Self::RefusalDone { .. } => "response.refusal.done",
+            Self::AnnotationAdded { .. } => "response.output_text.annotation.added",
             Self::ReasoningTextDelta { .. } => "response.reasoning_text.delta",
             Self::ReasoningTextDone { .. } => "response.reasoning_text.done",
             Self::FunctionCallArgumentsDelta { .. } => "response.function_call_arguments.delta",
@@ -348,6 +379,8 @@ pub type IdSource = Box<dyn FnMut(&str) -> String + Send>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OpenItem {
     Message(usize),
+    /// A message whose content is a refusal.
+    Refusal(usize),
     Reasoning(usize),
     Call(usize),
 }
@@ -359,6 +392,8 @@ pub struct ResponseEncoder {
     open: Option<OpenItem>,
     /// Output index of each tool call, by the call's position among the choice's calls.
     calls: Vec<(u32, usize)>,
+    /// Tool-call signatures, written out as reasoning items once the calls are complete.
+    call_signatures: Vec<(u32, Sealed)>,
     finish: Option<FinishReason>,
     new_id: IdSource,
 }
@@ -427,6 +462,7 @@ impl ResponseEncoder {
             next_sequence: 0,
             open: None,
             calls: Vec::new(),
+            call_signatures: Vec::new(),
             finish: None,
             new_id,
         }
@@ -466,8 +502,12 @@ impl ResponseEncoder {
             // The Responses API has one answer per request.
             Event::TextDelta { choice, .. }
             | Event::ReasoningDelta { choice, .. }
+            | Event::ReasoningEnd { choice, .. }
+            | Event::RefusalDelta { choice, .. }
+            | Event::Annotation { choice, .. }
             | Event::ToolCallStart { choice, .. }
             | Event::ToolCallArguments { choice, .. }
+            | Event::ToolCallSignature { choice, .. }
             | Event::Finished { choice, .. }
                 if *choice != 0 => {}
             Event::TextDelta { text, logprobs, .. } => {
@@ -480,6 +520,20 @@ impl ResponseEncoder {
                     self.reasoning_delta(text, &mut out);
                 }
             }
+            Event::ReasoningEnd {
+                signature,
+                encrypted,
+                ..
+            } => self.reasoning_end(signature, encrypted, &mut out),
+            Event::RefusalDelta { text, .. } => {
+                if !text.is_empty() {
+                    self.refusal_delta(text, &mut out);
+                }
+            }
+            Event::Annotation { annotation, .. } => self.annotation(annotation, &mut out),
+            Event::ToolCallSignature {
+                index, signature, ..
+            } => self.call_signatures.push((*index, signature.clone())),
             Event::ToolCallStart {
                 index, id, name, ..
             } => {
@@ -525,6 +579,7 @@ impl ResponseEncoder {
                     "completed"
                 };
                 self.close_open(status, &mut out);
+                self.write_call_signatures(&mut out);
             }
             Event::Usage(usage) => self.response.usage = Some(ResponseUsage::from(*usage)),
             Event::Done => {}
@@ -542,7 +597,10 @@ impl ResponseEncoder {
         self.close_open("incomplete", &mut out);
         self.response.completed_at = Some(now);
         let incomplete = match reason {
-            FinishReason::Stop | FinishReason::ToolCalls => None,
+            FinishReason::Stop
+            | FinishReason::ToolCalls
+            | FinishReason::Refusal
+            | FinishReason::PauseTurn => None,
             FinishReason::Length => Some("max_output_tokens"),
             FinishReason::ContentFilter => Some("content_filter"),
         };
@@ -647,6 +705,7 @@ impl ResponseEncoder {
                     id: (self.new_id)("rs"),
                     summary: Vec::new(),
                     content: Vec::new(),
+                    encrypted_content: None,
                     status: Some("in_progress"),
                 };
                 let part = StreamPart::Reasoning(ReasoningText::new(String::new()));
@@ -667,6 +726,150 @@ impl ResponseEncoder {
             output_index,
             content_index: 0,
             delta: text.to_owned(),
+        });
+    }
+
+    /// Ends the open reasoning item with the provider's signature or payload, sealed into its
+    /// `encrypted_content`; a payload without streamed text becomes an item of its own.
+    fn reasoning_end(
+        &mut self,
+        signature: &Option<Sealed>,
+        encrypted: &Option<Sealed>,
+        out: &mut Vec<ResponseStreamEvent>,
+    ) {
+        let sealed = Envelope {
+            signature: signature.clone(),
+            encrypted: encrypted.clone(),
+            call_id: None,
+        }
+        .seal();
+        let output_index = match self.open {
+            Some(OpenItem::Reasoning(index)) => index,
+            _ => {
+                if sealed.is_none() {
+                    return;
+                }
+                let item = StoredItem::Reasoning {
+                    id: (self.new_id)("rs"),
+                    summary: Vec::new(),
+                    content: Vec::new(),
+                    encrypted_content: None,
+                    status: Some("in_progress"),
+                };
+                let index = self.open_item(item, None, out);
+                self.open = Some(OpenItem::Reasoning(index));
+                index
+            }
+        };
+        if let StoredItem::Reasoning {
+            encrypted_content, ..
+        } = &mut self.response.output[output_index]
+        {
+            *encrypted_content = sealed;
+        }
+        self.close_open("completed", out);
+    }
+
+    /// Each tool call's signature as a reasoning item naming the call (see [`Envelope`]).
+    fn write_call_signatures(&mut self, out: &mut Vec<ResponseStreamEvent>) {
+        for (index, signature) in std::mem::take(&mut self.call_signatures) {
+            let Some(&(_, output_index)) = self.calls.iter().find(|(call, _)| *call == index)
+            else {
+                continue;
+            };
+            let StoredItem::FunctionCall { call_id, .. } = &self.response.output[output_index]
+            else {
+                continue;
+            };
+            let envelope = Envelope {
+                signature: Some(signature),
+                encrypted: None,
+                call_id: Some(call_id.clone()),
+            };
+            let item = StoredItem::Reasoning {
+                id: (self.new_id)("rs"),
+                summary: Vec::new(),
+                content: Vec::new(),
+                encrypted_content: envelope.seal(),
+                status: Some("in_progress"),
+            };
+            let index = self.open_item(item, None, out);
+            self.open = Some(OpenItem::Reasoning(index));
+            self.close_open("completed", out);
+        }
+    }
+
+    fn refusal_delta(&mut self, text: &str, out: &mut Vec<ResponseStreamEvent>) {
+        let output_index = match self.open {
+            Some(OpenItem::Refusal(index)) => index,
+            _ => {
+                let item = StoredItem::Message {
+                    id: (self.new_id)("msg"),
+                    role: "assistant".into(),
+                    status: "in_progress",
+                    content: Vec::new(),
+                };
+                let part = StreamPart::Content(ItemContent::Refusal {
+                    refusal: String::new(),
+                });
+                let index = self.open_item(item, Some(part), out);
+                self.open = Some(OpenItem::Refusal(index));
+                index
+            }
+        };
+        if let StoredItem::Message { content, .. } = &mut self.response.output[output_index] {
+            if let Some(ItemContent::Refusal { refusal }) = content.first_mut() {
+                refusal.push_str(text);
+            }
+        }
+        let item_id = self.item_id(output_index);
+        out.push(ResponseStreamEvent::RefusalDelta {
+            sequence_number: self.sequence(),
+            item_id,
+            output_index,
+            content_index: 0,
+            delta: text.to_owned(),
+        });
+    }
+
+    /// Attaches a citation to the message being written (or the last one written).
+    fn annotation(&mut self, annotation: &Annotation, out: &mut Vec<ResponseStreamEvent>) {
+        let open_message = match self.open {
+            Some(OpenItem::Message(index)) => Some(index),
+            _ => None,
+        };
+        let last_message = || {
+            self.response
+                .output
+                .iter()
+                .rposition(|item| matches!(item, StoredItem::Message { content, .. } if matches!(content.first(), Some(ItemContent::OutputText { .. }))))
+        };
+        let output_index = match open_message.or_else(last_message) {
+            Some(index) => index,
+            None => {
+                self.text_delta("", &[], out);
+                match self.open {
+                    Some(OpenItem::Message(index)) => index,
+                    _ => return,
+                }
+            }
+        };
+        let wire = annotation_wire(annotation);
+        let mut annotation_index = 0;
+        if let StoredItem::Message { content, .. } = &mut self.response.output[output_index] {
+            if let Some(ItemContent::OutputText { annotations, .. }) = content.first_mut() {
+                annotation_index = annotations.len();
+                annotations.push(wire.clone());
+            }
+        }
+        let item_id = self.item_id(output_index);
+        out.push(ResponseStreamEvent::AnnotationAdded {
+            sequence_number: self.sequence(),
+            item_id,
+            output_index,
+            content_index: 0,
+            annotation_index,
+            annotation: wire,
         });
     }
 
@@ -714,7 +917,10 @@ impl ResponseEncoder {
         let Some(open) = self.open.take() else {
             return;
         };
-        let (OpenItem::Message(index) | OpenItem::Reasoning(index) | OpenItem::Call(index)) = open;
+        let (OpenItem::Message(index)
+        | OpenItem::Refusal(index)
+        | OpenItem::Reasoning(index)
+        | OpenItem::Call(index)) = open;
         let item_id = self.item_id(index);
         let mut done = Vec::new();
         match &mut self.response.output[index] {
@@ -724,6 +930,24 @@ impl ResponseEncoder {
                 ..
             } => {
                 *item_status = status;
+                if let Some(part @ ItemContent::Refusal { .. }) = content.first().cloned() {
+                    if let ItemContent::Refusal { refusal } = &part {
+                        done.push(ResponseStreamEvent::RefusalDone {
+                            sequence_number: 0,
+                            item_id: item_id.clone(),
+                            output_index: index,
+                            content_index: 0,
+                            refusal: refusal.clone(),
+                        });
+                    }
+                    done.push(ResponseStreamEvent::ContentPartDone {
+                        sequence_number: 0,
+                        item_id: item_id.clone(),
+                        output_index: index,
+                        content_index: 0,
+                        part: StreamPart::Content(part),
+                    });
+                }
                 if let Some(part @ ItemContent::OutputText { .. }) = content.first().cloned() {
                     if let ItemContent::OutputText { text, logprobs, .. } = &part {
                         let text_done = ResponseStreamEvent::OutputTextDone {
@@ -835,6 +1059,15 @@ fn set_sequence(event: &mut ResponseStreamEvent, number: u64) {
         | ResponseStreamEvent::OutputTextDelta {
             sequence_number, ..
         }
+        | ResponseStreamEvent::RefusalDelta {
+            sequence_number, ..
+        }
+        | ResponseStreamEvent::RefusalDone {
+            sequence_number, ..
+        }
+        | ResponseStreamEvent::AnnotationAdded {
+            sequence_number, ..
+        }
         | ResponseStreamEvent::OutputTextDone {
             sequence_number, ..
         }
@@ -935,5 +1168,24 @@ fn tool_echo(tool: &Tool) -> FunctionToolEcho {
         description: function.description.clone(),
         parameters: function.parameters.clone(),
         strict: function.strict,
+    }
+}
+
+/// A citation in the Responses API's shape (`url_citation` with the span's indexes).
+#[must_use]
+pub fn annotation_wire(annotation: &Annotation) -> Value {
+    match annotation {
+        Annotation::UrlCitation {
+            url,
+            title,
+            start_index,
+            end_index,
+        } => serde_json::json!({
+            "type": "url_citation",
+            "url": url,
+            "title": title,
+            "start_index": start_index,
+            "end_index": end_index,
+        }),
     }
 }

@@ -34,6 +34,9 @@ pub enum StoredItem {
         id: String,
         summary: Vec<SummaryText>,
         content: Vec<ReasoningText>,
+        /// Provider-tagged opaque reasoning ([`crate::sealed::Envelope`]).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        encrypted_content: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         status: Option<&'static str>,
     },

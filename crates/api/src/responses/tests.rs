@@ -53,6 +53,7 @@ fn usage(prompt: u32, completion: u32) -> Event {
         completion_tokens: completion,
         cached_tokens: 1,
         reasoning_tokens: 0,
+        cache_write_tokens: 0,
     })
 }
 
@@ -159,7 +160,8 @@ fn every_input_item_kind() {
         Item::FunctionCall {
             call_id: "call_1".into(),
             name: "f".into(),
-            arguments: "{}".into()
+            arguments: "{}".into(),
+            signature: None,
         }
     );
     assert_eq!(
@@ -172,7 +174,12 @@ fn every_input_item_kind() {
     assert_eq!(
         items[5],
         Item::Reasoning {
-            text: "thought".into()
+            id: Some("rs_5".into()),
+            // Only a summary was sent: it stands for the text too.
+            text: "thought".into(),
+            summary: vec!["thought".into()],
+            signature: None,
+            encrypted: None,
         }
     );
     let ids: Vec<&str> = decoded.input_items.iter().map(StoredItem::id).collect();
@@ -418,6 +425,7 @@ fn text_answer_streams_every_event_in_order() {
             Event::Finished {
                 choice: 0,
                 reason: FinishReason::Stop,
+                stop_sequence: None,
             },
             usage(5, 2),
         ],
@@ -468,6 +476,7 @@ fn length_cut_is_incomplete_with_its_reason() {
             Event::Finished {
                 choice: 0,
                 reason: FinishReason::Length,
+                stop_sequence: None,
             },
             usage(3, 16),
         ],
@@ -523,6 +532,7 @@ fn tool_calls_become_function_call_items() {
             Event::Finished {
                 choice: 0,
                 reason: FinishReason::ToolCalls,
+                stop_sequence: None,
             },
             usage(9, 12),
         ],
@@ -590,6 +600,7 @@ fn logprobs_ride_on_deltas_and_parts() {
             Event::Finished {
                 choice: 0,
                 reason: FinishReason::Stop,
+                stop_sequence: None,
             },
             usage(1, 1),
         ],
@@ -891,6 +902,7 @@ fn tool_outputs_must_answer_a_call() {
         call_id: "c".into(),
         name: "f".into(),
         arguments: "{}".into(),
+        signature: None,
     };
     let error = check_call_outputs(&[Item::text(Role::User, "x"), output.clone()]).unwrap_err();
     assert_eq!(error.param.as_deref(), Some("input"));
@@ -934,4 +946,138 @@ fn refused_with(patch: &Value) -> (Value, switchboard_model::Error) {
     let error =
         decode_responses_request(body.to_string().as_bytes(), &mut |p| p.to_owned()).unwrap_err();
     (body, error)
+}
+
+#[test]
+fn signed_reasoning_and_call_signatures_round_trip_through_items() {
+    use switchboard_model::{Family, Sealed};
+    let decoded = decode_ok(json!({"model": "m", "input": "Weather?",
+        "tools": [{"type": "function", "name": "w", "parameters": {"type": "object"}}]}));
+    let signed = |family, value: &str| Some(Sealed::new(family, value));
+    let (values, response) = run(
+        &decoded,
+        &[
+            Event::ReasoningDelta {
+                choice: 0,
+                text: "Paris, then.".into(),
+            },
+            Event::ReasoningEnd {
+                choice: 0,
+                signature: signed(Family::Anthropic, "sig-1"),
+                encrypted: None,
+            },
+            Event::ReasoningEnd {
+                choice: 0,
+                signature: None,
+                encrypted: signed(Family::Anthropic, "redacted-blob"),
+            },
+            Event::ToolCallStart {
+                choice: 0,
+                index: 0,
+                id: "call_a".into(),
+                name: "w".into(),
+            },
+            Event::ToolCallSignature {
+                choice: 0,
+                index: 0,
+                signature: Sealed::new(Family::Gemini, "thought-sig"),
+            },
+            Event::ToolCallArguments {
+                choice: 0,
+                index: 0,
+                fragment: "{}".into(),
+            },
+            Event::Finished {
+                choice: 0,
+                reason: FinishReason::ToolCalls,
+                stop_sequence: None,
+            },
+            usage(3, 4),
+        ],
+    );
+    assert_eq!(values.last().unwrap()["type"], "response.completed");
+    let output = response["output"].as_array().unwrap();
+    let kinds: Vec<&str> = output.iter().map(|i| i["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["reasoning", "reasoning", "function_call", "reasoning"]
+    );
+    for item in output {
+        if item["type"] == "reasoning" {
+            assert!(item["encrypted_content"]
+                .as_str()
+                .unwrap()
+                .starts_with("swb1_"));
+        }
+    }
+    // The client replays the output unchanged: each provider gets back what it sent.
+    let mut input = vec![json!({"role": "user", "content": "Weather?"})];
+    input.extend(output.iter().cloned());
+    input.push(json!({"type": "function_call_output", "call_id": "call_a", "output": "sunny"}));
+    let replayed = decode_ok(json!({"model": "m", "input": input,
+        "tools": [{"type": "function", "name": "w", "parameters": {"type": "object"}}]}));
+    let items = &replayed.request.items;
+    assert!(
+        matches!(&items[1], Item::Reasoning { text, signature: Some(s), .. }
+        if text == "Paris, then." && *s == Sealed::new(Family::Anthropic, "sig-1"))
+    );
+    assert!(
+        matches!(&items[2], Item::Reasoning { encrypted: Some(s), .. }
+        if *s == Sealed::new(Family::Anthropic, "redacted-blob"))
+    );
+    assert!(
+        matches!(&items[3], Item::FunctionCall { signature: Some(s), .. }
+        if *s == Sealed::new(Family::Gemini, "thought-sig"))
+    );
+    assert_eq!(
+        items.len(),
+        5,
+        "the call's signature item is not a reasoning item"
+    );
+}
+
+#[test]
+fn refusals_and_citations_stream_as_their_own_events() {
+    use switchboard_model::Annotation;
+    let decoded = decode_ok(json!({"model": "m", "input": "x"}));
+    let (values, response) = run(
+        &decoded,
+        &[
+            text("See [1]."),
+            Event::Annotation {
+                choice: 0,
+                annotation: Annotation::UrlCitation {
+                    url: "https://example.com/a".into(),
+                    title: "A".into(),
+                    start_index: 4,
+                    end_index: 7,
+                },
+            },
+            Event::RefusalDelta {
+                choice: 0,
+                text: "I can't help with that.".into(),
+            },
+            Event::Finished {
+                choice: 0,
+                reason: FinishReason::Refusal,
+                stop_sequence: None,
+            },
+            usage(1, 2),
+        ],
+    );
+    let kinds = kinds(&values);
+    assert!(kinds.contains(&"response.output_text.annotation.added"));
+    assert!(kinds.contains(&"response.refusal.delta"));
+    assert!(kinds.contains(&"response.refusal.done"));
+    assert_eq!(response["status"], "completed");
+    let citation = &response["output"][0]["content"][0]["annotations"][0];
+    assert_eq!(
+        *citation,
+        json!({"type": "url_citation", "url": "https://example.com/a", "title": "A",
+               "start_index": 4, "end_index": 7})
+    );
+    assert_eq!(
+        response["output"][1]["content"][0],
+        json!({"type": "refusal", "refusal": "I can't help with that."})
+    );
 }

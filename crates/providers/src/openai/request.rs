@@ -4,7 +4,9 @@
 //! and a non-streaming answer is the fold of the same events.
 
 use serde_json::{json, Map, Value};
-use switchboard_model::{ContentPart, Item, OutputFormat, Request, Role, Tool, ToolChoice};
+use switchboard_model::{
+    ContentPart, Family, Item, OutputFormat, Request, Role, Sealed, Tool, ToolChoice,
+};
 
 /// The body for `POST {base_url}/chat/completions`, naming `upstream_model`.
 #[must_use]
@@ -124,11 +126,28 @@ pub fn encode_request(request: &Request, upstream_model: &str) -> Value {
 }
 
 /// The conversation as Chat Completions messages: calls join the assistant message before
-/// them, results become `tool` messages. Earlier reasoning is not sent (the wire has no place
-/// for it). Developer messages go as `system`, which every compatible server knows.
+/// them, results become `tool` messages. Earlier reasoning goes back only where an
+/// OpenAI-compatible server made it: as the `reasoning_details` it sent, on the assistant
+/// message that follows (plain reasoning text has no place on the wire, and strict servers
+/// refuse fields they do not know). Developer messages go as `system`, which every compatible
+/// server knows.
 fn messages(items: &[Item]) -> Vec<Value> {
     let mut messages: Vec<Value> = Vec::with_capacity(items.len());
+    let mut pending_details: Vec<Value> = Vec::new();
     for item in items {
+        // Details wait for the assistant turn they belong to; any other turn in between means
+        // there is none.
+        let in_assistant_turn = matches!(
+            item,
+            Item::Message {
+                role: Role::Assistant,
+                ..
+            } | Item::FunctionCall { .. }
+                | Item::Reasoning { .. }
+        );
+        if !in_assistant_turn {
+            pending_details.clear();
+        }
         match item {
             Item::Message { role, parts, name } => {
                 let role_name = match role {
@@ -146,34 +165,72 @@ fn messages(items: &[Item]) -> Vec<Value> {
                 if let Some(name) = name {
                     message.insert("name".into(), name.clone().into());
                 }
+                if *role == Role::Assistant && !pending_details.is_empty() {
+                    let details = std::mem::take(&mut pending_details);
+                    message.insert("reasoning_details".into(), Value::Array(details));
+                }
                 messages.push(Value::Object(message));
             }
             Item::FunctionCall {
                 call_id,
                 name,
                 arguments,
+                signature,
             } => {
                 let call = json!({"id": call_id, "type": "function",
                                   "function": {"name": name, "arguments": arguments}});
+                if let Some(data) = Sealed::for_family(signature.as_ref(), Family::OpenAi) {
+                    pending_details.push(json!({"type": "reasoning.encrypted", "id": call_id,
+                                                "data": data, "format": Family::OpenAi.format()}));
+                }
                 let open = messages
                     .last_mut()
                     .filter(|last| last["role"] == "assistant")
                     .and_then(Value::as_object_mut);
-                match open {
-                    Some(assistant) => match assistant.get_mut("tool_calls") {
-                        Some(Value::Array(calls)) => calls.push(call),
-                        _ => {
-                            assistant.insert("tool_calls".into(), json!([call]));
-                        }
-                    },
-                    None => messages
-                        .push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
+                let assistant = match open {
+                    Some(assistant) => assistant,
+                    None => {
+                        messages.push(json!({"role": "assistant", "content": null}));
+                        let Some(Value::Object(created)) = messages.last_mut() else {
+                            continue;
+                        };
+                        created
+                    }
+                };
+                match assistant.get_mut("tool_calls") {
+                    Some(Value::Array(calls)) => calls.push(call),
+                    _ => {
+                        assistant.insert("tool_calls".into(), json!([call]));
+                    }
+                }
+                if !pending_details.is_empty() {
+                    let details = assistant
+                        .entry("reasoning_details")
+                        .or_insert_with(|| Value::Array(Vec::new()));
+                    if let Value::Array(details) = details {
+                        details.append(&mut pending_details);
+                    }
                 }
             }
             Item::FunctionOutput { call_id, output } => {
                 messages.push(json!({"role": "tool", "tool_call_id": call_id, "content": output}))
             }
-            Item::Reasoning { .. } => {}
+            Item::Reasoning {
+                text,
+                signature,
+                encrypted,
+                ..
+            } => {
+                let format = Family::OpenAi.format();
+                if let Some(signature) = Sealed::for_family(signature.as_ref(), Family::OpenAi) {
+                    pending_details.push(json!({"type": "reasoning.text", "text": text,
+                                                "signature": signature, "format": format}));
+                }
+                if let Some(data) = Sealed::for_family(encrypted.as_ref(), Family::OpenAi) {
+                    pending_details.push(json!({"type": "reasoning.encrypted", "data": data,
+                                                "format": format}));
+                }
+            }
         }
     }
     messages
@@ -246,6 +303,8 @@ fn part(part: &ContentPart) -> Option<Value> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use serde_json::json;
     use switchboard_model::{FunctionTool, Item, Request, Role, Sampling, Tool, ToolChoice};
 
@@ -262,6 +321,7 @@ mod tests {
                     call_id: "call_1".into(),
                     name: "weather".into(),
                     arguments: "{\"city\":\"Oslo\"}".into(),
+                    signature: None,
                 },
                 Item::FunctionOutput {
                     call_id: "call_1".into(),
@@ -305,5 +365,52 @@ mod tests {
                 "stream_options": {"include_usage": true}
             })
         );
+    }
+
+    #[test]
+    fn reasoning_details_go_back_only_where_they_came_from() {
+        use switchboard_model::{Family, Sealed};
+        let reasoning = |family, text: &str| Item::Reasoning {
+            id: None,
+            text: text.into(),
+            summary: Vec::new(),
+            signature: Some(Sealed::new(family, format!("sig-{text}"))),
+            encrypted: None,
+        };
+        let request = Request::text(
+            "catalog-id",
+            vec![
+                Item::text(Role::User, "Hi"),
+                reasoning(Family::Anthropic, "claude"),
+                reasoning(Family::OpenAi, "compat"),
+                Item::FunctionCall {
+                    call_id: "call_1".into(),
+                    name: "f".into(),
+                    arguments: "{}".into(),
+                    signature: Some(Sealed::new(Family::OpenAi, "call-sig")),
+                },
+                Item::FunctionOutput {
+                    call_id: "call_1".into(),
+                    output: "ok".into(),
+                },
+                // Reasoning followed by no assistant turn goes nowhere.
+                reasoning(Family::OpenAi, "orphan"),
+                Item::text(Role::User, "Thanks"),
+            ],
+        );
+        let body = encode_request(&request, "m");
+        let messages = body["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 4);
+        assert_eq!(
+            messages[1]["reasoning_details"],
+            json!([
+                {"type": "reasoning.text", "text": "compat", "signature": "sig-compat",
+                 "format": "openai-responses-v1"},
+                {"type": "reasoning.encrypted", "id": "call_1", "data": "call-sig",
+                 "format": "openai-responses-v1"}
+            ])
+        );
+        assert!(!body.to_string().contains("orphan"));
+        assert!(!body.to_string().contains("claude"));
     }
 }

@@ -6,10 +6,13 @@
 //! tool-call fragments (id and name first, then arguments), `logprobs.content`,
 //! `finish_reason`, and the usage chunk (with cached and reasoning tokens).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
-use switchboard_model::{Error, ErrorKind, Event, FinishReason, TokenLogprob, TopLogprob, Usage};
+use switchboard_model::{
+    Annotation, Error, ErrorKind, Event, Family, FinishReason, Sealed, TokenLogprob, TopLogprob,
+    Usage,
+};
 
 /// The state of one upstream stream.
 #[derive(Default)]
@@ -20,6 +23,8 @@ pub struct ChunkDecoder {
     seen_choices: HashSet<u32>,
     usage: Option<Usage>,
     calls_made: u32,
+    /// Which (choice, call index) each started call's id names.
+    call_ids: HashMap<String, (u32, u32)>,
 }
 
 impl ChunkDecoder {
@@ -67,19 +72,14 @@ impl ChunkDecoder {
                 }
             }
         }
-        if delta.get("reasoning_content").is_none() && delta.get("reasoning").is_none() {
-            for detail in delta
-                .get("reasoning_details")
-                .and_then(Value::as_array)
-                .map_or(&[][..], Vec::as_slice)
-            {
-                if let Some(text) = detail.get("text").and_then(Value::as_str) {
-                    events.push(Event::ReasoningDelta {
-                        choice: index,
-                        text: text.to_owned(),
-                    });
-                }
-            }
+        let text_streamed_apart =
+            delta.get("reasoning_content").is_some() || delta.get("reasoning").is_some();
+        for detail in delta
+            .get("reasoning_details")
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice)
+        {
+            self.detail(index, detail, text_streamed_apart, events);
         }
         let logprobs = logprobs_of(choice);
         let text = delta.get("content").and_then(Value::as_str).unwrap_or("");
@@ -91,12 +91,22 @@ impl ChunkDecoder {
             });
         }
         if let Some(refusal) = delta.get("refusal").and_then(Value::as_str) {
-            // The canonical events have no refusal delta yet; a refusal is the answer's text.
             if !refusal.is_empty() {
-                events.push(Event::TextDelta {
+                events.push(Event::RefusalDelta {
                     choice: index,
                     text: refusal.to_owned(),
-                    logprobs: Vec::new(),
+                });
+            }
+        }
+        for annotation in delta
+            .get("annotations")
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice)
+        {
+            if let Some(annotation) = annotation_of(annotation) {
+                events.push(Event::Annotation {
+                    choice: index,
+                    annotation,
                 });
             }
         }
@@ -112,8 +122,65 @@ impl ChunkDecoder {
                 events.push(Event::Finished {
                     choice: index,
                     reason: finish_reason(reason),
+                    stop_sequence: None,
                 });
             }
+        }
+    }
+
+    /// One `reasoning_details` entry (OpenRouter's shape, also NagaAI's): text streams as
+    /// reasoning (unless the same text came in `reasoning_content`), a signature ends the
+    /// block, an encrypted entry is an opaque block — or, when its `id` is a tool call's, that
+    /// call's signature.
+    fn detail(
+        &mut self,
+        choice: u32,
+        detail: &Value,
+        text_streamed_apart: bool,
+        events: &mut Vec<Event>,
+    ) {
+        let field = |key: &str| detail.get(key).and_then(Value::as_str);
+        let family = field("format")
+            .and_then(Family::from_format)
+            .unwrap_or(Family::OpenAi);
+        match field("type") {
+            Some("reasoning.text" | "reasoning.summary") => {
+                let text = field("text").or_else(|| field("summary")).unwrap_or("");
+                if !text.is_empty() && !text_streamed_apart {
+                    events.push(Event::ReasoningDelta {
+                        choice,
+                        text: text.to_owned(),
+                    });
+                }
+                if let Some(signature) = field("signature").filter(|s| !s.is_empty()) {
+                    events.push(Event::ReasoningEnd {
+                        choice,
+                        signature: Some(Sealed::new(family, signature)),
+                        encrypted: None,
+                    });
+                }
+            }
+            Some("reasoning.encrypted") => {
+                let Some(data) = field("data").filter(|d| !d.is_empty()) else {
+                    return;
+                };
+                let sealed = Sealed::new(family, data);
+                match field("id").and_then(|id| self.call_ids.get(id)) {
+                    Some(&(call_choice, index)) if call_choice == choice => {
+                        events.push(Event::ToolCallSignature {
+                            choice,
+                            index,
+                            signature: sealed,
+                        });
+                    }
+                    _ => events.push(Event::ReasoningEnd {
+                        choice,
+                        signature: None,
+                        encrypted: Some(sealed),
+                    }),
+                }
+            }
+            _ => {}
         }
     }
 
@@ -135,6 +202,7 @@ impl ChunkDecoder {
                 id.to_owned()
             };
             self.started_calls.insert((choice, index));
+            self.call_ids.insert(id.clone(), (choice, index));
             events.push(Event::ToolCallStart {
                 choice,
                 index,
@@ -169,6 +237,7 @@ impl ChunkDecoder {
             events.push(Event::Finished {
                 choice,
                 reason: FinishReason::Stop,
+                stop_sequence: None,
             });
         }
         events.push(Event::Usage(self.usage.take().unwrap_or_default()));
@@ -200,8 +269,24 @@ fn usage_of(usage: &Value) -> Usage {
         prompt_tokens: count(usage, &["prompt_tokens"]),
         completion_tokens: count(usage, &["completion_tokens"]),
         cached_tokens: count(usage, &["prompt_tokens_details", "cached_tokens"]),
+        cache_write_tokens: count(usage, &["prompt_tokens_details", "cache_write_tokens"]),
         reasoning_tokens: count(usage, &["completion_tokens_details", "reasoning_tokens"]),
     }
+}
+
+/// A `url_citation` annotation, in Chat's nested shape or the flat one some servers send.
+fn annotation_of(annotation: &Value) -> Option<Annotation> {
+    if annotation.get("type").and_then(Value::as_str) != Some("url_citation") {
+        return None;
+    }
+    let body = annotation.get("url_citation").unwrap_or(annotation);
+    let text = |key: &str| body.get(key).and_then(Value::as_str).map(str::to_owned);
+    Some(Annotation::UrlCitation {
+        url: text("url")?,
+        title: text("title").unwrap_or_default(),
+        start_index: count(body, &["start_index"]),
+        end_index: count(body, &["end_index"]),
+    })
 }
 
 fn logprobs_of(choice: &Value) -> Vec<TokenLogprob> {
@@ -319,13 +404,15 @@ mod tests {
                 },
                 Event::Finished {
                     choice: 0,
-                    reason: FinishReason::ToolCalls
+                    reason: FinishReason::ToolCalls,
+                    stop_sequence: None,
                 },
                 Event::Usage(Usage {
                     prompt_tokens: 9,
                     completion_tokens: 4,
                     cached_tokens: 2,
-                    reasoning_tokens: 1
+                    reasoning_tokens: 1,
+                    cache_write_tokens: 0,
                 }),
             ]
         );
@@ -351,5 +438,76 @@ mod tests {
             .push(&json!({"error": {"message": "overloaded", "type": "server_error"}}))
             .unwrap_err();
         assert_eq!(error.kind, ErrorKind::Upstream);
+    }
+
+    #[test]
+    fn reasoning_details_refusals_and_citations() {
+        let mut decoder = ChunkDecoder::default();
+        let chunks = [
+            json!({"choices": [{"index": 0, "delta": {"reasoning_details": [
+                {"type": "reasoning.text", "text": "Hm.", "signature": "s1", "format": "anthropic-claude-v1"}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_a",
+                "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"reasoning_details": [
+                {"type": "reasoning.encrypted", "id": "call_a", "data": "ts", "format": "google-gemini-v1"},
+                {"type": "reasoning.encrypted", "data": "blob"}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"refusal": "No.", "annotations": [
+                {"type": "url_citation", "url_citation": {"url": "https://e.x", "title": "E",
+                 "start_index": 1, "end_index": 3}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                   "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                             "prompt_tokens_details": {"cache_write_tokens": 5}}}),
+        ];
+        let mut events = Vec::new();
+        for chunk in &chunks {
+            events.extend(decoder.push(chunk).unwrap());
+        }
+        events.extend(decoder.finish());
+        assert_eq!(
+            events[..2],
+            [
+                Event::ReasoningDelta {
+                    choice: 0,
+                    text: "Hm.".into()
+                },
+                Event::ReasoningEnd {
+                    choice: 0,
+                    signature: Some(Sealed::new(Family::Anthropic, "s1")),
+                    encrypted: None
+                },
+            ]
+        );
+        assert_eq!(
+            events[4..8],
+            [
+                Event::ToolCallSignature {
+                    choice: 0,
+                    index: 0,
+                    signature: Sealed::new(Family::Gemini, "ts")
+                },
+                Event::ReasoningEnd {
+                    choice: 0,
+                    signature: None,
+                    encrypted: Some(Sealed::new(Family::OpenAi, "blob"))
+                },
+                Event::RefusalDelta {
+                    choice: 0,
+                    text: "No.".into()
+                },
+                Event::Annotation {
+                    choice: 0,
+                    annotation: Annotation::UrlCitation {
+                        url: "https://e.x".into(),
+                        title: "E".into(),
+                        start_index: 1,
+                        end_index: 3
+                    }
+                },
+            ]
+        );
+        let Some(Event::Usage(usage)) = events.last() else {
+            panic!("no usage")
+        };
+        assert_eq!(usage.cache_write_tokens, 5);
     }
 }
