@@ -9,7 +9,11 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use switchboard_gateway::{Catalog, CatalogEntry, Pricing, Provider, Route};
 use switchboard_model::Capability;
-use switchboard_providers::openai::{OpenAiConfig, OpenAiProvider, Timeouts};
+use switchboard_providers::anthropic::{
+    AnthropicConfig, AnthropicProvider, StructuredOutputs, ThinkingMode,
+};
+use switchboard_providers::http::{Timeouts, UpstreamConfig};
+use switchboard_providers::openai::OpenAiProvider;
 
 use crate::config::{ModelConfig, ProviderConfig, ProviderKind};
 
@@ -102,24 +106,57 @@ fn provider(
         idle: seconds(config.timeouts.idle, defaults.idle),
         total: seconds(config.timeouts.total, defaults.total),
     };
+    let upstream = UpstreamConfig {
+        name: config.name.clone(),
+        base_url: config.base_url.clone(),
+        api_key,
+        headers: config
+            .headers
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect(),
+        timeouts,
+    };
+    let failed = |err: switchboard_model::Error| {
+        anyhow::anyhow!("provider '{}': {}", config.name, err.message)
+    };
+    if (config.structured_outputs.is_some() || config.thinking.is_some())
+        && config.kind != ProviderKind::Anthropic
+    {
+        bail!(
+            "provider '{}': structured_outputs and thinking apply to kind \"anthropic\" only",
+            config.name
+        );
+    }
     match config.kind {
-        ProviderKind::Openai => Ok(Arc::new(
-            OpenAiProvider::new(OpenAiConfig {
-                name: config.name.clone(),
-                base_url: config.base_url.clone(),
-                api_key,
-                headers: config
-                    .headers
-                    .iter()
-                    .map(|(name, value)| (name.clone(), value.clone()))
-                    .collect(),
-                timeouts,
+        ProviderKind::Openai => Ok(Arc::new(OpenAiProvider::new(upstream).map_err(failed)?)),
+        ProviderKind::Anthropic => Ok(Arc::new(
+            AnthropicProvider::new(AnthropicConfig {
+                upstream,
+                structured_outputs: match config.structured_outputs.as_deref() {
+                    None | Some("tool") => StructuredOutputs::ForcedTool,
+                    Some("native") => StructuredOutputs::Native,
+                    Some(other) => bail!(
+                        "provider '{}': structured_outputs must be \"native\" or \"tool\", \
+                         not \"{other}\"",
+                        config.name
+                    ),
+                },
+                thinking: match config.thinking.as_deref() {
+                    None | Some("budget") => ThinkingMode::Budget,
+                    Some("adaptive") => ThinkingMode::Adaptive,
+                    Some(other) => bail!(
+                        "provider '{}': thinking must be \"budget\" or \"adaptive\", not \
+                         \"{other}\"",
+                        config.name
+                    ),
+                },
             })
-            .map_err(|err| anyhow::anyhow!("provider '{}': {}", config.name, err.message))?,
+            .map_err(failed)?,
         )),
-        ProviderKind::Anthropic | ProviderKind::Gemini => bail!(
-            "provider '{}': kind {:?} is not implemented yet; only \"openai\" (any \
-             OpenAI-compatible server) is",
+        ProviderKind::Gemini => bail!(
+            "provider '{}': kind {:?} is not implemented yet; \"openai\" (any \
+             OpenAI-compatible server) and \"anthropic\" are",
             config.name,
             config.kind
         ),

@@ -108,6 +108,12 @@ pub struct ProviderConfig {
     pub headers: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
+    /// Anthropic only: `"native"` asks for JSON answers with `output_format` (models with
+    /// structured outputs), `"tool"` (the default) through a forced tool call.
+    pub structured_outputs: Option<String>,
+    /// Anthropic only: `"budget"` (the default) asks for reasoning with thinking budgets,
+    /// `"adaptive"` with adaptive thinking and `output_config.effort` (the newer models).
+    pub thinking: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]

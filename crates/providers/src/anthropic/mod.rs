@@ -20,7 +20,7 @@ use switchboard_model::{Error, ErrorKind, Event, OutputFormat, Request};
 
 use crate::http::{self, SseDecoder, UpstreamConfig};
 use crate::{EventStream, Provider};
-pub use request::{encode_request, StructuredOutputs};
+pub use request::{encode_request, StructuredOutputs, ThinkingMode};
 pub use stream::MessageDecoder;
 
 /// The API version every request names (the only one Anthropic has published).
@@ -30,9 +30,11 @@ pub const API_VERSION: &str = "2023-06-01";
 #[derive(Debug, Clone)]
 pub struct AnthropicConfig {
     pub upstream: UpstreamConfig,
-    /// How JSON answers are asked for: natively (`output_format`, for models that have
-    /// structured outputs) or through a forced tool.
+    /// How JSON answers are asked for: natively (`output_config.format`, for models that
+    /// have structured outputs) or through a forced tool.
     pub structured_outputs: StructuredOutputs,
+    /// How reasoning effort is asked for: thinking budgets, or adaptive thinking with effort.
+    pub thinking: ThinkingMode,
 }
 
 pub struct AnthropicProvider {
@@ -50,7 +52,12 @@ impl AnthropicProvider {
 
     async fn start(&self, request: Arc<Request>) -> Result<EventStream, Error> {
         let upstream = &self.config.upstream;
-        let encoded = encode_request(&request, &request.model, self.config.structured_outputs)?;
+        let encoded = encode_request(
+            &request,
+            &request.model,
+            self.config.structured_outputs,
+            self.config.thinking,
+        )?;
         let mut call = self
             .client
             .post(upstream.url("v1/messages"))
@@ -58,11 +65,6 @@ impl AnthropicProvider {
             .json(&encoded.body);
         if let Some(key) = &upstream.api_key {
             call = call.header("x-api-key", key);
-        }
-        if self.config.structured_outputs == StructuredOutputs::Native
-            && encoded.body.get("output_format").is_some()
-        {
-            call = call.header("anthropic-beta", STRUCTURED_OUTPUTS_BETA);
         }
         for (header, value) in &upstream.headers {
             call = call.header(header, value);
@@ -84,9 +86,6 @@ impl AnthropicProvider {
         http::stream(upstream, call, decoder, status_error).await
     }
 }
-
-/// The beta that enables `output_format` on the models that have structured outputs.
-pub const STRUCTURED_OUTPUTS_BETA: &str = "structured-outputs-2025-11-13";
 
 impl Provider for AnthropicProvider {
     fn generate(&self, request: Arc<Request>) -> BoxFuture<'_, Result<EventStream, Error>> {

@@ -28,11 +28,23 @@ pub struct Encoded {
 /// How to ask for structured output on this upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StructuredOutputs {
-    /// Anthropic's `output_format` (structured outputs), for models that have it.
+    /// Anthropic's structured outputs (`output_config.format`), for models that have them.
     Native,
     /// A forced tool whose input schema is the answer's schema (every tool-capable model).
     #[default]
     ForcedTool,
+}
+
+/// How reasoning effort is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ThinkingMode {
+    /// `thinking: {type: "enabled", budget_tokens}` from [`thinking_budget`] (every thinking
+    /// model up to the 4.5 generation).
+    #[default]
+    Budget,
+    /// `thinking: {type: "adaptive"}` with `output_config.effort` (the newer models, where
+    /// fixed budgets are deprecated or refused).
+    Adaptive,
 }
 
 /// Thinking budgets per reasoning effort, in tokens (Anthropic's minimum is 1,024). Each is
@@ -49,12 +61,21 @@ pub fn thinking_budget(effort: ReasoningEffort) -> u32 {
 
 pub const MIN_THINKING_BUDGET: u32 = 1_024;
 
-/// `max_tokens` when the client gives none (Anthropic requires it): the model family's
-/// documented output limit, or a conservative 4,096 for models this table does not know.
+/// `max_tokens` for models this table does not know, when the client gives none; thinking
+/// budgets come on top.
+pub const UNKNOWN_MODEL_MAX_TOKENS: u32 = 4_096;
+
+/// The model family's documented output limit, which is `max_tokens` when the client gives
+/// none (Anthropic requires it).
 #[must_use]
-pub fn default_max_tokens(model: &str) -> u32 {
+pub fn documented_max_tokens(model: &str) -> Option<u32> {
     let model = model.to_ascii_lowercase();
+    // Longest prefixes first: `claude-opus-4-5` must not match `claude-opus-4`.
     let table: &[(&str, u32)] = &[
+        ("claude-opus-4-6", 128_000),
+        ("claude-opus-4-7", 128_000),
+        ("claude-opus-4-8", 128_000),
+        ("claude-sonnet-4-6", 128_000),
         ("claude-opus-4-5", 64_000),
         ("claude-opus-4", 32_000),
         ("claude-sonnet-4", 64_000),
@@ -68,7 +89,7 @@ pub fn default_max_tokens(model: &str) -> u32 {
     table
         .iter()
         .find(|(prefix, _)| model.starts_with(prefix))
-        .map_or(4_096, |(_, limit)| *limit)
+        .map(|(_, limit)| *limit)
 }
 
 /// Encodes `request` for `upstream_model`.
@@ -80,14 +101,22 @@ pub fn encode_request(
     request: &Request,
     upstream_model: &str,
     structured: StructuredOutputs,
+    thinking_mode: ThinkingMode,
 ) -> Result<Encoded, Error> {
     refuse_unsupported(request)?;
     let sampling = &request.sampling;
     let mut body = Map::new();
     body.insert("model".into(), upstream_model.into());
-    let max_tokens = sampling
-        .max_output_tokens
-        .unwrap_or_else(|| default_max_tokens(upstream_model));
+    let max_tokens = match (
+        sampling.max_output_tokens,
+        documented_max_tokens(upstream_model),
+    ) {
+        (Some(asked), _) => asked,
+        (None, Some(limit)) => limit,
+        (None, None) => {
+            UNKNOWN_MODEL_MAX_TOKENS + request.reasoning_effort.map_or(0, thinking_budget)
+        }
+    };
     body.insert("max_tokens".into(), max_tokens.into());
     let (system, messages) = conversation(&request.items)?;
     if !system.is_empty() {
@@ -95,26 +124,51 @@ pub fn encode_request(
     }
     body.insert("messages".into(), Value::Array(messages));
 
-    let thinking = request
+    // Anthropic refuses thinking with a forced tool; the forced tool (the client's, or the one
+    // a JSON answer goes through) wins, as it is what the answer's shape depends on.
+    let forces_tool = matches!(
+        request.tool_choice,
+        ToolChoice::Required | ToolChoice::Function(_)
+    ) && !request.tools.is_empty();
+    let json_via_tool =
+        request.output_format != OutputFormat::Text && structured == StructuredOutputs::ForcedTool;
+    let effort = request
         .reasoning_effort
-        .map(|effort| thinking_budget(effort).min(max_tokens.saturating_sub(1)))
-        .filter(|budget| *budget >= MIN_THINKING_BUDGET);
-    if let Some(budget) = thinking {
-        body.insert(
-            "thinking".into(),
-            json!({"type": "enabled", "budget_tokens": budget}),
-        );
-    }
+        .filter(|_| !forces_tool && !json_via_tool);
+    let mut output_config = Map::new();
+    let thinking = match (effort, thinking_mode) {
+        (None, _) => false,
+        (Some(effort), ThinkingMode::Budget) => {
+            let budget = thinking_budget(effort).min(max_tokens.saturating_sub(1));
+            if budget >= MIN_THINKING_BUDGET {
+                body.insert(
+                    "thinking".into(),
+                    json!({"type": "enabled", "budget_tokens": budget}),
+                );
+            }
+            budget >= MIN_THINKING_BUDGET
+        }
+        (Some(effort), ThinkingMode::Adaptive) => {
+            body.insert("thinking".into(), json!({"type": "adaptive"}));
+            let level = match effort {
+                ReasoningEffort::Minimal | ReasoningEffort::Low => "low",
+                ReasoningEffort::Medium => "medium",
+                ReasoningEffort::High => "high",
+            };
+            output_config.insert("effort".into(), level.into());
+            true
+        }
+    };
     // Anthropic's temperature runs 0..1 (OpenAI's 0..2), newer models refuse temperature and
     // top_p together, and thinking allows neither a temperature nor a top_p below 0.95.
     let temperature_set = (sampling.temperature - 1.0).abs() > f32::EPSILON;
     let top_p_set = (sampling.top_p - 1.0).abs() > f32::EPSILON;
-    if thinking.is_none() && temperature_set {
+    if !thinking && temperature_set {
         body.insert(
             "temperature".into(),
             json!(round(sampling.temperature.clamp(0.0, 1.0))),
         );
-    } else if top_p_set && (thinking.is_none() || sampling.top_p >= 0.95) {
+    } else if top_p_set && (!thinking || sampling.top_p >= 0.95) {
         body.insert("top_p".into(), json!(round(sampling.top_p)));
     }
     if !sampling.stop.is_empty() {
@@ -156,23 +210,23 @@ pub fn encode_request(
     match (&request.output_format, structured) {
         (OutputFormat::Text, _) => {}
         (OutputFormat::JsonSchema { schema, .. }, StructuredOutputs::Native) => {
-            body.insert(
-                "output_format".into(),
+            output_config.insert(
+                "format".into(),
                 json!({"type": "json_schema", "schema": schema}),
             );
         }
         (OutputFormat::JsonObject, StructuredOutputs::Native) => {
-            body.insert(
-                "output_format".into(),
+            output_config.insert(
+                "format".into(),
                 json!({"type": "json_schema", "schema": {"type": "object"}}),
             );
         }
         (format, StructuredOutputs::ForcedTool) => {
-            if !tools.is_empty() || thinking.is_some() {
+            if !tools.is_empty() {
                 return Err(Error::new(
                     ErrorKind::Unsupported,
                     "This model answers in JSON through a forced tool call, which cannot be \
-                     combined with other tools or with reasoning.",
+                     combined with other tools.",
                 )
                 .with_field(RequestField::OutputFormat));
             }
@@ -188,6 +242,9 @@ pub fn encode_request(
             tool_choice = Some(json!({"type": "tool", "name": JSON_TOOL}));
             json_through_tool = true;
         }
+    }
+    if !output_config.is_empty() {
+        body.insert("output_config".into(), Value::Object(output_config));
     }
     if let Some(mut choice) = tool_choice {
         if !request.parallel_tool_calls && choice["type"] != "none" {
@@ -415,5 +472,203 @@ fn user_block(part: &ContentPart) -> Result<Value, Error> {
             Ok(block)
         }
         ContentPart::Audio { .. } => unsupported("audio input"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+    use switchboard_model::{
+        ContentPart, Family, FunctionTool, Item, OutputFormat, ReasoningEffort, Request, Role,
+        Sealed, Tool, ToolChoice,
+    };
+
+    use super::*;
+
+    fn weather() -> Tool {
+        Tool::Function(FunctionTool {
+            name: "weather".into(),
+            description: Some("Weather in a city.".into()),
+            parameters: Some(json!({"type": "object", "properties": {"city": {"type": "string"}}})),
+            strict: false,
+        })
+    }
+
+    #[test]
+    fn a_thinking_tool_loop_becomes_alternating_turns() {
+        let mut request = Request::text(
+            "catalog-id",
+            vec![
+                Item::text(Role::System, "Be brief."),
+                Item::text(Role::Developer, "Use metric."),
+                Item::Message {
+                    role: Role::User,
+                    parts: vec![
+                        ContentPart::Text("Weather here?".into()),
+                        ContentPart::Image {
+                            url: "data:image/png;base64,iVBOR".into(),
+                            detail: None,
+                        },
+                    ],
+                    name: None,
+                },
+                Item::Reasoning {
+                    id: None,
+                    text: "Need the tool.".into(),
+                    summary: Vec::new(),
+                    signature: Some(Sealed::new(Family::Anthropic, "sig")),
+                    encrypted: None,
+                },
+                Item::Reasoning {
+                    id: None,
+                    text: "Gemini's".into(),
+                    summary: Vec::new(),
+                    signature: Some(Sealed::new(Family::Gemini, "not-for-claude")),
+                    encrypted: None,
+                },
+                Item::FunctionCall {
+                    call_id: "toolu_1".into(),
+                    name: "weather".into(),
+                    arguments: "{\"city\":\"Oslo\"}".into(),
+                    signature: None,
+                },
+                Item::FunctionOutput {
+                    call_id: "toolu_1".into(),
+                    output: "sunny".into(),
+                },
+                Item::text(Role::User, "And tomorrow?"),
+            ],
+        );
+        request.tools = vec![weather()];
+        request.parallel_tool_calls = false;
+        request.reasoning_effort = Some(ReasoningEffort::Low);
+        request.sampling.temperature = 0.3;
+        request.sampling.stop = vec!["END".into()];
+        request.user = Some("u-1".into());
+        let encoded = encode_request(
+            &request,
+            "claude-sonnet-4-5",
+            StructuredOutputs::ForcedTool,
+            ThinkingMode::Budget,
+        )
+        .unwrap();
+        assert!(!encoded.json_through_tool);
+        assert_eq!(
+            encoded.body,
+            json!({
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 64000,
+                "system": [{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Use metric."}],
+                "messages": [
+                    {"role": "user", "content": [
+                        {"type": "text", "text": "Weather here?"},
+                        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}}]},
+                    {"role": "assistant", "content": [
+                        {"type": "thinking", "thinking": "Need the tool.", "signature": "sig"},
+                        {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Oslo"}}]},
+                    {"role": "user", "content": [
+                        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"},
+                        {"type": "text", "text": "And tomorrow?"}]}
+                ],
+                "thinking": {"type": "enabled", "budget_tokens": 4096},
+                "stop_sequences": ["END"],
+                "metadata": {"user_id": "u-1"},
+                "tools": [{"name": "weather", "description": "Weather in a city.",
+                           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+                "tool_choice": {"type": "auto", "disable_parallel_tool_use": true},
+                "stream": true
+            })
+        );
+    }
+
+    #[test]
+    fn json_answers_go_through_a_forced_tool_or_natively() {
+        let mut request = Request::text("c", vec![Item::text(Role::User, "JSON please")]);
+        let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        request.output_format = OutputFormat::JsonSchema {
+            name: "answer".into(),
+            description: None,
+            schema: schema.clone(),
+            strict: true,
+        };
+        request.reasoning_effort = Some(ReasoningEffort::High);
+        request.sampling.max_output_tokens = Some(100);
+        let forced = encode_request(
+            &request,
+            "claude-3-5-haiku-latest",
+            StructuredOutputs::ForcedTool,
+            ThinkingMode::Budget,
+        )
+        .unwrap();
+        assert!(forced.json_through_tool);
+        assert_eq!(
+            forced.body["tool_choice"],
+            json!({"type": "tool", "name": JSON_TOOL})
+        );
+        assert_eq!(forced.body["tools"][0]["input_schema"], schema);
+        assert!(
+            forced.body.get("thinking").is_none(),
+            "no thinking with a forced tool"
+        );
+        let native = encode_request(
+            &request,
+            "claude-opus-4-6",
+            StructuredOutputs::Native,
+            ThinkingMode::Adaptive,
+        )
+        .unwrap();
+        assert!(!native.json_through_tool);
+        assert_eq!(
+            native.body["output_config"],
+            json!({"effort": "high", "format": {"type": "json_schema", "schema": schema}})
+        );
+        assert_eq!(native.body["thinking"], json!({"type": "adaptive"}));
+        assert!(native.body.get("tools").is_none());
+    }
+
+    #[test]
+    fn what_anthropic_cannot_do_is_refused_up_front() {
+        let mut request = Request::text("c", vec![Item::text(Role::User, "x")]);
+        request.sampling.n = 2;
+        let error = encode_request(
+            &request,
+            "c",
+            StructuredOutputs::ForcedTool,
+            ThinkingMode::Budget,
+        )
+        .unwrap_err();
+        assert_eq!(error.field, Some(RequestField::Choices));
+        let mut request = Request::text("c", vec![Item::text(Role::User, "x")]);
+        request.tools = vec![weather()];
+        request.tool_choice = ToolChoice::Required;
+        request.output_format = OutputFormat::JsonObject;
+        let error = encode_request(
+            &request,
+            "c",
+            StructuredOutputs::ForcedTool,
+            ThinkingMode::Budget,
+        )
+        .unwrap_err();
+        assert_eq!(error.field, Some(RequestField::OutputFormat));
+        let mut request = Request::text(
+            "c",
+            vec![Item::FunctionCall {
+                call_id: "t".into(),
+                name: "f".into(),
+                arguments: "not json".into(),
+                signature: None,
+            }],
+        );
+        request.tools = vec![weather()];
+        let error = encode_request(
+            &request,
+            "c",
+            StructuredOutputs::ForcedTool,
+            ThinkingMode::Budget,
+        )
+        .unwrap_err();
+        assert_eq!(error.field, Some(RequestField::Conversation));
     }
 }

@@ -1,0 +1,561 @@
+//! Anthropic as an upstream, end to end: Switchboard in front of an in-process fake that speaks
+//! the Messages wire (named SSE events, thinking with signatures, tool use, citations, error
+//! bodies, 529 overloaded, an `error` event mid-stream) and enforces what the real API
+//! enforces (alternating turns, `max_tokens`, thinking blocks replayed before a tool use).
+//! Each test checks what the client got and what the fake received; the fake itself is
+//! checked with Anthropic's Python SDK.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use common::sse_data;
+use serde_json::{json, Value};
+use switchboard_gateway::{Catalog, CatalogEntry, Pricing, Route};
+use switchboard_model::Capability;
+use switchboard_providers::anthropic::{
+    AnthropicConfig, AnthropicProvider, StructuredOutputs, ThinkingMode,
+};
+use switchboard_providers::http::{Timeouts, UpstreamConfig};
+use switchboard_server::ServerConfig;
+
+/// Headers and body of one request the fake received.
+#[derive(Clone, Debug)]
+struct Received {
+    api_key: Option<String>,
+    version: Option<String>,
+    body: Value,
+}
+
+#[derive(Clone, Default)]
+struct Fake {
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Fake {
+    fn last(&self) -> Received {
+        self.received.lock().unwrap().last().cloned().unwrap()
+    }
+}
+
+fn frame(event: &Value) -> String {
+    format!(
+        "event: {}\ndata: {event}\n\n",
+        event["type"].as_str().unwrap()
+    )
+}
+
+fn stream(events: &[Value]) -> Response {
+    let text: String = events.iter().map(frame).collect();
+    ([("content-type", "text/event-stream")], text).into_response()
+}
+
+fn error(status: u16, kind: &str, message: &str) -> Response {
+    (
+        StatusCode::from_u16(status).unwrap(),
+        axum::Json(
+            json!({"type": "error", "error": {"type": kind, "message": message},
+                          "request_id": "req_fake"}),
+        ),
+    )
+        .into_response()
+}
+
+fn start(input_tokens: u32) -> Value {
+    json!({"type": "message_start", "message": {"id": "msg_fake", "type": "message",
+        "role": "assistant", "content": [], "model": "claude-fake", "stop_reason": null,
+        "stop_sequence": null, "usage": {"input_tokens": input_tokens,
+        "cache_read_input_tokens": 5, "cache_creation_input_tokens": 2, "output_tokens": 1}}})
+}
+
+fn text_block(index: u32, text: &str) -> Vec<Value> {
+    vec![
+        json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+        json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}),
+        json!({"type": "content_block_stop", "index": index}),
+    ]
+}
+
+fn end(reason: &str, sequence: Option<&str>, output_tokens: u32) -> Vec<Value> {
+    vec![
+        json!({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": sequence},
+               "usage": {"output_tokens": output_tokens}}),
+        json!({"type": "message_stop"}),
+    ]
+}
+
+/// The checks the real API makes that matter here.
+fn refuse(body: &Value) -> Option<Response> {
+    if body.get("max_tokens").and_then(Value::as_u64).is_none() {
+        return Some(error(
+            400,
+            "invalid_request_error",
+            "max_tokens: Field required",
+        ));
+    }
+    let messages = body["messages"].as_array()?;
+    let mut previous = "assistant";
+    for message in messages {
+        let role = message["role"].as_str().unwrap_or("");
+        if role == previous {
+            return Some(error(
+                400,
+                "invalid_request_error",
+                "messages: roles must alternate between \"user\" and \"assistant\"",
+            ));
+        }
+        previous = if role == "user" { "user" } else { "assistant" };
+    }
+    let thinking = body["thinking"]["type"] == "enabled";
+    if thinking {
+        let budget = body["thinking"]["budget_tokens"].as_u64().unwrap_or(0);
+        if budget < 1024 || budget >= body["max_tokens"].as_u64().unwrap() {
+            return Some(error(
+                400,
+                "invalid_request_error",
+                "thinking.budget_tokens: out of range",
+            ));
+        }
+        if body.get("temperature").is_some() {
+            return Some(error(
+                400,
+                "invalid_request_error",
+                "temperature may only be set to 1 when thinking is enabled",
+            ));
+        }
+        for message in messages.iter().filter(|m| m["role"] == "assistant") {
+            let content = message["content"].as_array()?;
+            let uses_tool = content.iter().any(|block| block["type"] == "tool_use");
+            let first = &content[0];
+            if uses_tool
+                && !(first["type"] == "thinking"
+                    && first["signature"] == "sig-issued-1"
+                    && first["thinking"] == "The user wants Oslo's weather.")
+            {
+                return Some(error(
+                    400,
+                    "invalid_request_error",
+                    "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but \
+                     found `tool_use`. When `thinking` is enabled, a final `assistant` message \
+                     must start with a thinking block.",
+                ));
+            }
+        }
+    }
+    None
+}
+
+async fn messages(State(fake): State<Fake>, headers: HeaderMap, body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+    fake.received.lock().unwrap().push(Received {
+        api_key: header("x-api-key"),
+        version: header("anthropic-version"),
+        body: body.clone(),
+    });
+    if header("x-api-key").is_none() {
+        return error(401, "authentication_error", "invalid x-api-key");
+    }
+    if let Some(refused) = refuse(&body) {
+        return refused;
+    }
+    let answered_tool = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_array())
+        .is_some_and(|c| c.iter().any(|b| b["type"] == "tool_result"));
+    match body["model"].as_str().unwrap() {
+        "claude-think" if answered_tool => {
+            let mut events = vec![start(40)];
+            events.extend(text_block(0, "It is sunny in Oslo."));
+            events.extend(end("end_turn", None, 9));
+            stream(&events)
+        }
+        "claude-think" => {
+            let mut events = vec![
+                start(20),
+                json!({"type": "content_block_start", "index": 0,
+                       "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+                json!({"type": "content_block_delta", "index": 0,
+                       "delta": {"type": "thinking_delta", "thinking": "The user wants "}}),
+                json!({"type": "content_block_delta", "index": 0,
+                       "delta": {"type": "thinking_delta", "thinking": "Oslo's weather."}}),
+                json!({"type": "content_block_delta", "index": 0,
+                       "delta": {"type": "signature_delta", "signature": "sig-issued-1"}}),
+                json!({"type": "content_block_stop", "index": 0}),
+                json!({"type": "ping"}),
+            ];
+            events.extend(text_block(1, "Checking."));
+            events.extend([
+                json!({"type": "content_block_start", "index": 2, "content_block":
+                       {"type": "tool_use", "id": "toolu_01", "name": "weather", "input": {}}}),
+                json!({"type": "content_block_delta", "index": 2,
+                       "delta": {"type": "input_json_delta", "partial_json": ""}}),
+                json!({"type": "content_block_delta", "index": 2,
+                       "delta": {"type": "input_json_delta", "partial_json": "{\"city\": "}}),
+                json!({"type": "content_block_delta", "index": 2,
+                       "delta": {"type": "input_json_delta", "partial_json": "\"Oslo\"}"}}),
+                json!({"type": "content_block_stop", "index": 2}),
+            ]);
+            events.extend(end("tool_use", None, 30));
+            stream(&events)
+        }
+        "claude-json" => {
+            if body["tool_choice"]["type"] != "tool" {
+                return error(400, "invalid_request_error", "expected a forced tool");
+            }
+            let mut events = vec![
+                start(8),
+                json!({"type": "content_block_start", "index": 0, "content_block":
+                       {"type": "tool_use", "id": "toolu_j", "name": body["tool_choice"]["name"], "input": {}}}),
+                json!({"type": "content_block_delta", "index": 0,
+                       "delta": {"type": "input_json_delta", "partial_json": "{\"city\": \"Oslo\", "}}),
+                json!({"type": "content_block_delta", "index": 0,
+                       "delta": {"type": "input_json_delta", "partial_json": "\"celsius\": 21}"}}),
+                json!({"type": "content_block_stop", "index": 0}),
+            ];
+            events.extend(end("tool_use", None, 12));
+            stream(&events)
+        }
+        "claude-cite" => {
+            let mut events = vec![
+                start(3),
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": "", "citations": []}}),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "citations_delta",
+                       "citation": {"type": "web_search_result_location", "url": "https://example.com/oslo",
+                                    "title": "Oslo", "cited_text": "Oslo is sunny", "encrypted_index": "Eo8"}}}),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Sunny"}}),
+                json!({"type": "content_block_stop", "index": 0}),
+            ];
+            events.extend(end("stop_sequence", Some("END"), 2));
+            stream(&events)
+        }
+        "claude-overloaded" => error(529, "overloaded_error", "Overloaded"),
+        "claude-bad" => error(
+            400,
+            "invalid_request_error",
+            "messages.0.content: text content blocks must be non-empty",
+        ),
+        "claude-midfail" => {
+            let mut events = vec![start(3)];
+            events.extend(text_block(0, "Partial"));
+            events.push(json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}));
+            stream(&events)
+        }
+        other => error(404, "not_found_error", &format!("model: {other}")),
+    }
+}
+
+async fn fake_anthropic() -> (String, Fake) {
+    let fake = Fake::default();
+    let app = Router::new()
+        .route("/v1/messages", post(messages))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (format!("http://{address}"), fake)
+}
+
+async fn gateway() -> (String, Fake) {
+    let (root, fake) = fake_anthropic().await;
+    let provider = Arc::new(
+        AnthropicProvider::new(AnthropicConfig {
+            upstream: UpstreamConfig {
+                name: "claude".into(),
+                base_url: root.clone(),
+                api_key: Some("sk-ant-test".into()),
+                headers: Vec::new(),
+                timeouts: Timeouts {
+                    first_byte: Duration::from_secs(2),
+                    ..Timeouts::default()
+                },
+            },
+            structured_outputs: StructuredOutputs::ForcedTool,
+            thinking: ThinkingMode::Budget,
+        })
+        .unwrap(),
+    );
+    let mut catalog = Catalog::default();
+    for (id, model) in [
+        ("c-think", "claude-think"),
+        ("c-json", "claude-json"),
+        ("c-cite", "claude-cite"),
+        ("c-bad", "claude-bad"),
+        ("c-midfail", "claude-midfail"),
+        ("c-busy", "claude-overloaded"),
+    ] {
+        let provider: Arc<dyn switchboard_gateway::Provider> = provider.clone();
+        catalog.add(CatalogEntry {
+            id: id.into(),
+            owned_by: "claude".into(),
+            created: 1_700_000_000,
+            context_window: 200_000,
+            capabilities: vec![
+                Capability::Tools,
+                Capability::JsonSchema,
+                Capability::JsonObject,
+                Capability::Reasoning,
+                Capability::Vision,
+                Capability::Files,
+            ],
+            pricing: Pricing::default(),
+            routes: vec![Route::new("claude", provider, model, 0)],
+        });
+    }
+    let base = common::serve_catalog(catalog, &[], ServerConfig::default());
+    (base, fake)
+}
+
+fn weather_tool() -> Value {
+    json!([{"type": "function", "function": {"name": "weather", "description": "Weather now",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])
+}
+
+#[tokio::test]
+async fn a_thinking_tool_loop_over_chat_completions() {
+    let (base, fake) = gateway().await;
+    let first = json!({"model": "c-think", "reasoning_effort": "low", "tools": weather_tool(),
+        "messages": [{"role": "system", "content": "Be brief."},
+                     {"role": "user", "content": [
+                         {"type": "text", "text": "Weather here?"},
+                         {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]});
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &first).await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    common::validate("CreateChatCompletionResponse", &body);
+    let message = &body["choices"][0]["message"];
+    assert_eq!(body["model"], "c-think");
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(message["content"], "Checking.");
+    assert_eq!(
+        message["reasoning_content"],
+        "The user wants Oslo's weather."
+    );
+    assert_eq!(
+        message["reasoning_details"],
+        json!([{"type": "reasoning.text", "text": "The user wants Oslo's weather.",
+                "signature": "sig-issued-1", "format": "anthropic-claude-v1", "index": 0}])
+    );
+    assert_eq!(message["tool_calls"][0]["id"], "toolu_01");
+    assert_eq!(
+        message["tool_calls"][0]["function"]["arguments"],
+        "{\"city\": \"Oslo\"}"
+    );
+    // Input counts are summed as OpenAI's prompt_tokens counts cached tokens.
+    assert_eq!(body["usage"]["prompt_tokens"], 27);
+    assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 5);
+    assert_eq!(
+        body["usage"]["prompt_tokens_details"]["cache_write_tokens"],
+        2
+    );
+    assert_eq!(body["usage"]["completion_tokens"], 30);
+
+    let received = fake.last();
+    assert_eq!(received.api_key.as_deref(), Some("sk-ant-test"));
+    assert_eq!(received.version.as_deref(), Some("2023-06-01"));
+    let sent = received.body;
+    assert_eq!(sent["model"], "claude-think");
+    assert_eq!(
+        sent["system"],
+        json!([{"type": "text", "text": "Be brief."}])
+    );
+    assert_eq!(
+        sent["thinking"],
+        json!({"type": "enabled", "budget_tokens": 4096})
+    );
+    assert_eq!(
+        sent["max_tokens"],
+        4096 + 4096,
+        "an unknown model's default, plus the thinking budget"
+    );
+    assert_eq!(sent["stream"], true);
+    assert_eq!(
+        sent["messages"][0]["content"][1],
+        json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}})
+    );
+    assert_eq!(
+        sent["tools"][0]["input_schema"]["required"],
+        json!(["city"])
+    );
+    assert_eq!(sent["tool_choice"], json!({"type": "auto"}));
+
+    // The client sends the assistant message back as the SDK gives it, with the tool's result:
+    // the fake (like the API) refuses the turn unless the signed thinking block comes first.
+    let mut replay = message.clone();
+    replay.as_object_mut().unwrap().remove("refusal");
+    let second = json!({"model": "c-think", "reasoning_effort": "low", "tools": weather_tool(),
+        "messages": [{"role": "system", "content": "Be brief."}, first["messages"][1].clone(), replay,
+                     {"role": "tool", "tool_call_id": "toolu_01", "content": "sunny"}]});
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &second).await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "It is sunny in Oslo."
+    );
+    let sent = fake.last().body;
+    assert_eq!(
+        sent["messages"][1]["content"],
+        json!([{"type": "thinking", "thinking": "The user wants Oslo's weather.", "signature": "sig-issued-1"},
+               {"type": "text", "text": "Checking."},
+               {"type": "tool_use", "id": "toolu_01", "name": "weather", "input": {"city": "Oslo"}}])
+    );
+    assert_eq!(
+        sent["messages"][2]["content"],
+        json!([{"type": "tool_result", "tool_use_id": "toolu_01", "content": "sunny"}])
+    );
+}
+
+#[tokio::test]
+async fn a_thinking_tool_loop_over_the_responses_api_streamed() {
+    let (base, fake) = gateway().await;
+    let first = json!({"model": "c-think", "reasoning": {"effort": "low"}, "stream": true,
+        "tools": [{"type": "function", "name": "weather",
+                   "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+        "input": "Weather in Oslo?"});
+    let (status, _, text) = common::post_raw(&base, "/v1/responses", &first).await;
+    assert_eq!(status, 200, "{text}");
+    // Responses frames carry an `event:` line before their data.
+    let frames: Vec<String> = text
+        .split("\n\n")
+        .filter_map(|frame| frame.lines().find_map(|line| line.strip_prefix("data: ")))
+        .map(str::to_owned)
+        .collect();
+    let mut completed = None;
+    for frame in &frames {
+        if frame == "[DONE]" {
+            continue;
+        }
+        let event: Value = serde_json::from_str(frame).unwrap();
+        common::validate("ResponseStreamEvent", &event);
+        if event["type"] == "response.completed" {
+            completed = Some(event["response"].clone());
+        }
+    }
+    let response = completed.expect("response.completed");
+    let output = response["output"].as_array().unwrap().clone();
+    let kinds: Vec<&str> = output.iter().map(|i| i["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["reasoning", "message", "function_call"]);
+    assert!(output[0]["encrypted_content"]
+        .as_str()
+        .unwrap()
+        .starts_with("swb1_"));
+
+    // Replaying the output items unchanged is all a client has to do.
+    let mut input = vec![json!({"role": "user", "content": "Weather in Oslo?"})];
+    input.extend(output);
+    input.push(json!({"type": "function_call_output", "call_id": "toolu_01", "output": "sunny"}));
+    let second = json!({"model": "c-think", "reasoning": {"effort": "low"}, "input": input,
+        "tools": first["tools"].clone()});
+    let (status, _, text) = common::post_raw(&base, "/v1/responses", &second).await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        body["output"][0]["content"][0]["text"],
+        "It is sunny in Oslo."
+    );
+    let sent = fake.last().body;
+    assert_eq!(
+        sent["messages"][1]["content"][0]["signature"],
+        "sig-issued-1"
+    );
+}
+
+#[tokio::test]
+async fn json_schema_answers_citations_and_stop_sequences() {
+    let (base, fake) = gateway().await;
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"},
+        "celsius": {"type": "integer"}}, "required": ["city", "celsius"], "additionalProperties": false});
+    let request = json!({"model": "c-json", "messages": [{"role": "user", "content": "Weather as JSON"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": schema, "strict": true}}});
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &request).await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    let content: Value =
+        serde_json::from_str(body["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(content, json!({"city": "Oslo", "celsius": 21}));
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert!(body["choices"][0]["message"]["tool_calls"].is_null());
+    let sent = fake.last().body;
+    assert_eq!(sent["tools"][0]["input_schema"], schema);
+
+    let streamed = json!({"model": "c-cite", "stream": true, "stop": ["END"],
+        "messages": [{"role": "user", "content": "Weather?"}]});
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &streamed).await;
+    assert_eq!(status, 200, "{text}");
+    let mut annotations = Vec::new();
+    for frame in sse_data(&text).iter().filter(|f| *f != "[DONE]") {
+        let chunk: Value = serde_json::from_str(frame).unwrap();
+        common::validate("CreateChatCompletionStreamResponse", &chunk);
+        if let Some(found) = chunk["choices"][0]["delta"]["annotations"].as_array() {
+            annotations.extend(found.iter().cloned());
+        }
+    }
+    assert_eq!(
+        annotations,
+        [
+            json!({"type": "url_citation", "url_citation": {"url": "https://example.com/oslo",
+                "title": "Oslo", "start_index": 0, "end_index": 5}})
+        ]
+    );
+    assert_eq!(fake.last().body["stop_sequences"], json!(["END"]));
+}
+
+#[tokio::test]
+async fn anthropic_errors_in_openai_shapes() {
+    let (base, _fake) = gateway().await;
+    let ask = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "x"}]});
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &ask("c-bad")).await;
+    assert_eq!(status, 400, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("'claude'") && message.contains("non-empty"),
+        "{message}"
+    );
+
+    let (status, headers, text) =
+        common::post_raw(&base, "/v1/chat/completions", &ask("c-busy")).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(headers.get("retry-after").is_some());
+
+    let mut many = ask("c-think");
+    many["n"] = json!(2);
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &many).await;
+    assert_eq!(status, 400, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["error"]["param"], "n");
+
+    // After the first byte, an upstream error ends the stream with an error frame.
+    let mut streamed = ask("c-midfail");
+    streamed["stream"] = json!(true);
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &streamed).await;
+    assert_eq!(status, 200);
+    let frames = sse_data(&text);
+    assert_ne!(frames.last().map(String::as_str), Some("[DONE]"));
+    let last: Value = serde_json::from_str(frames.last().unwrap()).unwrap();
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Overloaded"),
+        "{last}"
+    );
+}
+
+#[tokio::test]
+async fn the_fake_speaks_anthropics_wire() {
+    let (root, _fake) = fake_anthropic().await;
+    common::run_sdk_script_against("anthropic_fake_check.py", &format!("{root}/v1")).await;
+}
