@@ -616,6 +616,9 @@ struct Running {
     choices: Vec<Choice>,
     outbox: VecDeque<Event>,
     completion_tokens: usize,
+    /// Tokens whose text was reasoning (`<think>`), counted as OpenAI counts reasoning tokens:
+    /// part of `completion_tokens`.
+    reasoning_tokens: usize,
     /// Prompt positions copied from the prefix cache instead of computed.
     cached_tokens: usize,
     cancelled: bool,
@@ -759,6 +762,7 @@ impl Scheduler {
             choices: Vec::new(),
             outbox: VecDeque::new(),
             completion_tokens: 0,
+            reasoning_tokens: 0,
             cached_tokens,
             cancelled: false,
             failed: false,
@@ -1031,6 +1035,16 @@ impl Scheduler {
         } else {
             finish
         };
+        // A token counts as reasoning when what it released was reasoning text only (text held
+        // back for stop strings is released with a later token, so this is exact per token
+        // except where the two kinds meet).
+        let only_reasoning = !parsed.is_empty()
+            && parsed
+                .iter()
+                .all(|piece| matches!(piece, Parsed::Reasoning(_)));
+        if only_reasoning {
+            running.reasoning_tokens += 1;
+        }
         let events = &mut running.outbox;
         let calls = choice.parser.calls();
         for piece in parsed {
@@ -1094,7 +1108,7 @@ impl Scheduler {
                 completion_tokens: running.completion_tokens as u32,
                 cached_tokens: running.cached_tokens as u32,
                 cache_write_tokens: 0,
-                reasoning_tokens: 0,
+                reasoning_tokens: running.reasoning_tokens as u32,
             }));
         }
     }

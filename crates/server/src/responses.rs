@@ -70,7 +70,7 @@ pub(crate) async fn create(
     } else {
         let response = fold(events, encoder).await?;
         record.save(&response).await;
-        Ok(Json(response).into_response())
+        Ok(Json(visible(&response, decoded.include_encrypted_reasoning)).into_response())
     }
 }
 
@@ -172,6 +172,9 @@ async fn fold(
 /// What is saved once the response is final (nothing when the request said `store: false`).
 struct Record {
     target: Option<(Store, String)>,
+    /// Whether the stored response shows reasoning's `encrypted_content` (`include`); the
+    /// stored context always keeps it, for `previous_response_id`.
+    show_encrypted: bool,
     input_items: Vec<StoredItem>,
     previous_context: Vec<Value>,
 }
@@ -185,6 +188,7 @@ impl Record {
     ) -> Self {
         Self {
             target: decoded.store.then(|| (store.clone(), caller.owner.clone())),
+            show_encrypted: decoded.include_encrypted_reasoning,
             input_items: decoded.input_items.clone(),
             previous_context,
         }
@@ -208,13 +212,26 @@ impl Record {
             id: response.id.clone(),
             owner,
             created_at: response.created_at,
-            response: serde_json::to_value(response).unwrap_or(Value::Null),
+            response: serde_json::to_value(visible(response, self.show_encrypted))
+                .unwrap_or(Value::Null),
             input_items,
             context,
         };
         if let Err(err) = store.put_response(&stored).await {
             tracing::error!(%err, id = %stored.id, "could not store the response");
         }
+    }
+}
+
+/// The response as its client may see it.
+fn visible(
+    response: &switchboard_api::responses::ResponseObject,
+    show_encrypted: bool,
+) -> switchboard_api::responses::ResponseObject {
+    if show_encrypted {
+        response.clone()
+    } else {
+        response.without_encrypted_reasoning()
     }
 }
 

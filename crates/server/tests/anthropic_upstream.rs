@@ -421,6 +421,7 @@ async fn a_thinking_tool_loop_over_chat_completions() {
 async fn a_thinking_tool_loop_over_the_responses_api_streamed() {
     let (base, fake) = gateway().await;
     let first = json!({"model": "c-think", "reasoning": {"effort": "low"}, "stream": true,
+        "include": ["reasoning.encrypted_content"],
         "tools": [{"type": "function", "name": "weather",
                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}],
         "input": "Weather in Oslo?"});

@@ -51,17 +51,9 @@ pub enum ReasoningDetail {
     },
 }
 
-/// The entries for a folded choice: its reasoning blocks and its tool calls' signatures. Empty
-/// when nothing in it is opaque (plain reasoning text is `reasoning_content` alone).
+/// The entries for a folded choice: its reasoning blocks and its tool calls' signatures.
 #[must_use]
 pub fn details_of(blocks: &[ReasoningBlock], calls: &[ToolCall]) -> Vec<ReasoningDetail> {
-    let opaque = blocks
-        .iter()
-        .any(|block| block.signature.is_some() || block.encrypted.is_some())
-        || calls.iter().any(|call| call.signature.is_some());
-    if !opaque {
-        return Vec::new();
-    }
     let mut details = Vec::new();
     for block in blocks {
         details.extend(block_details(
@@ -95,13 +87,11 @@ pub fn block_details(
             text: text.to_owned(),
             signature: signature.map(|sealed| sealed.value.clone()),
             id: None,
-            format: Some(
-                signature
-                    .or(encrypted)
-                    .map_or(Family::OpenAi, |sealed| sealed.family)
-                    .format()
-                    .to_owned(),
-            ),
+            // Unsigned text (the embedded engine's, a DeepSeek-style upstream's) names no
+            // family: nothing in it is owed to a provider.
+            format: signature
+                .or(encrypted)
+                .map(|sealed| sealed.family.format().to_owned()),
             index: None,
         });
     }
@@ -276,11 +266,22 @@ mod tests {
     }
 
     #[test]
-    fn plain_reasoning_has_no_details() {
+    fn plain_reasoning_is_a_text_entry_of_no_family() {
         let blocks = vec![ReasoningBlock {
             text: "plain".into(),
             ..ReasoningBlock::default()
         }];
-        assert!(details_of(&blocks, &[]).is_empty());
+        assert_eq!(
+            serde_json::to_value(details_of(&blocks, &[])).unwrap(),
+            json!([{"type": "reasoning.text", "text": "plain", "index": 0}])
+        );
+        let (items, _) = decode_details(details_of(&blocks, &[]), &[]);
+        assert!(matches!(
+            &items[0],
+            Item::Reasoning {
+                signature: None,
+                ..
+            }
+        ));
     }
 }

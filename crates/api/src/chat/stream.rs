@@ -145,6 +145,22 @@ impl ChatStreamEncoder {
     pub fn push(&mut self, event: &Event) -> Vec<ChatCompletionChunk> {
         let mut chunks = Vec::new();
         match event {
+            Event::ReasoningDelta { .. } | Event::ReasoningEnd { .. } | Event::Usage(_) => {}
+            Event::TextDelta { choice, .. }
+            | Event::RefusalDelta { choice, .. }
+            | Event::Annotation { choice, .. }
+            | Event::ToolCallStart { choice, .. }
+            | Event::ToolCallArguments { choice, .. }
+            | Event::ToolCallSignature { choice, .. }
+            | Event::Finished { choice, .. } => self.close_reasoning(*choice, &mut chunks),
+            Event::Done => {
+                for choice in 0..self.reasoning_block.len() {
+                    #[allow(clippy::cast_possible_truncation)]
+                    self.close_reasoning(choice as u32, &mut chunks);
+                }
+            }
+        }
+        match event {
             Event::TextDelta {
                 choice,
                 text,
@@ -294,6 +310,18 @@ impl ChatStreamEncoder {
             Event::Done => {}
         }
         chunks
+    }
+
+    /// The reasoning block still open in `choice` ended without a signature (the next kind of
+    /// output began): its text goes out as a `reasoning_details` entry of its own.
+    fn close_reasoning(&mut self, choice: u32, chunks: &mut Vec<ChatCompletionChunk>) {
+        let slot = self.slot(choice);
+        if self.reasoning_block[slot].is_empty() || self.finished[slot] {
+            return;
+        }
+        let text = std::mem::take(&mut self.reasoning_block[slot]);
+        let details = block_details(&text, None, None);
+        chunks.push(self.details_chunk(choice, details));
     }
 
     /// Chunks still owed when the event stream ends: the usage chunk, if usage arrived while

@@ -46,6 +46,9 @@ pub struct ResponsesRequest {
     pub max_tool_calls: Option<u32>,
     pub prompt_cache_key: Option<String>,
     pub safety_identifier: Option<String>,
+    /// `include: ["reasoning.encrypted_content"]`: reasoning items show the provider's
+    /// signatures to the client (the store keeps them either way).
+    pub include_encrypted_reasoning: bool,
 }
 
 impl ResponsesRequest {
@@ -380,7 +383,11 @@ impl WireRequest {
         let tool_choice = decode_tool_choice(self.tool_choice, &tools)?;
         let (output_format, verbosity) = decode_text(self.text)?;
         let (reasoning_effort, reasoning_summary) = decode_reasoning(self.reasoning)?;
-        let logprobs = decode_include(self.include.unwrap_or_default())?;
+        let include = self.include.unwrap_or_default();
+        decode_include(&include)?;
+        let logprobs = include.iter().any(|v| v == "message.output_text.logprobs");
+        let include_encrypted_reasoning =
+            include.iter().any(|v| v == "reasoning.encrypted_content");
         let top_logprobs: u8 =
             bounded_integer("top_logprobs", self.top_logprobs, 0, 20)?.unwrap_or(0);
         let truncation_auto = match self.truncation.as_deref() {
@@ -460,6 +467,7 @@ impl WireRequest {
             )?,
             prompt_cache_key: self.prompt_cache_key,
             safety_identifier: self.safety_identifier,
+            include_encrypted_reasoning,
         })
     }
 
@@ -1199,10 +1207,9 @@ fn decode_reasoning(
     Ok((effort, summary))
 }
 
-/// Validates `include`; returns whether output logprobs were asked for. The other values name
-/// outputs of tools this server does not run, or encrypted reasoning it never produces, so
-/// there is nothing to add for them.
-fn decode_include(include: Vec<String>) -> Result<bool, Error> {
+/// Validates `include`. Logprobs and encrypted reasoning are honoured; the other values name
+/// outputs of tools this server does not run, so there is nothing to add for them.
+fn decode_include(include: &[String]) -> Result<(), Error> {
     const VALUES: &[&str] = &[
         "file_search_call.results",
         "web_search_call.results",
@@ -1213,10 +1220,8 @@ fn decode_include(include: Vec<String>) -> Result<bool, Error> {
         "reasoning.encrypted_content",
         "message.output_text.logprobs",
     ];
-    let mut logprobs = false;
     for (index, value) in include.iter().enumerate() {
         one_of(&format!("include[{index}]"), value, VALUES)?;
-        logprobs |= value == "message.output_text.logprobs";
     }
-    Ok(logprobs)
+    Ok(())
 }

@@ -60,6 +60,17 @@ pub struct ResponseObject {
 }
 
 impl ResponseObject {
+    /// The response without reasoning items' `encrypted_content` (shown only when the client
+    /// asks for it with `include`; the store keeps it for continued conversations).
+    #[must_use]
+    pub fn without_encrypted_reasoning(&self) -> Self {
+        let mut response = self.clone();
+        for item in &mut response.output {
+            item.drop_encrypted_content();
+        }
+        response
+    }
+
     /// The concatenated text of every `output_text` part, as the SDKs' `output_text` property.
     #[must_use]
     pub fn output_text(&self) -> String {
@@ -396,6 +407,8 @@ pub struct ResponseEncoder {
     call_signatures: Vec<(u32, Sealed)>,
     finish: Option<FinishReason>,
     new_id: IdSource,
+    /// Whether events show reasoning items' `encrypted_content` (`include`).
+    show_encrypted: bool,
 }
 
 impl ResponseEncoder {
@@ -464,6 +477,7 @@ impl ResponseEncoder {
             calls: Vec::new(),
             call_signatures: Vec::new(),
             finish: None,
+            show_encrypted: decoded.include_encrypted_reasoning,
             new_id,
         }
     }
@@ -479,6 +493,28 @@ impl ResponseEncoder {
     #[must_use]
     pub fn into_response(self) -> ResponseObject {
         self.response
+    }
+
+    /// Drops `encrypted_content` from the items and responses events carry, unless included.
+    fn visible(&self, mut events: Vec<ResponseStreamEvent>) -> Vec<ResponseStreamEvent> {
+        if self.show_encrypted {
+            return events;
+        }
+        for event in &mut events {
+            match event {
+                ResponseStreamEvent::OutputItemAdded { item, .. }
+                | ResponseStreamEvent::OutputItemDone { item, .. } => item.drop_encrypted_content(),
+                ResponseStreamEvent::Created { response, .. }
+                | ResponseStreamEvent::InProgress { response, .. }
+                | ResponseStreamEvent::Completed { response, .. }
+                | ResponseStreamEvent::Incomplete { response, .. }
+                | ResponseStreamEvent::Failed { response, .. } => {
+                    *response = response.without_encrypted_reasoning();
+                }
+                _ => {}
+            }
+        }
+        events
     }
 
     /// `response.created` and `response.in_progress`, the first two events of every stream.
@@ -497,6 +533,11 @@ impl ResponseEncoder {
 
     /// Folds one event in and returns the stream events it produces.
     pub fn push(&mut self, event: &Event) -> Vec<ResponseStreamEvent> {
+        let events = self.push_unfiltered(event);
+        self.visible(events)
+    }
+
+    fn push_unfiltered(&mut self, event: &Event) -> Vec<ResponseStreamEvent> {
         let mut out = Vec::new();
         match event {
             // The Responses API has one answer per request.
@@ -590,8 +631,13 @@ impl ResponseEncoder {
     /// Ends a generation whose events all arrived: `response.completed`, or
     /// `response.incomplete` when it hit the token limit. Without a finish event it fails.
     pub fn finish(&mut self, now: u64) -> Vec<ResponseStreamEvent> {
+        let events = self.finish_unfiltered(now);
+        self.visible(events)
+    }
+
+    fn finish_unfiltered(&mut self, now: u64) -> Vec<ResponseStreamEvent> {
         let Some(reason) = self.finish else {
-            return self.fail("The generation ended unexpectedly.", now);
+            return self.fail_unfiltered("The generation ended unexpectedly.", now);
         };
         let mut out = Vec::new();
         self.close_open("incomplete", &mut out);
@@ -627,6 +673,11 @@ impl ResponseEncoder {
 
     /// Ends the response as failed with a server error (its message is meant for clients).
     pub fn fail(&mut self, message: &str, now: u64) -> Vec<ResponseStreamEvent> {
+        let events = self.fail_unfiltered(message, now);
+        self.visible(events)
+    }
+
+    fn fail_unfiltered(&mut self, message: &str, now: u64) -> Vec<ResponseStreamEvent> {
         let mut out = Vec::new();
         self.close_open("incomplete", &mut out);
         self.response.status = "failed";

@@ -53,6 +53,16 @@ impl StoredItem {
         }
     }
 
+    /// Forgets a reasoning item's `encrypted_content`.
+    pub fn drop_encrypted_content(&mut self) {
+        if let Self::Reasoning {
+            encrypted_content, ..
+        } = self
+        {
+            *encrypted_content = None;
+        }
+    }
+
     /// The item as a JSON document, for the store.
     #[must_use]
     pub fn to_document(&self) -> Value {
