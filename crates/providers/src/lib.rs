@@ -11,6 +11,7 @@
 
 pub mod anthropic;
 pub mod fake;
+pub mod gemini;
 pub mod http;
 pub mod local;
 pub mod openai;

@@ -12,6 +12,7 @@ use switchboard_model::Capability;
 use switchboard_providers::anthropic::{
     AnthropicConfig, AnthropicProvider, StructuredOutputs, ThinkingMode,
 };
+use switchboard_providers::gemini::GeminiProvider;
 use switchboard_providers::http::{Timeouts, UpstreamConfig};
 use switchboard_providers::openai::OpenAiProvider;
 
@@ -154,12 +155,7 @@ fn provider(
             })
             .map_err(failed)?,
         )),
-        ProviderKind::Gemini => bail!(
-            "provider '{}': kind {:?} is not implemented yet; \"openai\" (any \
-             OpenAI-compatible server) and \"anthropic\" are",
-            config.name,
-            config.kind
-        ),
+        ProviderKind::Gemini => Ok(Arc::new(GeminiProvider::new(upstream).map_err(failed)?)),
     }
 }
 
@@ -221,6 +217,25 @@ mod tests {
     }
 
     #[test]
+    fn every_provider_kind_builds() {
+        let text = EXAMPLE.replace(
+            "kind = \"openai\"\n        base_url = \"http://127.0.0.1:9002/v1\"",
+            "kind = \"anthropic\"\n        base_url = \"http://127.0.0.1:9002\"\n        structured_outputs = \"native\"\n        thinking = \"adaptive\"",
+        ) + r#"
+        [[providers]]
+        name = "gm"
+        kind = "gemini"
+        base_url = "http://127.0.0.1:9003"
+
+        [[models]]
+        id = "gemini-test"
+        routes = [{ provider = "gm", model = "gemini-2.5-flash" }]
+        "#;
+        let catalog = build(&text, &[("OAI_KEY", "k")]).unwrap();
+        assert_eq!(catalog.get("gemini-test").unwrap().owned_by, "gm");
+    }
+
+    #[test]
     fn mistakes_are_named_at_start_up() {
         let missing_key = build(EXAMPLE, &[]).err().unwrap().to_string();
         assert!(missing_key.contains("OAI_KEY"), "{missing_key}");
@@ -244,17 +259,28 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(unknown_provider.contains("bakup"), "{unknown_provider}");
-        let not_yet = build(
+        let misplaced = build(
             &EXAMPLE.replace(
                 "kind = \"openai\"\n        base_url = \"http://127.0.0.1:9002/v1\"",
-                "kind = \"gemini\"\n        base_url = \"http://127.0.0.1:9002/v1\"",
+                "kind = \"gemini\"\n        base_url = \"http://127.0.0.1:9002\"\n        thinking = \"adaptive\"",
             ),
             &[("OAI_KEY", "k")],
         )
         .err()
         .unwrap()
         .to_string();
-        assert!(not_yet.contains("not implemented yet"), "{not_yet}");
+        assert!(misplaced.contains("anthropic"), "{misplaced}");
+        let wrong_mode = build(
+            &EXAMPLE.replace(
+                "kind = \"openai\"\n        base_url = \"http://127.0.0.1:9002/v1\"",
+                "kind = \"anthropic\"\n        base_url = \"http://127.0.0.1:9002\"\n        structured_outputs = \"magic\"",
+            ),
+            &[("OAI_KEY", "k")],
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(wrong_mode.contains("magic"), "{wrong_mode}");
         assert!(toml::from_str::<FileConfig>(&EXAMPLE.replace("base_url", "baseurl")).is_err());
         assert!(toml::from_str::<FileConfig>(
             &EXAMPLE.replace("kind = \"openai\"", "kind = \"cohere\"")

@@ -1,0 +1,356 @@
+//! Gemini as an upstream, end to end: Switchboard in front of an in-process fake that speaks
+//! `streamGenerateContent?alt=sse` (whole `GenerateContentResponse` chunks, no end marker,
+//! thought parts, thought signatures, Google error bodies) and enforces what the real API
+//! enforces for thinking models: the thought signature it issued on a function call must come
+//! back on that call. Each test checks what the client got and what the fake received.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use common::sse_data;
+use serde_json::{json, Value};
+use switchboard_gateway::{Catalog, CatalogEntry, Pricing, Route};
+use switchboard_model::Capability;
+use switchboard_providers::gemini::GeminiProvider;
+use switchboard_providers::http::{Timeouts, UpstreamConfig};
+use switchboard_server::ServerConfig;
+
+/// The path's action (`model:method`), the `x-goog-api-key` header and the body.
+type Received = (String, Option<String>, Value);
+
+#[derive(Clone, Default)]
+struct Fake {
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Fake {
+    fn last_body(&self) -> Value {
+        self.received.lock().unwrap().last().unwrap().2.clone()
+    }
+}
+
+fn stream(chunks: &[Value]) -> Response {
+    let text: String = chunks
+        .iter()
+        .map(|c| format!("data: {c}\r\n\r\n"))
+        .collect();
+    ([("content-type", "text/event-stream")], text).into_response()
+}
+
+fn error(status: u16, name: &str, message: &str) -> Response {
+    (
+        StatusCode::from_u16(status).unwrap(),
+        axum::Json(json!({"error": {"code": status, "message": message, "status": name}})),
+    )
+        .into_response()
+}
+
+fn candidate(parts: Value, finish: Option<&str>) -> Value {
+    let mut candidate = json!({"index": 0, "content": {"role": "model", "parts": parts}});
+    if let Some(finish) = finish {
+        candidate["finishReason"] = finish.into();
+    }
+    json!({"candidates": [candidate], "modelVersion": "gemini-fake", "responseId": "r1"})
+}
+
+fn usage(mut chunk: Value) -> Value {
+    chunk["usageMetadata"] = json!({"promptTokenCount": 20, "candidatesTokenCount": 6,
+        "thoughtsTokenCount": 40, "cachedContentTokenCount": 8, "totalTokenCount": 66});
+    chunk
+}
+
+async fn generate(
+    State(fake): State<Fake>,
+    Path(action): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    let key = headers
+        .get("x-goog-api-key")
+        .map(|v| v.to_str().unwrap().to_owned());
+    fake.received
+        .lock()
+        .unwrap()
+        .push((action.clone(), key.clone(), body.clone()));
+    let Some((model, "streamGenerateContent")) = action.split_once(':') else {
+        return error(404, "NOT_FOUND", "unknown method");
+    };
+    if key.is_none() {
+        return error(403, "PERMISSION_DENIED", "no key");
+    }
+    let contents = body["contents"].as_array().unwrap();
+    // Thinking models refuse a function call in history without the signature they issued.
+    for content in contents.iter().filter(|c| c["role"] == "model") {
+        for part in content["parts"].as_array().unwrap() {
+            if part.get("functionCall").is_some() && part["thoughtSignature"] != "sig-call-1" {
+                return error(
+                    400,
+                    "INVALID_ARGUMENT",
+                    "Function call is missing a thought_signature in functionCall parts.",
+                );
+            }
+        }
+    }
+    let answered = contents
+        .last()
+        .and_then(|c| c["parts"].as_array())
+        .is_some_and(|parts| parts.iter().any(|p| p.get("functionResponse").is_some()));
+    match model {
+        "gemini-think" if answered => stream(&[
+            candidate(
+                json!([{"text": "It is sunny", "thoughtSignature": "sig-answer"}]),
+                None,
+            ),
+            usage(candidate(json!([{"text": " in Oslo."}]), Some("STOP"))),
+        ]),
+        "gemini-think" => stream(&[
+            candidate(
+                json!([{"text": "Looking up the weather.", "thought": true}]),
+                None,
+            ),
+            usage(candidate(
+                json!([{"functionCall": {"name": "weather", "args": {"city": "Oslo"}},
+                        "thoughtSignature": "sig-call-1"}]),
+                Some("STOP"),
+            )),
+        ]),
+        "gemini-json" => stream(&[usage(candidate(
+            json!([{"text": "{\"city\": \"Oslo\", \"celsius\": 21}"}]),
+            Some("STOP"),
+        ))]),
+        "gemini-unsafe" => stream(&[candidate(json!([]), Some("SAFETY"))]),
+        "gemini-cut" => stream(&[candidate(json!([{"text": "Partial"}]), None)]),
+        "gemini-busy" => error(503, "UNAVAILABLE", "The model is overloaded."),
+        _ => error(404, "NOT_FOUND", &format!("models/{model} is not found")),
+    }
+}
+
+async fn gateway() -> (String, Fake) {
+    let fake = Fake::default();
+    let app = Router::new()
+        .route("/v1beta/models/{action}", post(generate))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    let provider: Arc<dyn switchboard_gateway::Provider> = Arc::new(
+        GeminiProvider::new(UpstreamConfig {
+            name: "gm".into(),
+            base_url: format!("http://{address}"),
+            api_key: Some("goog-key".into()),
+            headers: Vec::new(),
+            timeouts: Timeouts {
+                first_byte: Duration::from_secs(2),
+                ..Timeouts::default()
+            },
+        })
+        .unwrap(),
+    );
+    let mut catalog = Catalog::default();
+    for (id, model) in [
+        ("g-think", "gemini-think"),
+        ("g-json", "gemini-json"),
+        ("g-unsafe", "gemini-unsafe"),
+        ("g-cut", "gemini-cut"),
+        ("g-busy", "gemini-busy"),
+    ] {
+        catalog.add(CatalogEntry {
+            id: id.into(),
+            owned_by: "gm".into(),
+            created: 1_700_000_000,
+            context_window: 1_000_000,
+            capabilities: vec![
+                Capability::Tools,
+                Capability::JsonSchema,
+                Capability::Reasoning,
+                Capability::Vision,
+                Capability::AudioInput,
+            ],
+            pricing: Pricing::default(),
+            routes: vec![Route::new("gm", Arc::clone(&provider), model, 0)],
+        });
+    }
+    let base = common::serve_catalog(catalog, &[], ServerConfig::default());
+    (base, fake)
+}
+
+fn tools() -> Value {
+    json!([{"type": "function", "function": {"name": "weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}])
+}
+
+#[tokio::test]
+async fn a_thinking_tool_loop_keeps_gemini_signatures_on_both_surfaces() {
+    let (base, fake) = gateway().await;
+    let first = json!({"model": "g-think", "reasoning_effort": "medium", "tools": tools(),
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Weather?"},
+            {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]}]});
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &first).await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    common::validate("CreateChatCompletionResponse", &body);
+    let message = body["choices"][0]["message"].clone();
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(message["reasoning_content"], "Looking up the weather.");
+    assert_eq!(
+        message["tool_calls"][0]["function"]["arguments"],
+        "{\"city\":\"Oslo\"}"
+    );
+    let details = message["reasoning_details"].as_array().unwrap();
+    assert!(
+        details.iter().any(|d| d["type"] == "reasoning.encrypted"
+            && d["data"] == "sig-call-1"
+            && d["id"] == message["tool_calls"][0]["id"]
+            && d["format"] == "google-gemini-v1"),
+        "{details:?}"
+    );
+    assert_eq!(body["usage"]["completion_tokens"], 46);
+    assert_eq!(
+        body["usage"]["completion_tokens_details"]["reasoning_tokens"],
+        40
+    );
+    assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 8);
+    let (action, key, sent) = fake.received.lock().unwrap()[0].clone();
+    assert_eq!(action, "gemini-think:streamGenerateContent");
+    assert_eq!(key.as_deref(), Some("goog-key"));
+    assert_eq!(
+        sent["contents"][0]["parts"][1],
+        json!({"inlineData": {"mimeType": "audio/wav", "data": "UklGRg=="}})
+    );
+    assert_eq!(
+        sent["generationConfig"]["thinkingConfig"],
+        json!({"thinkingBudget": 8192, "includeThoughts": true})
+    );
+
+    // Chat: the assistant message goes back as the SDK returned it.
+    let call_id = message["tool_calls"][0]["id"].as_str().unwrap().to_owned();
+    let second = json!({"model": "g-think", "reasoning_effort": "medium", "tools": tools(),
+        "messages": [first["messages"][0].clone(), message,
+                     {"role": "tool", "tool_call_id": call_id, "content": "sunny"}]});
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &second).await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "It is sunny in Oslo."
+    );
+    let sent = fake.last_body();
+    assert_eq!(
+        sent["contents"][2]["parts"][0]["functionResponse"],
+        json!({"name": "weather", "response": {"output": "sunny"}})
+    );
+
+    // Responses, streamed: the replayed output items carry the signature back.
+    let tools_flat = json!([{"type": "function", "name": "weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]);
+    let request = json!({"model": "g-think", "reasoning": {"effort": "medium"}, "stream": true,
+        "include": ["reasoning.encrypted_content"], "tools": tools_flat, "input": "Weather?"});
+    let (status, _, text) = common::post_raw(&base, "/v1/responses", &request).await;
+    assert_eq!(status, 200, "{text}");
+    let mut output = Vec::new();
+    for data in text
+        .split("\n\n")
+        .filter_map(|frame| frame.lines().find_map(|line| line.strip_prefix("data: ")))
+        .filter(|data| *data != "[DONE]")
+    {
+        let event: Value = serde_json::from_str(data).unwrap();
+        common::validate("ResponseStreamEvent", &event);
+        if event["type"] == "response.completed" {
+            output = event["response"]["output"].as_array().unwrap().clone();
+        }
+    }
+    let call = output
+        .iter()
+        .find(|i| i["type"] == "function_call")
+        .unwrap()
+        .clone();
+    let mut input = vec![json!({"role": "user", "content": "Weather?"})];
+    input.extend(output.iter().cloned());
+    input.push(
+        json!({"type": "function_call_output", "call_id": call["call_id"], "output": "sunny"}),
+    );
+    let next = json!({"model": "g-think", "reasoning": {"effort": "medium"}, "tools": request["tools"],
+        "input": input});
+    let (status, _, text) = common::post_raw(&base, "/v1/responses", &next).await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    let answer = body["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "message")
+        .unwrap()
+        .clone();
+    assert_eq!(answer["content"][0]["text"], "It is sunny in Oslo.");
+}
+
+#[tokio::test]
+async fn json_safety_and_failures() {
+    let (base, fake) = gateway().await;
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"},
+        "celsius": {"type": "integer"}}, "required": ["city", "celsius"]});
+    let request = json!({"model": "g-json", "messages": [{"role": "user", "content": "JSON"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": schema}}});
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &request).await;
+    assert_eq!(status, 200, "{text}");
+    let sent = fake.last_body();
+    assert_eq!(
+        sent["generationConfig"]["responseMimeType"],
+        "application/json"
+    );
+    assert_eq!(sent["generationConfig"]["responseJsonSchema"], schema);
+
+    let mut refused = request.clone();
+    refused["response_format"]["json_schema"]["schema"]["properties"]["city"]["pattern"] =
+        json!("^O");
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &refused).await;
+    assert_eq!(status, 400, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["error"]["param"], "response_format");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("pattern"));
+
+    let ask = |model: &str| {
+        json!({"model": model, "stream": true,
+        "messages": [{"role": "user", "content": "x"}]})
+    };
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &ask("g-unsafe")).await;
+    assert_eq!(status, 200, "{text}");
+    let frames = sse_data(&text);
+    let finish: Vec<Value> = frames
+        .iter()
+        .filter(|f| *f != "[DONE]")
+        .map(|f| serde_json::from_str::<Value>(f).unwrap())
+        .filter(|c| !c["choices"][0]["finish_reason"].is_null())
+        .collect();
+    assert_eq!(finish[0]["choices"][0]["finish_reason"], "content_filter");
+
+    // A body that ends before a finish reason is a failure, reported after the first byte.
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &ask("g-cut")).await;
+    assert_eq!(status, 200);
+    let frames = sse_data(&text);
+    let last: Value = serde_json::from_str(frames.last().unwrap()).unwrap();
+    assert!(last.get("error").is_some(), "{last}");
+
+    let (status, _, text) = common::post_raw(
+        &base,
+        "/v1/chat/completions",
+        &json!({"model": "g-busy", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(status, 503, "{text}");
+}
