@@ -58,6 +58,25 @@ impl UpstreamConfig {
     pub fn url(&self, path: &str) -> String {
         format!("{}/{path}", self.base_url.trim_end_matches('/'))
     }
+
+    /// A JSON POST to `path` with the operator's extra headers and the request's trace id;
+    /// each kind adds its own authentication.
+    pub fn post(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        body: &serde_json::Value,
+        request_id: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let mut call = client.post(self.url(path)).json(body);
+        for (header, value) in &self.headers {
+            call = call.header(header, value);
+        }
+        if let Some(id) = request_id {
+            call = call.header("x-request-id", id);
+        }
+        call
+    }
 }
 
 /// The pooled client of one provider.

@@ -11,10 +11,12 @@
 
 pub mod anthropic;
 pub mod fake;
+pub mod fetch;
 pub mod gemini;
 pub mod http;
 pub mod local;
 pub mod openai;
+mod turns;
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -20,6 +20,7 @@ use common::sse_data;
 use serde_json::{json, Value};
 use switchboard_gateway::{Catalog, CatalogEntry, Pricing, Route};
 use switchboard_model::Capability;
+use switchboard_providers::fetch::{parse_allow, FetchPolicy};
 use switchboard_providers::gemini::GeminiProvider;
 use switchboard_providers::http::{Timeouts, UpstreamConfig};
 use switchboard_server::ServerConfig;
@@ -135,27 +136,39 @@ async fn generate(
     }
 }
 
-async fn gateway() -> (String, Fake) {
+/// Switchboard over the fake; the fake's address also serves an image for media URLs.
+async fn gateway() -> (String, Fake, String) {
     let fake = Fake::default();
     let app = Router::new()
         .route("/v1beta/models/{action}", post(generate))
+        .route(
+            "/sky.png",
+            axum::routing::get(|| async { b"\x89PNG\r\n\x1a\nsky".to_vec() }),
+        )
         .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
+    let media_from_loopback = FetchPolicy {
+        allow: parse_allow(&["127.0.0.1".into()]).unwrap(),
+        ..FetchPolicy::default()
+    };
     let provider: Arc<dyn switchboard_gateway::Provider> = Arc::new(
-        GeminiProvider::new(UpstreamConfig {
-            name: "gm".into(),
-            base_url: format!("http://{address}"),
-            api_key: Some("goog-key".into()),
-            headers: Vec::new(),
-            timeouts: Timeouts {
-                first_byte: Duration::from_secs(2),
-                ..Timeouts::default()
+        GeminiProvider::new(
+            UpstreamConfig {
+                name: "gm".into(),
+                base_url: format!("http://{address}"),
+                api_key: Some("goog-key".into()),
+                headers: Vec::new(),
+                timeouts: Timeouts {
+                    first_byte: Duration::from_secs(2),
+                    ..Timeouts::default()
+                },
             },
-        })
+            media_from_loopback,
+        )
         .unwrap(),
     );
     let mut catalog = Catalog::default();
@@ -183,7 +196,7 @@ async fn gateway() -> (String, Fake) {
         });
     }
     let base = common::serve_catalog(catalog, &[], ServerConfig::default());
-    (base, fake)
+    (base, fake, address.to_string())
 }
 
 fn tools() -> Value {
@@ -193,7 +206,7 @@ fn tools() -> Value {
 
 #[tokio::test]
 async fn a_thinking_tool_loop_keeps_gemini_signatures_on_both_surfaces() {
-    let (base, fake) = gateway().await;
+    let (base, fake, _) = gateway().await;
     let first = json!({"model": "g-think", "reasoning_effort": "medium", "tools": tools(),
         "messages": [{"role": "user", "content": [{"type": "text", "text": "Weather?"},
             {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]}]});
@@ -298,7 +311,7 @@ async fn a_thinking_tool_loop_keeps_gemini_signatures_on_both_surfaces() {
 
 #[tokio::test]
 async fn json_safety_and_failures() {
-    let (base, fake) = gateway().await;
+    let (base, fake, _) = gateway().await;
     let schema = json!({"type": "object", "properties": {"city": {"type": "string"},
         "celsius": {"type": "integer"}}, "required": ["city", "celsius"]});
     let request = json!({"model": "g-json", "messages": [{"role": "user", "content": "JSON"}],
@@ -353,4 +366,47 @@ async fn json_safety_and_failures() {
     )
     .await;
     assert_eq!(status, 503, "{text}");
+}
+
+#[tokio::test]
+async fn media_urls_are_fetched_inline_and_private_ones_refused() {
+    let (base, fake, address) = gateway().await;
+    let ask = |url: &str| {
+        json!({"model": "g-json", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": url}}]}]})
+    };
+    let (status, _, text) = common::post_raw(
+        &base,
+        "/v1/chat/completions",
+        &ask(&format!("http://{address}/sky.png")),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        fake.last_body()["contents"][0]["parts"][1],
+        json!({"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgpza3k="}})
+    );
+    let calls = fake.received.lock().unwrap().len();
+    for blocked in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/a.png",
+        "http://[::1]/a.png",
+    ] {
+        let (status, _, text) =
+            common::post_raw(&base, "/v1/chat/completions", &ask(blocked)).await;
+        assert_eq!(status, 400, "{blocked}: {text}");
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["error"]["param"], "messages");
+        assert_eq!(body["error"]["code"], "media_url_blocked");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("private or reserved"));
+    }
+    assert_eq!(
+        fake.received.lock().unwrap().len(),
+        calls,
+        "nothing blocked reached Gemini"
+    );
 }

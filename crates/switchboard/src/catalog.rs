@@ -12,6 +12,7 @@ use switchboard_model::Capability;
 use switchboard_providers::anthropic::{
     AnthropicConfig, AnthropicProvider, StructuredOutputs, ThinkingMode,
 };
+use switchboard_providers::fetch::{parse_allow, FetchPolicy};
 use switchboard_providers::gemini::GeminiProvider;
 use switchboard_providers::http::{Timeouts, UpstreamConfig};
 use switchboard_providers::openai::OpenAiProvider;
@@ -121,6 +122,12 @@ fn provider(
     let failed = |err: switchboard_model::Error| {
         anyhow::anyhow!("provider '{}': {}", config.name, err.message)
     };
+    if !config.fetch_allow.is_empty() && config.kind != ProviderKind::Gemini {
+        bail!(
+            "provider '{}': fetch_allow applies to kind \"gemini\" only",
+            config.name
+        );
+    }
     if (config.structured_outputs.is_some() || config.thinking.is_some())
         && config.kind != ProviderKind::Anthropic
     {
@@ -155,7 +162,17 @@ fn provider(
             })
             .map_err(failed)?,
         )),
-        ProviderKind::Gemini => Ok(Arc::new(GeminiProvider::new(upstream).map_err(failed)?)),
+        ProviderKind::Gemini => {
+            let allow = parse_allow(&config.fetch_allow)
+                .map_err(|err| anyhow::anyhow!("provider '{}': fetch_allow: {err}", config.name))?;
+            let fetch = FetchPolicy {
+                allow,
+                ..FetchPolicy::default()
+            };
+            Ok(Arc::new(
+                GeminiProvider::new(upstream, fetch).map_err(failed)?,
+            ))
+        }
     }
 }
 

@@ -114,6 +114,10 @@ pub struct ProviderConfig {
     /// Anthropic only: `"budget"` (the default) asks for reasoning with thinking budgets,
     /// `"adaptive"` with adaptive thinking and `output_config.effort` (the newer models).
     pub thinking: Option<String>,
+    /// Gemini only: addresses (`10.0.0.0/8`, `127.0.0.1`) media URLs may be fetched from
+    /// although they are not public; everything private is refused otherwise.
+    #[serde(default)]
+    pub fetch_allow: Vec<String>,
 }
 
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]

@@ -58,19 +58,16 @@ impl AnthropicProvider {
             self.config.structured_outputs,
             self.config.thinking,
         )?;
-        let mut call = self
-            .client
-            .post(upstream.url("v1/messages"))
-            .header("anthropic-version", API_VERSION)
-            .json(&encoded.body);
+        let mut call = upstream
+            .post(
+                &self.client,
+                "v1/messages",
+                &encoded.body,
+                request.request_id.as_deref(),
+            )
+            .header("anthropic-version", API_VERSION);
         if let Some(key) = &upstream.api_key {
             call = call.header("x-api-key", key);
-        }
-        for (header, value) in &upstream.headers {
-            call = call.header(header, value);
-        }
-        if let Some(id) = &request.request_id {
-            call = call.header("x-request-id", id);
         }
         let schema = match &request.output_format {
             OutputFormat::Text => None,

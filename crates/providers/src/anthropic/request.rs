@@ -8,6 +8,8 @@
 
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
+
+use crate::turns::Turns;
 use switchboard_model::{
     ContentPart, Error, ErrorKind, Family, Item, MediaSource, OutputFormat, ReasoningEffort,
     Request, RequestField, Role, Sealed, Tool, ToolChoice,
@@ -295,7 +297,7 @@ fn refuse_unsupported(request: &Request) -> Result<(), Error> {
 /// The `system` blocks and the alternating `messages`.
 fn conversation(items: &[Item]) -> Result<(Vec<Value>, Vec<Value>), Error> {
     let mut system = Vec::new();
-    let mut turns = Turns::default();
+    let mut turns = Turns::new("content");
     for item in items {
         match item {
             Item::Message {
@@ -385,28 +387,7 @@ fn conversation(items: &[Item]) -> Result<(Vec<Value>, Vec<Value>), Error> {
             }
         }
     }
-    Ok((system, turns.messages))
-}
-
-/// Messages being built, one per run of same-role blocks.
-#[derive(Default)]
-struct Turns {
-    messages: Vec<Value>,
-}
-
-impl Turns {
-    fn push(&mut self, role: &str, block: Value) {
-        if let Some(last) = self.messages.last_mut() {
-            if last["role"] == role {
-                if let Some(Value::Array(content)) = last.get_mut("content") {
-                    content.push(block);
-                    return;
-                }
-            }
-        }
-        self.messages
-            .push(json!({"role": role, "content": [block]}));
-    }
+    Ok((system, turns.into_turns()))
 }
 
 fn user_block(part: &ContentPart) -> Result<Value, Error> {

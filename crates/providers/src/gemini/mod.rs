@@ -13,10 +13,12 @@ pub mod stream;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use futures::future::BoxFuture;
 use serde_json::Value;
-use switchboard_model::{Error, ErrorKind, Event, Request};
+use switchboard_model::{ContentPart, Error, ErrorKind, Event, Item, MediaSource, Request};
 
+use crate::fetch::{fetch, FetchPolicy};
 use crate::http::{self, SseDecoder, UpstreamConfig};
 use crate::{EventStream, Provider};
 pub use request::encode_request;
@@ -25,31 +27,34 @@ pub use stream::ContentDecoder;
 pub struct GeminiProvider {
     config: UpstreamConfig,
     client: reqwest::Client,
+    /// How media URLs are fetched (Gemini takes bytes, not arbitrary URLs).
+    fetch: FetchPolicy,
 }
 
 impl GeminiProvider {
     /// # Errors
     /// When the HTTP client cannot be built (the TLS set-up failed).
-    pub fn new(config: UpstreamConfig) -> Result<Self, Error> {
+    pub fn new(config: UpstreamConfig, fetch: FetchPolicy) -> Result<Self, Error> {
         let client = http::client(&config.timeouts)?;
-        Ok(Self { config, client })
+        Ok(Self {
+            config,
+            client,
+            fetch,
+        })
     }
 
     async fn start(&self, request: Arc<Request>) -> Result<EventStream, Error> {
+        let request = inline_media(request, &self.fetch).await?;
         let body = encode_request(&request, &request.model)?;
         let path = format!(
             "v1beta/models/{}:streamGenerateContent?alt=sse",
             request.model
         );
-        let mut call = self.client.post(self.config.url(&path)).json(&body);
+        let mut call = self
+            .config
+            .post(&self.client, &path, &body, request.request_id.as_deref());
         if let Some(key) = &self.config.api_key {
             call = call.header("x-goog-api-key", key);
-        }
-        for (header, value) in &self.config.headers {
-            call = call.header(header, value);
-        }
-        if let Some(id) = &request.request_id {
-            call = call.header("x-request-id", id);
         }
         let decoder = Chunks {
             name: self.config.name.clone(),
@@ -57,6 +62,47 @@ impl GeminiProvider {
         };
         http::stream(&self.config, call, decoder, status_error).await
     }
+}
+
+/// The request with every http(s) image and file URL replaced by its bytes, fetched under the
+/// SSRF rules of [`crate::fetch`].
+async fn inline_media(request: Arc<Request>, policy: &FetchPolicy) -> Result<Arc<Request>, Error> {
+    let is_url = |part: &ContentPart| matches!(part.media_source(), Some(MediaSource::Url(_)));
+    let has_urls = request
+        .items
+        .iter()
+        .any(|item| matches!(item, Item::Message { parts, .. } if parts.iter().any(is_url)));
+    if !has_urls {
+        return Ok(request);
+    }
+    let mut request = Arc::unwrap_or_clone(request);
+    for item in &mut request.items {
+        let Item::Message { parts, .. } = item else {
+            continue;
+        };
+        for part in parts.iter_mut() {
+            let Some(MediaSource::Url(url)) = part.media_source() else {
+                continue;
+            };
+            let expected = if matches!(part, ContentPart::Image { .. }) {
+                "image"
+            } else {
+                ""
+            };
+            let fetched = fetch(url, expected, policy).await?;
+            let data_url = format!(
+                "data:{};base64,{}",
+                fetched.media_type,
+                base64::engine::general_purpose::STANDARD.encode(&fetched.bytes)
+            );
+            match part {
+                ContentPart::Image { url, .. } => *url = data_url,
+                ContentPart::File { data, .. } => *data = Some(data_url),
+                _ => {}
+            }
+        }
+    }
+    Ok(Arc::new(request))
 }
 
 impl Provider for GeminiProvider {

@@ -14,6 +14,8 @@
 use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
+
+use crate::turns::Turns;
 use switchboard_model::{
     ContentPart, Error, ErrorKind, Family, Item, MediaSource, OutputFormat, ReasoningEffort,
     Request, RequestField, Role, Sealed, Tool, ToolChoice,
@@ -280,7 +282,7 @@ fn convert(schema: &Value, at: &str) -> Result<Value, String> {
 /// The `systemInstruction` parts and the `contents`.
 fn conversation(items: &[Item]) -> Result<(Vec<Value>, Vec<Value>), Error> {
     let mut system = Vec::new();
-    let mut turns = Turns::default();
+    let mut turns = Turns::new("parts");
     let mut call_names: HashMap<&str, &str> = HashMap::new();
     // A signature Gemini put on an answer part, waiting for that part.
     let mut pending_signature: Option<&str> = None;
@@ -379,26 +381,7 @@ fn conversation(items: &[Item]) -> Result<(Vec<Value>, Vec<Value>), Error> {
             }
         }
     }
-    Ok((system, turns.contents))
-}
-
-#[derive(Default)]
-struct Turns {
-    contents: Vec<Value>,
-}
-
-impl Turns {
-    fn push(&mut self, role: &str, part: Value) {
-        if let Some(last) = self.contents.last_mut() {
-            if last["role"] == role {
-                if let Some(Value::Array(parts)) = last.get_mut("parts") {
-                    parts.push(part);
-                    return;
-                }
-            }
-        }
-        self.contents.push(json!({"role": role, "parts": [part]}));
-    }
+    Ok((system, turns.into_turns()))
 }
 
 /// The media type a URL's path suggests, for `fileData` (Gemini wants one).

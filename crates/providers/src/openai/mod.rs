@@ -39,18 +39,14 @@ impl OpenAiProvider {
 
     async fn start(&self, request: Arc<Request>) -> Result<EventStream, Error> {
         let body = encode_request(&request, &request.model);
-        let mut call = self
-            .client
-            .post(self.config.url("chat/completions"))
-            .json(&body);
+        let mut call = self.config.post(
+            &self.client,
+            "chat/completions",
+            &body,
+            request.request_id.as_deref(),
+        );
         if let Some(key) = &self.config.api_key {
             call = call.bearer_auth(key);
-        }
-        for (header, value) in &self.config.headers {
-            call = call.header(header, value);
-        }
-        if let Some(id) = &request.request_id {
-            call = call.header("x-request-id", id);
         }
         let decoder = Chunks {
             name: self.config.name.clone(),
