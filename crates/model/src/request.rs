@@ -117,6 +117,10 @@ pub enum RequestField {
     /// The number of choices (`n`).
     Choices,
     LogitBias,
+    /// Whether log probabilities are asked for.
+    Logprobs,
+    /// The stop sequences.
+    StopSequences,
 }
 
 /// What a model can do; the catalog advertises these and the gateway checks them.

@@ -94,7 +94,8 @@ pub fn client(timeouts: &Timeouts) -> Result<reqwest::Client, Error> {
 
 /// A kind's stream decoder, fed one SSE event at a time.
 pub trait SseDecoder: Send + 'static {
-    /// The events one SSE event carries; `Event::Done` among them ends the generation.
+    /// The events one SSE event (its `event:` name, and its `data:`, never empty) carries;
+    /// `Event::Done` among them ends the generation.
     ///
     /// # Errors
     /// An error the upstream reported in its stream, or a body that cannot be read.
@@ -231,7 +232,8 @@ impl<D: SseDecoder> Pump<D> {
             }
             Some(Ok(event)) => {
                 let data = event.data.trim();
-                if data.is_empty() && event.event.is_empty() {
+                // Keep-alives and comments carry no data; no wire means anything by them.
+                if data.is_empty() {
                     return Ok(());
                 }
                 self.decoder.event(&event.event, data)?

@@ -1,7 +1,28 @@
 //! Conversations for wires that want alternating turns (Anthropic's `messages`, Gemini's
-//! `contents`): blocks of one role in a row join one turn.
+//! `contents`): blocks of one role in a row join one turn; tool-call arguments as the JSON
+//! object those wires want.
 
 use serde_json::{json, Value};
+use switchboard_model::{Error, RequestField};
+
+/// A past call's arguments as a JSON value (no arguments are an empty object).
+///
+/// # Errors
+/// Arguments that are not JSON, naming the call and the `provider` that needs them.
+pub fn call_arguments(call_id: &str, arguments: &str, provider: &str) -> Result<Value, Error> {
+    if arguments.trim().is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_str(arguments).map_err(|_| {
+        Error::invalid_at(
+            RequestField::Conversation,
+            format!(
+                "The arguments of tool call '{call_id}' are not valid JSON; {provider} models \
+                 need them as a JSON object."
+            ),
+        )
+    })
+}
 
 pub struct Turns {
     turns: Vec<Value>,

@@ -70,7 +70,7 @@ pub(crate) async fn create(
     } else {
         let response = fold(events, encoder).await?;
         record.save(&response).await;
-        Ok(Json(visible(&response, decoded.include_encrypted_reasoning)).into_response())
+        Ok(Json(response.shown(decoded.include_encrypted_reasoning)).into_response())
     }
 }
 
@@ -212,7 +212,7 @@ impl Record {
             id: response.id.clone(),
             owner,
             created_at: response.created_at,
-            response: serde_json::to_value(visible(response, self.show_encrypted))
+            response: serde_json::to_value(response.shown(self.show_encrypted))
                 .unwrap_or(Value::Null),
             input_items,
             context,
@@ -220,18 +220,6 @@ impl Record {
         if let Err(err) = store.put_response(&stored).await {
             tracing::error!(%err, id = %stored.id, "could not store the response");
         }
-    }
-}
-
-/// The response as its client may see it.
-fn visible(
-    response: &switchboard_api::responses::ResponseObject,
-    show_encrypted: bool,
-) -> switchboard_api::responses::ResponseObject {
-    if show_encrypted {
-        response.clone()
-    } else {
-        response.without_encrypted_reasoning()
     }
 }
 

@@ -66,6 +66,8 @@ pub fn param_name(field: RequestField) -> String {
         RequestField::OutputModalities => "modalities".into(),
         RequestField::Choices => "n".into(),
         RequestField::LogitBias => "logit_bias".into(),
+        RequestField::Logprobs => "logprobs".into(),
+        RequestField::StopSequences => "stop".into(),
     }
 }
 

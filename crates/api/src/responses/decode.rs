@@ -83,10 +83,13 @@ pub fn param_name(field: RequestField) -> String {
         RequestField::OutputFormat => "text.format".into(),
         RequestField::ReasoningEffort => "reasoning.effort".into(),
         RequestField::OutputModalities => "modalities".into(),
-        // Neither exists on this surface; a request from it never has more than one choice or
-        // a logit bias, so these are never at fault here.
+        // Logprobs are asked for with `include` here.
+        RequestField::Logprobs => "include".into(),
+        // None of these exists on this surface; a request from it never has more than one
+        // choice, a logit bias or stop sequences, so these are never at fault here.
         RequestField::Choices => "n".into(),
         RequestField::LogitBias => "logit_bias".into(),
+        RequestField::StopSequences => "stop".into(),
     }
 }
 

@@ -60,15 +60,22 @@ pub struct ResponseObject {
 }
 
 impl ResponseObject {
-    /// The response without reasoning items' `encrypted_content` (shown only when the client
-    /// asks for it with `include`; the store keeps it for continued conversations).
+    /// The response as its client may see it: reasoning items' `encrypted_content` only when
+    /// the client asked for it with `include` (the store keeps it for continued
+    /// conversations either way).
     #[must_use]
-    pub fn without_encrypted_reasoning(&self) -> Self {
+    pub fn shown(&self, include_encrypted_reasoning: bool) -> Self {
         let mut response = self.clone();
-        for item in &mut response.output {
-            item.drop_encrypted_content();
+        if !include_encrypted_reasoning {
+            response.drop_encrypted_reasoning();
         }
         response
+    }
+
+    fn drop_encrypted_reasoning(&mut self) {
+        for item in &mut self.output {
+            item.drop_encrypted_content();
+        }
     }
 
     /// The concatenated text of every `output_text` part, as the SDKs' `output_text` property.
@@ -509,7 +516,7 @@ impl ResponseEncoder {
                 | ResponseStreamEvent::Completed { response, .. }
                 | ResponseStreamEvent::Incomplete { response, .. }
                 | ResponseStreamEvent::Failed { response, .. } => {
-                    *response = response.without_encrypted_reasoning();
+                    response.drop_encrypted_reasoning()
                 }
                 _ => {}
             }
@@ -708,12 +715,7 @@ impl ResponseEncoder {
         let output_index = match self.open {
             Some(OpenItem::Message(index)) => index,
             _ => {
-                let item = StoredItem::Message {
-                    id: (self.new_id)("msg"),
-                    role: "assistant".into(),
-                    status: "in_progress",
-                    content: Vec::new(),
-                };
+                let item = self.new_message();
                 let part = StreamPart::Content(ItemContent::OutputText {
                     text: String::new(),
                     annotations: Vec::new(),
@@ -752,13 +754,7 @@ impl ResponseEncoder {
         let output_index = match self.open {
             Some(OpenItem::Reasoning(index)) => index,
             _ => {
-                let item = StoredItem::Reasoning {
-                    id: (self.new_id)("rs"),
-                    summary: Vec::new(),
-                    content: Vec::new(),
-                    encrypted_content: None,
-                    status: Some("in_progress"),
-                };
+                let item = self.new_reasoning(None);
                 let part = StreamPart::Reasoning(ReasoningText::new(String::new()));
                 let index = self.open_item(item, Some(part), out);
                 self.open = Some(OpenItem::Reasoning(index));
@@ -794,23 +790,11 @@ impl ResponseEncoder {
             call_id: None,
         }
         .seal();
-        let output_index = match self.open {
-            Some(OpenItem::Reasoning(index)) => index,
-            _ => {
-                if sealed.is_none() {
-                    return;
-                }
-                let item = StoredItem::Reasoning {
-                    id: (self.new_id)("rs"),
-                    summary: Vec::new(),
-                    content: Vec::new(),
-                    encrypted_content: None,
-                    status: Some("in_progress"),
-                };
-                let index = self.open_item(item, None, out);
-                self.open = Some(OpenItem::Reasoning(index));
-                index
+        let Some(OpenItem::Reasoning(output_index)) = self.open else {
+            if sealed.is_some() {
+                self.sealed_reasoning_item(sealed, out);
             }
+            return;
         };
         if let StoredItem::Reasoning {
             encrypted_content, ..
@@ -819,6 +803,37 @@ impl ResponseEncoder {
             *encrypted_content = sealed;
         }
         self.close_open("completed", out);
+    }
+
+    /// A reasoning item holding only `encrypted_content`, announced and closed at once.
+    fn sealed_reasoning_item(
+        &mut self,
+        sealed: Option<String>,
+        out: &mut Vec<ResponseStreamEvent>,
+    ) {
+        let item = self.new_reasoning(sealed);
+        let index = self.open_item(item, None, out);
+        self.open = Some(OpenItem::Reasoning(index));
+        self.close_open("completed", out);
+    }
+
+    fn new_message(&mut self) -> StoredItem {
+        StoredItem::Message {
+            id: (self.new_id)("msg"),
+            role: "assistant".into(),
+            status: "in_progress",
+            content: Vec::new(),
+        }
+    }
+
+    fn new_reasoning(&mut self, encrypted_content: Option<String>) -> StoredItem {
+        StoredItem::Reasoning {
+            id: (self.new_id)("rs"),
+            summary: Vec::new(),
+            content: Vec::new(),
+            encrypted_content,
+            status: Some("in_progress"),
+        }
     }
 
     /// Each tool call's signature as a reasoning item naming the call (see [`Envelope`]).
@@ -837,16 +852,7 @@ impl ResponseEncoder {
                 encrypted: None,
                 call_id: Some(call_id.clone()),
             };
-            let item = StoredItem::Reasoning {
-                id: (self.new_id)("rs"),
-                summary: Vec::new(),
-                content: Vec::new(),
-                encrypted_content: envelope.seal(),
-                status: Some("in_progress"),
-            };
-            let index = self.open_item(item, None, out);
-            self.open = Some(OpenItem::Reasoning(index));
-            self.close_open("completed", out);
+            self.sealed_reasoning_item(envelope.seal(), out);
         }
     }
 
@@ -854,12 +860,7 @@ impl ResponseEncoder {
         let output_index = match self.open {
             Some(OpenItem::Refusal(index)) => index,
             _ => {
-                let item = StoredItem::Message {
-                    id: (self.new_id)("msg"),
-                    role: "assistant".into(),
-                    status: "in_progress",
-                    content: Vec::new(),
-                };
+                let item = self.new_message();
                 let part = StreamPart::Content(ItemContent::Refusal {
                     refusal: String::new(),
                 });
@@ -981,35 +982,29 @@ impl ResponseEncoder {
                 ..
             } => {
                 *item_status = status;
-                if let Some(part @ ItemContent::Refusal { .. }) = content.first().cloned() {
-                    if let ItemContent::Refusal { refusal } = &part {
-                        done.push(ResponseStreamEvent::RefusalDone {
-                            sequence_number: 0,
-                            item_id: item_id.clone(),
-                            output_index: index,
-                            content_index: 0,
-                            refusal: refusal.clone(),
-                        });
-                    }
-                    done.push(ResponseStreamEvent::ContentPartDone {
-                        sequence_number: 0,
-                        item_id: item_id.clone(),
-                        output_index: index,
-                        content_index: 0,
-                        part: StreamPart::Content(part),
-                    });
-                }
-                if let Some(part @ ItemContent::OutputText { .. }) = content.first().cloned() {
-                    if let ItemContent::OutputText { text, logprobs, .. } = &part {
-                        let text_done = ResponseStreamEvent::OutputTextDone {
-                            sequence_number: 0,
-                            item_id: item_id.clone(),
-                            output_index: index,
-                            content_index: 0,
-                            text: text.clone(),
-                            logprobs: logprobs.iter().map(delta_from_output).collect(),
-                        };
-                        done.push(text_done);
+                if let Some(part) = content.first().cloned() {
+                    // The part's own `.done` (its whole text), then the part's.
+                    match &part {
+                        ItemContent::Refusal { refusal } => {
+                            done.push(ResponseStreamEvent::RefusalDone {
+                                sequence_number: 0,
+                                item_id: item_id.clone(),
+                                output_index: index,
+                                content_index: 0,
+                                refusal: refusal.clone(),
+                            });
+                        }
+                        ItemContent::OutputText { text, logprobs, .. } => {
+                            done.push(ResponseStreamEvent::OutputTextDone {
+                                sequence_number: 0,
+                                item_id: item_id.clone(),
+                                output_index: index,
+                                content_index: 0,
+                                text: text.clone(),
+                                logprobs: logprobs.iter().map(delta_from_output).collect(),
+                            });
+                        }
+                        _ => {}
                     }
                     done.push(ResponseStreamEvent::ContentPartDone {
                         sequence_number: 0,

@@ -682,6 +682,12 @@ fn canonical_locations_are_worded_for_this_surface() {
     );
     let context = Error::invalid_at(RequestField::Conversation, "too long").locate(param_name);
     assert_eq!(context.param.as_deref(), Some("input"));
+    // Logprobs are asked for with `include` here, with `logprobs` on Chat.
+    let logprobs = Error::invalid_at(RequestField::Logprobs, "no").locate(param_name);
+    assert_eq!(logprobs.param.as_deref(), Some("include"));
+    let chat_logprobs =
+        Error::invalid_at(RequestField::Logprobs, "no").locate(crate::chat::param_name);
+    assert_eq!(chat_logprobs.param.as_deref(), Some("logprobs"));
     // A param a surface set itself is kept.
     let own = Error::invalid("temperature", "bad").locate(param_name);
     assert_eq!(own.param.as_deref(), Some("temperature"));

@@ -100,9 +100,6 @@ struct Messages {
 
 impl SseDecoder for Messages {
     fn event(&mut self, name: &str, data: &str) -> Result<Vec<Event>, Error> {
-        if data.is_empty() {
-            return Ok(Vec::new());
-        }
         let value: Value = serde_json::from_str(data)
             .map_err(|_| http::upstream(&self.name, "sent an event that is not JSON"))?;
         let events = self.decoder.push(name, &value)?;

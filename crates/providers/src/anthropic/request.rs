@@ -9,7 +9,7 @@
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use crate::turns::Turns;
+use crate::turns::{call_arguments, Turns};
 use switchboard_model::{
     ContentPart, Error, ErrorKind, Family, Item, MediaSource, OutputFormat, ReasoningEffort,
     Request, RequestField, Role, Sealed, Tool, ToolChoice,
@@ -286,10 +286,7 @@ fn refuse_unsupported(request: &Request) -> Result<(), Error> {
         return refuse(RequestField::LogitBias, "logit_bias");
     }
     if sampling.logprobs {
-        return Err(Error::unsupported(
-            "logprobs",
-            "Anthropic models do not return log probabilities.",
-        ));
+        return refuse(RequestField::Logprobs, "log probabilities");
     }
     Ok(())
 }
@@ -361,19 +358,7 @@ fn conversation(items: &[Item]) -> Result<(Vec<Value>, Vec<Value>), Error> {
                 arguments,
                 ..
             } => {
-                let input: Value = if arguments.trim().is_empty() {
-                    json!({})
-                } else {
-                    serde_json::from_str(arguments).map_err(|_| {
-                        Error::invalid_at(
-                            RequestField::Conversation,
-                            format!(
-                                "The arguments of tool call '{call_id}' are not valid JSON; \
-                                 Anthropic models need them as a JSON object."
-                            ),
-                        )
-                    })?
-                };
+                let input = call_arguments(call_id, arguments, "Anthropic")?;
                 turns.push(
                     "assistant",
                     json!({"type": "tool_use", "id": call_id, "name": name, "input": input}),

@@ -118,9 +118,6 @@ struct Chunks {
 
 impl SseDecoder for Chunks {
     fn event(&mut self, _name: &str, data: &str) -> Result<Vec<Event>, Error> {
-        if data.is_empty() {
-            return Ok(Vec::new());
-        }
         let chunk: Value = serde_json::from_str(data)
             .map_err(|_| http::upstream(&self.name, "sent a chunk that is not JSON"))?;
         self.decoder.push(&chunk)

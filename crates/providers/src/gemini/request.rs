@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
-use crate::turns::Turns;
+use crate::turns::{call_arguments, Turns};
 use switchboard_model::{
     ContentPart, Error, ErrorKind, Family, Item, MediaSource, OutputFormat, ReasoningEffort,
     Request, RequestField, Role, Sealed, Tool, ToolChoice,
@@ -63,14 +63,15 @@ pub fn encode_request(request: &Request, upstream_model: &str) -> Result<Value, 
         .with_field(RequestField::LogitBias));
     }
     if sampling.logprobs {
-        return Err(Error::unsupported(
-            "logprobs",
+        return Err(Error::new(
+            ErrorKind::Unsupported,
             "Log probabilities are not available for Gemini models through this server.",
-        ));
+        )
+        .with_field(RequestField::Logprobs));
     }
     if sampling.stop.len() > MAX_STOP_SEQUENCES {
-        return Err(Error::invalid(
-            "stop",
+        return Err(Error::invalid_at(
+            RequestField::StopSequences,
             format!("Gemini models take at most {MAX_STOP_SEQUENCES} stop sequences."),
         ));
     }
@@ -345,19 +346,7 @@ fn conversation(items: &[Item]) -> Result<(Vec<Value>, Vec<Value>), Error> {
                 signature,
             } => {
                 call_names.insert(call_id, name);
-                let args: Value = if arguments.trim().is_empty() {
-                    json!({})
-                } else {
-                    serde_json::from_str(arguments).map_err(|_| {
-                        Error::invalid_at(
-                            RequestField::Conversation,
-                            format!(
-                                "The arguments of tool call '{call_id}' are not valid JSON; \
-                                 Gemini models need them as a JSON object."
-                            ),
-                        )
-                    })?
-                };
+                let args = call_arguments(call_id, arguments, "Gemini")?;
                 let mut call = json!({"name": name, "args": args});
                 if !call_id.starts_with(SYNTHETIC_CALL_PREFIX) {
                     call["id"] = call_id.clone().into();

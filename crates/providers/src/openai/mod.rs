@@ -70,9 +70,6 @@ struct Chunks {
 
 impl SseDecoder for Chunks {
     fn event(&mut self, _name: &str, data: &str) -> Result<Vec<Event>, Error> {
-        if data.is_empty() {
-            return Ok(Vec::new());
-        }
         if data == "[DONE]" {
             let mut events = self.decoder.finish();
             events.push(Event::Done);
