@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The full test suite: fetches the default model if the cache lacks it, prepares a Python venv
-# with the official OpenAI and Anthropic SDKs for the SDK tests, then runs every Rust test.
+# with the official OpenAI, Anthropic and Google Gen AI SDKs for the SDK tests, then runs every Rust test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo run --quiet -p switchboard -- pull
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import openai, anthropic" 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import openai, anthropic, google.genai" 2>/dev/null; then
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check "openai>=1.40,<3" "anthropic>=0.40,<1"
+  .venv/bin/pip install --quiet --disable-pip-version-check "openai>=1.40,<3" "anthropic>=0.40,<1" "google-genai>=1.0,<2"
 fi
 export SWITCHBOARD_TEST_PYTHON="$PWD/.venv/bin/python"
 

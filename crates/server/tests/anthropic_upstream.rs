@@ -238,6 +238,50 @@ async fn messages(State(fake): State<Fake>, headers: HeaderMap, body: Bytes) -> 
             events.extend(end("stop_sequence", Some("END"), 2));
             stream(&events)
         }
+        "claude-parallel" if answered_tool => {
+            // The API wants every tool_use of the previous turn answered in this one message.
+            let results: Vec<&str> = body["messages"].as_array().unwrap().last().unwrap()
+                ["content"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|b| b["type"] == "tool_result")
+                .filter_map(|b| b["tool_use_id"].as_str())
+                .collect();
+            if results != ["toolu_oslo", "toolu_bergen"] {
+                return error(
+                    400,
+                    "invalid_request_error",
+                    "messages: `tool_use` ids were found without `tool_result` blocks immediately after",
+                );
+            }
+            let mut events = vec![start(30)];
+            events.extend(text_block(0, "Sunny in Oslo, rain in Bergen."));
+            events.extend(end("end_turn", None, 8));
+            stream(&events)
+        }
+        "claude-parallel" => {
+            let mut events = vec![start(12)];
+            for (index, (id, city)) in
+                [(0, ("toolu_oslo", "Oslo")), (1, ("toolu_bergen", "Bergen"))]
+            {
+                events.extend([
+                    json!({"type": "content_block_start", "index": index, "content_block":
+                           {"type": "tool_use", "id": id, "name": "weather", "input": {}}}),
+                    json!({"type": "content_block_delta", "index": index, "delta":
+                           {"type": "input_json_delta", "partial_json": format!("{{\"city\": \"{city}\"}}")}}),
+                    json!({"type": "content_block_stop", "index": index}),
+                ]);
+            }
+            events.extend(end("tool_use", None, 20));
+            stream(&events)
+        }
+        "claude-echo" => {
+            let mut events = vec![start(4)];
+            events.extend(text_block(0, "A one-page PDF."));
+            events.extend(end("end_turn", None, 5));
+            stream(&events)
+        }
         "claude-overloaded" => error(529, "overloaded_error", "Overloaded"),
         "claude-bad" => error(
             400,
@@ -294,6 +338,8 @@ async fn gateway() -> (String, Fake) {
         ("c-bad", "claude-bad"),
         ("c-midfail", "claude-midfail"),
         ("c-busy", "claude-overloaded"),
+        ("c-parallel", "claude-parallel"),
+        ("c-echo", "claude-echo"),
     ] {
         let provider: Arc<dyn switchboard_gateway::Provider> = provider.clone();
         catalog.add(CatalogEntry {
@@ -559,4 +605,88 @@ async fn anthropic_errors_in_openai_shapes() {
 async fn the_fake_speaks_anthropics_wire() {
     let (root, _fake) = fake_anthropic().await;
     common::run_sdk_script_against("anthropic_fake_check.py", &format!("{root}/v1")).await;
+}
+
+#[tokio::test]
+async fn parallel_tool_calls_are_answered_in_one_turn() {
+    let (base, fake) = gateway().await;
+    let first = json!({"model": "c-parallel", "tools": weather_tool(),
+        "messages": [{"role": "user", "content": "Weather in Oslo and Bergen?"}]});
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &first).await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    common::validate("CreateChatCompletionResponse", &body);
+    let message = body["choices"][0]["message"].clone();
+    let calls = message["tool_calls"].as_array().unwrap();
+    let ids: Vec<&str> = calls.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["toolu_oslo", "toolu_bergen"]);
+    assert_eq!(calls[1]["function"]["arguments"], "{\"city\": \"Bergen\"}");
+    assert_eq!(
+        fake.last().body.get("tool_choice"),
+        Some(&json!({"type": "auto"}))
+    );
+
+    // Two tool messages in a row become one user turn with both results, in order.
+    let mut replay = message.clone();
+    replay.as_object_mut().unwrap().remove("refusal");
+    let second = json!({"model": "c-parallel", "tools": weather_tool(),
+        "messages": [first["messages"][0].clone(), replay,
+            {"role": "tool", "tool_call_id": "toolu_oslo", "content": "sunny"},
+            {"role": "tool", "tool_call_id": "toolu_bergen", "content": "rain"}]});
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &second).await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Sunny in Oslo, rain in Bergen."
+    );
+    assert_eq!(
+        fake.last().body["messages"][2]["content"],
+        json!([{"type": "tool_result", "tool_use_id": "toolu_oslo", "content": "sunny"},
+               {"type": "tool_result", "tool_use_id": "toolu_bergen", "content": "rain"}])
+    );
+
+    // parallel_tool_calls: false reaches Claude as disable_parallel_tool_use.
+    let mut serial = first.clone();
+    serial["parallel_tool_calls"] = json!(false);
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &serial).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        fake.last().body["tool_choice"],
+        json!({"type": "auto", "disable_parallel_tool_use": true})
+    );
+}
+
+#[tokio::test]
+async fn pdf_documents_reach_claude_as_document_blocks() {
+    let (base, fake) = gateway().await;
+    let pdf = "JVBERi0xLjQK";
+    let chat = json!({"model": "c-echo", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "Summarise."},
+        {"type": "file", "file": {"filename": "report.pdf",
+            "file_data": format!("data:application/pdf;base64,{pdf}")}}]}]});
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &chat).await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "A one-page PDF.");
+    assert_eq!(
+        fake.last().body["messages"][0]["content"][1],
+        json!({"type": "document", "source": {"type": "base64",
+            "media_type": "application/pdf", "data": pdf}, "title": "report.pdf"})
+    );
+
+    // The Responses API's input_file, by URL: Claude fetches documents itself.
+    let responses = json!({"model": "c-echo", "input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "Summarise."},
+        {"type": "input_file", "file_url": "https://example.com/report.pdf"}]}]});
+    let (status, _, text) = common::post_raw(&base, "/v1/responses", &responses).await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    common::validate("Response", &body);
+    assert_eq!(body["output"][0]["content"][0]["text"], "A one-page PDF.");
+    assert_eq!(
+        fake.last().body["messages"][0]["content"][1],
+        json!({"type": "document", "source": {"type": "url",
+            "url": "https://example.com/report.pdf"}})
+    );
 }

@@ -25,6 +25,9 @@ use switchboard_providers::gemini::GeminiProvider;
 use switchboard_providers::http::{Timeouts, UpstreamConfig};
 use switchboard_server::ServerConfig;
 
+/// The thought signatures the fake issues: base64, as the real API's are (the SDK decodes them).
+const ISSUED: [&str; 2] = ["c2lnLWNhbGwtMQ==", "c2lnLXBhcmFsbGVs"];
+
 /// The path's action (`model:method`), the `x-goog-api-key` header and the body.
 type Received = (String, Option<String>, Value);
 
@@ -90,16 +93,43 @@ async fn generate(
         return error(403, "PERMISSION_DENIED", "no key");
     }
     let contents = body["contents"].as_array().unwrap();
-    // Thinking models refuse a function call in history without the signature they issued.
-    for content in contents.iter().filter(|c| c["role"] == "model") {
-        for part in content["parts"].as_array().unwrap() {
-            if part.get("functionCall").is_some() && part["thoughtSignature"] != "sig-call-1" {
-                return error(
-                    400,
-                    "INVALID_ARGUMENT",
-                    "Function call is missing a thought_signature in functionCall parts.",
-                );
-            }
+    // Thinking models refuse a function-call turn whose first call lacks the signature they
+    // issued, and a call turn not answered by as many function responses in the next turn.
+    for (turn, content) in contents
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c["role"] == "model")
+    {
+        let calls: Vec<&Value> = content["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p.get("functionCall").is_some())
+            .collect();
+        if calls.first().is_some_and(|first| {
+            !ISSUED.contains(&first["thoughtSignature"].as_str().unwrap_or(""))
+        }) {
+            return error(
+                400,
+                "INVALID_ARGUMENT",
+                "Function call is missing a thought_signature in functionCall parts.",
+            );
+        }
+        let answers = contents.get(turn + 1).map_or(0, |next| {
+            next["parts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p.get("functionResponse").is_some())
+                .count()
+        });
+        if !calls.is_empty() && answers != calls.len() {
+            return error(
+                400,
+                "INVALID_ARGUMENT",
+                "Please ensure that the number of function response parts is equal to the \
+                 number of function call parts of the function call turn.",
+            );
         }
     }
     let answered = contents
@@ -109,7 +139,7 @@ async fn generate(
     match model {
         "gemini-think" if answered => stream(&[
             candidate(
-                json!([{"text": "It is sunny", "thoughtSignature": "sig-answer"}]),
+                json!([{"text": "It is sunny", "thoughtSignature": "c2lnLWFuc3dlcg=="}]),
                 None,
             ),
             usage(candidate(json!([{"text": " in Oslo."}]), Some("STOP"))),
@@ -121,9 +151,24 @@ async fn generate(
             ),
             usage(candidate(
                 json!([{"functionCall": {"name": "weather", "args": {"city": "Oslo"}},
-                        "thoughtSignature": "sig-call-1"}]),
+                        "thoughtSignature": ISSUED[0]}]),
                 Some("STOP"),
             )),
+        ]),
+        "gemini-parallel" if answered => stream(&[usage(candidate(
+            json!([{"text": "Sunny in Oslo, rain in Bergen."}]),
+            Some("STOP"),
+        ))]),
+        // Parallel calls: the signature rides on the first call only, as Gemini sends them.
+        "gemini-parallel" => stream(&[usage(candidate(
+            json!([{"functionCall": {"name": "weather", "args": {"city": "Oslo"}},
+                    "thoughtSignature": ISSUED[1]},
+                   {"functionCall": {"name": "weather", "args": {"city": "Bergen"}}}]),
+            Some("STOP"),
+        ))]),
+        "gemini-echo" => stream(&[
+            candidate(json!([{"text": "A one-page "}]), None),
+            usage(candidate(json!([{"text": "PDF."}]), Some("STOP"))),
         ]),
         "gemini-json" => stream(&[usage(candidate(
             json!([{"text": "{\"city\": \"Oslo\", \"celsius\": 21}"}]),
@@ -178,6 +223,8 @@ async fn gateway() -> (String, Fake, String) {
         ("g-unsafe", "gemini-unsafe"),
         ("g-cut", "gemini-cut"),
         ("g-busy", "gemini-busy"),
+        ("g-parallel", "gemini-parallel"),
+        ("g-echo", "gemini-echo"),
     ] {
         catalog.add(CatalogEntry {
             id: id.into(),
@@ -190,6 +237,7 @@ async fn gateway() -> (String, Fake, String) {
                 Capability::Reasoning,
                 Capability::Vision,
                 Capability::AudioInput,
+                Capability::Files,
             ],
             pricing: Pricing::default(),
             routes: vec![Route::new("gm", Arc::clone(&provider), model, 0)],
@@ -224,7 +272,7 @@ async fn a_thinking_tool_loop_keeps_gemini_signatures_on_both_surfaces() {
     let details = message["reasoning_details"].as_array().unwrap();
     assert!(
         details.iter().any(|d| d["type"] == "reasoning.encrypted"
-            && d["data"] == "sig-call-1"
+            && d["data"] == ISSUED[0]
             && d["id"] == message["tool_calls"][0]["id"]
             && d["format"] == "google-gemini-v1"),
         "{details:?}"
@@ -409,4 +457,90 @@ async fn media_urls_are_fetched_inline_and_private_ones_refused() {
         calls,
         "nothing blocked reached Gemini"
     );
+}
+
+#[tokio::test]
+async fn parallel_calls_are_answered_in_one_turn_with_the_first_calls_signature() {
+    let (base, fake, _) = gateway().await;
+    let first = json!({"model": "g-parallel", "tools": tools(),
+        "messages": [{"role": "user", "content": "Weather in Oslo and Bergen?"}]});
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &first).await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    common::validate("CreateChatCompletionResponse", &body);
+    let message = body["choices"][0]["message"].clone();
+    let calls = message["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2, "{message}");
+    assert_ne!(calls[0]["id"], calls[1]["id"], "each call has its own id");
+    assert_eq!(calls[1]["function"]["arguments"], "{\"city\":\"Bergen\"}");
+
+    let mut replay = message.clone();
+    replay.as_object_mut().unwrap().remove("refusal");
+    let second = json!({"model": "g-parallel", "tools": tools(),
+        "messages": [first["messages"][0].clone(), replay,
+            {"role": "tool", "tool_call_id": calls[0]["id"], "content": "sunny"},
+            {"role": "tool", "tool_call_id": calls[1]["id"], "content": "rain"}]});
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &second).await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Sunny in Oslo, rain in Bergen."
+    );
+    let sent = fake.last_body();
+    let model_turn = sent["contents"][1]["parts"].as_array().unwrap();
+    assert_eq!(model_turn.len(), 2);
+    assert_eq!(model_turn[0]["thoughtSignature"], ISSUED[1]);
+    assert!(
+        model_turn[1].get("thoughtSignature").is_none(),
+        "{model_turn:?}"
+    );
+    assert_eq!(
+        sent["contents"][2],
+        json!({"role": "user", "parts": [
+            {"functionResponse": {"name": "weather", "response": {"output": "sunny"}}},
+            {"functionResponse": {"name": "weather", "response": {"output": "rain"}}}]})
+    );
+}
+
+#[tokio::test]
+async fn pdfs_and_a_non_streamed_response() {
+    let (base, fake, _) = gateway().await;
+    let pdf = "JVBERi0xLjQK";
+    let request = json!({"model": "g-echo", "input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "Summarise."},
+        {"type": "input_file", "filename": "report.pdf",
+         "file_data": format!("data:application/pdf;base64,{pdf}")}]}]});
+    let (status, _, text) = common::post_raw(&base, "/v1/responses", &request).await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    common::validate("Response", &body);
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["output"][0]["content"][0]["text"], "A one-page PDF.");
+    assert_eq!(body["usage"]["input_tokens"], 20);
+    assert_eq!(
+        body["usage"]["output_tokens_details"]["reasoning_tokens"],
+        40
+    );
+    assert_eq!(
+        fake.last_body()["contents"][0]["parts"][1],
+        json!({"inlineData": {"mimeType": "application/pdf", "data": pdf}})
+    );
+
+    // Chat's file part, with a bare base64 payload typed by its name.
+    let chat = json!({"model": "g-echo", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "Summarise."},
+        {"type": "file", "file": {"filename": "report.pdf", "file_data": pdf}}]}]});
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &chat).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        fake.last_body()["contents"][0]["parts"][1],
+        json!({"inlineData": {"mimeType": "application/pdf", "data": pdf}})
+    );
+}
+
+#[tokio::test]
+async fn the_fake_speaks_geminis_wire() {
+    let (_, _, address) = gateway().await;
+    common::run_sdk_script_against("gemini_fake_check.py", &format!("http://{address}")).await;
 }

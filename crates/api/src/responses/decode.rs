@@ -920,9 +920,10 @@ fn decode_part(
             }
             (
                 ContentPart::File {
-                    file_id: file.file_id.clone().or_else(|| file.file_url.clone()),
+                    file_id: file.file_id.clone(),
                     filename: file.filename.clone(),
-                    data: file.file_data.clone(),
+                    // A URL travels as the file's data: `media_source` tells the two apart.
+                    data: file.file_data.clone().or_else(|| file.file_url.clone()),
                 },
                 ItemContent::InputFile {
                     file_id: file.file_id,

@@ -38,6 +38,7 @@ impl OpenAiProvider {
     }
 
     async fn start(&self, request: Arc<Request>) -> Result<EventStream, Error> {
+        request::refuse_unsendable(&request)?;
         let body = encode_request(&request, &request.model);
         let mut call = self.config.post(
             &self.client,

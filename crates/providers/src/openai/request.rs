@@ -5,8 +5,32 @@
 
 use serde_json::{json, Map, Value};
 use switchboard_model::{
-    ContentPart, Family, Item, OutputFormat, Request, Role, Sealed, Tool, ToolChoice,
+    ContentPart, Error, ErrorKind, Family, Item, MediaSource, OutputFormat, Request, RequestField,
+    Role, Sealed, Tool, ToolChoice,
 };
+
+/// What the Chat Completions wire cannot carry, refused before anything is sent: a file by
+/// URL (its `file` part takes only `file_id` or inline `file_data`; images by URL are fine).
+///
+/// # Errors
+/// An unsupported-input error naming the conversation.
+pub fn refuse_unsendable(request: &Request) -> Result<(), Error> {
+    let file_by_url = request.items.iter().any(|item| {
+        matches!(item, Item::Message { parts, .. } if parts.iter().any(|part| {
+            matches!(part, ContentPart::File { .. })
+                && matches!(part.media_source(), Some(MediaSource::Url(_)))
+        }))
+    });
+    if file_by_url {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            "This model's provider does not accept files by URL; send the file's bytes as \
+             file_data instead.",
+        )
+        .with_field(RequestField::Conversation));
+    }
+    Ok(())
+}
 
 /// The body for `POST {base_url}/chat/completions`, naming `upstream_model`.
 #[must_use]
@@ -306,9 +330,33 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use serde_json::json;
-    use switchboard_model::{FunctionTool, Item, Request, Role, Sampling, Tool, ToolChoice};
+    use switchboard_model::{
+        ContentPart, FunctionTool, Item, Request, Role, Sampling, Tool, ToolChoice,
+    };
 
     use super::encode_request;
+
+    #[test]
+    fn files_by_url_are_refused_before_sending() {
+        let file = |data: &str| {
+            Request::text(
+                "m",
+                vec![Item::Message {
+                    role: Role::User,
+                    name: None,
+                    parts: vec![ContentPart::File {
+                        file_id: None,
+                        filename: Some("a.pdf".into()),
+                        data: Some(data.into()),
+                    }],
+                }],
+            )
+        };
+        let error = super::refuse_unsendable(&file("https://example.com/a.pdf")).unwrap_err();
+        assert_eq!(error.kind, switchboard_model::ErrorKind::Unsupported);
+        assert!(error.message.contains("file_data"), "{}", error.message);
+        assert!(super::refuse_unsendable(&file("data:application/pdf;base64,JVBERi0=")).is_ok());
+    }
 
     #[test]
     fn a_tool_loop_becomes_chat_messages() {
