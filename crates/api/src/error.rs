@@ -41,6 +41,7 @@ pub fn error_type(kind: ErrorKind) -> &'static str {
         ErrorKind::Forbidden => "permission_error",
         ErrorKind::Unauthorized => "authentication_error",
         ErrorKind::Overloaded | ErrorKind::Internal | ErrorKind::Upstream => "server_error",
+        ErrorKind::RateLimited => "requests",
     }
 }
 
@@ -54,6 +55,7 @@ pub fn default_code(kind: ErrorKind) -> Option<&'static str> {
         ErrorKind::Unsupported => Some("unsupported_parameter"),
         ErrorKind::Forbidden => Some("forbidden"),
         ErrorKind::RequestTimeout => Some("request_timeout"),
+        ErrorKind::RateLimited => Some("rate_limit_exceeded"),
         ErrorKind::InvalidRequest
         | ErrorKind::PayloadTooLarge
         | ErrorKind::Overloaded

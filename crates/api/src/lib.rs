@@ -1,4 +1,5 @@
-//! Client-facing wire formats: Chat Completions ([`chat`]) and Responses ([`responses`]). Each surface module owns its JSON shapes, decodes them into the
+//! Client-facing wire formats: Chat Completions ([`chat`]), Responses ([`responses`]) and
+//! Anthropic Messages ([`messages`]). Each surface module owns its JSON shapes, decodes them into the
 //! canonical [`switchboard_model::Request`] with OpenAI-style validation errors that name the
 //! offending `param`, and encodes canonical [`switchboard_model::Event`]s back into response
 //! bodies or stream chunks.
@@ -9,6 +10,7 @@
 
 pub mod chat;
 pub mod error;
+pub mod messages;
 pub mod models;
 pub mod responses;
 pub mod sealed;

@@ -59,22 +59,25 @@ impl Envelope {
     /// gateway's items) is OpenAI's own encrypted reasoning.
     #[must_use]
     pub fn open(text: &str) -> Self {
-        let ours = text
+        Self::open_ours(text).unwrap_or_else(|| Self {
+            encrypted: Some(Sealed::new(Family::OpenAi, text)),
+            ..Self::default()
+        })
+    }
+
+    /// Reads an envelope this server wrote; `None` for any other string.
+    #[must_use]
+    pub fn open_ours(text: &str) -> Option<Self> {
+        let wire = text
             .strip_prefix(PREFIX)
             .and_then(|encoded| URL_SAFE_NO_PAD.decode(encoded).ok())
-            .and_then(|json| serde_json::from_slice::<Wire>(&json).ok())
-            .and_then(|wire| Family::from_format(&wire.f).map(|family| (family, wire)));
-        match ours {
-            Some((family, wire)) => Self {
-                signature: wire.s.map(|value| Sealed::new(family, value)),
-                encrypted: wire.e.map(|value| Sealed::new(family, value)),
-                call_id: wire.c,
-            },
-            None => Self {
-                encrypted: Some(Sealed::new(Family::OpenAi, text)),
-                ..Self::default()
-            },
-        }
+            .and_then(|json| serde_json::from_slice::<Wire>(&json).ok())?;
+        let family = Family::from_format(&wire.f)?;
+        Some(Self {
+            signature: wire.s.map(|value| Sealed::new(family, value)),
+            encrypted: wire.e.map(|value| Sealed::new(family, value)),
+            call_id: wire.c,
+        })
     }
 }
 

@@ -21,6 +21,7 @@ pub struct Sampled {
 pub struct Sampler {
     temperature: f32,
     top_p: f32,
+    top_k: Option<usize>,
     presence_penalty: f32,
     frequency_penalty: f32,
     logit_bias: Vec<(u32, f32)>,
@@ -42,6 +43,7 @@ impl Sampler {
         Self {
             temperature: sampling.temperature,
             top_p: sampling.top_p,
+            top_k: sampling.top_k.map(|k| k.max(1) as usize),
             presence_penalty: sampling.presence_penalty,
             frequency_penalty: sampling.frequency_penalty,
             logit_bias: sampling.logit_bias.clone(),
@@ -101,9 +103,16 @@ impl Sampler {
                 total += f64::from(p);
             }
         }
-        if self.top_p < 1.0 {
+        let top_k = self.top_k.filter(|&k| k < self.probs.len());
+        if self.top_p < 1.0 || top_k.is_some() {
             self.probs
                 .sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        }
+        if let Some(k) = top_k {
+            self.probs.truncate(k);
+            total = self.probs.iter().map(|&(_, p)| f64::from(p)).sum();
+        }
+        if self.top_p < 1.0 {
             let limit = f64::from(self.top_p) * total;
             let mut kept = 0.0f64;
             let mut keep = 0;
@@ -234,6 +243,24 @@ mod tests {
             1,
             "presence penalty applies after use"
         );
+    }
+
+    #[test]
+    fn top_k_keeps_only_the_likeliest_tokens() {
+        let mut sampler = Sampler::new(
+            &Sampling {
+                temperature: 1.0,
+                top_k: Some(2),
+                seed: Some(7),
+                ..Sampling::default()
+            },
+            0,
+        );
+        let logits = [2.0, 1.9, 1.8, 1.7, 1.6];
+        for _ in 0..200 {
+            let token = sampler.sample(&mut logits.clone()).token;
+            assert!(token < 2, "token {token} is outside the top 2");
+        }
     }
 
     #[test]

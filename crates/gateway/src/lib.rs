@@ -10,7 +10,7 @@ mod routing;
 
 pub use auth::{ApiKeys, Caller};
 pub use catalog::{Catalog, CatalogEntry, EventStream, Pricing, Provider};
-pub use routing::Route;
+pub use routing::{estimate_tokens, Route, TokenCount};
 
 use std::sync::Arc;
 
@@ -41,26 +41,53 @@ impl Gateway {
         param_name: fn(model::RequestField) -> String,
     ) -> Result<EventStream, model::Error> {
         let entry = self.catalog.get(&request.model)?;
-        for (capability, field) in request.required_capabilities() {
-            let param = param_name(field);
-            if !entry.capabilities.contains(&capability) {
-                return Err(model::Error::new(
-                    ErrorKind::Unsupported,
-                    format!(
-                        "The model `{}` does not support {} yet (parameter '{param}').",
-                        entry.id,
-                        describe(capability)
-                    ),
-                )
-                .with_param(param)
-                .with_code("unsupported_parameter"));
-            }
-        }
+        check_capabilities(entry, &request, param_name)?;
         // Providers locate their errors in canonical terms; the surface words them.
         routing::serve(&entry.routes, &request)
             .await
             .map_err(|error| error.locate(param_name))
     }
+
+    /// The request's prompt size in tokens: the serving provider's own count where it has
+    /// one, else [`routing::estimate_tokens`].
+    ///
+    /// # Errors
+    /// As [`Gateway::generate`] before generating.
+    pub async fn count_tokens(
+        &self,
+        request: Arc<model::Request>,
+        param_name: fn(model::RequestField) -> String,
+    ) -> Result<TokenCount, model::Error> {
+        let entry = self.catalog.get(&request.model)?;
+        check_capabilities(entry, &request, param_name)?;
+        routing::count(&entry.routes, &request)
+            .await
+            .map_err(|error| error.locate(param_name))
+    }
+}
+
+/// Whether the model can serve what the request asks.
+fn check_capabilities(
+    entry: &CatalogEntry,
+    request: &model::Request,
+    param_name: fn(model::RequestField) -> String,
+) -> Result<(), model::Error> {
+    for (capability, field) in request.required_capabilities() {
+        let param = param_name(field);
+        if !entry.capabilities.contains(&capability) {
+            return Err(model::Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "The model `{}` does not support {} yet (parameter '{param}').",
+                    entry.id,
+                    describe(capability)
+                ),
+            )
+            .with_param(param)
+            .with_code("unsupported_parameter"));
+        }
+    }
+    Ok(())
 }
 
 fn describe(capability: model::Capability) -> &'static str {

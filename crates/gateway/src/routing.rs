@@ -188,6 +188,84 @@ pub(crate) async fn serve(routes: &[Route], request: &Arc<Request>) -> Result<Ev
     }))
 }
 
+/// A prompt's size in tokens, and whether a provider counted it or it was estimated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenCount {
+    pub tokens: u32,
+    pub exact: bool,
+}
+
+/// The count of the first route that can give one; a route that has no count (or every route
+/// failing) gives the estimate.
+pub(crate) async fn count(routes: &[Route], request: &Arc<Request>) -> Result<TokenCount, Error> {
+    for route in order(routes) {
+        if !route.breaker.allows() {
+            continue;
+        }
+        let mut renamed = Request::clone(request);
+        renamed.model.clone_from(&route.model);
+        match route.provider.count_tokens(Arc::new(renamed)).await {
+            Ok(Some(tokens)) => {
+                return Ok(TokenCount {
+                    tokens,
+                    exact: true,
+                })
+            }
+            Ok(None) => break,
+            Err(error) if !provider_failure(&error) => return Err(error),
+            Err(error) => {
+                tracing::warn!(provider = %route.provider_name, message = %error.message,
+                    "token count failed; trying the next route");
+            }
+        }
+    }
+    Ok(TokenCount {
+        tokens: estimate_tokens(request),
+        exact: false,
+    })
+}
+
+/// Tokens a request's prompt is estimated at where no provider counts: one per four bytes of
+/// text, tool definitions and call arguments (the usual ratio of BPE tokenizers on English
+/// and code), four per item for the turn structure, and 1,600 per image or file (the size
+/// Anthropic documents for a 1.15-megapixel image).
+#[must_use]
+pub fn estimate_tokens(request: &Request) -> u32 {
+    use switchboard_model::{ContentPart, Item, Tool};
+    const PER_ITEM: usize = 4;
+    const PER_MEDIA: usize = 1_600;
+    let mut bytes = 0usize;
+    let mut fixed = 0usize;
+    for item in &request.items {
+        fixed += PER_ITEM;
+        match item {
+            Item::Message { parts, .. } => {
+                for part in parts {
+                    match part {
+                        ContentPart::Text(text) | ContentPart::Refusal(text) => bytes += text.len(),
+                        ContentPart::Image { .. }
+                        | ContentPart::Audio { .. }
+                        | ContentPart::File { .. } => {
+                            fixed += PER_MEDIA;
+                        }
+                    }
+                }
+            }
+            Item::FunctionCall {
+                name, arguments, ..
+            } => bytes += name.len() + arguments.len(),
+            Item::FunctionOutput { output, .. } => bytes += output.len(),
+            Item::Reasoning { text, .. } => bytes += text.len(),
+        }
+    }
+    for Tool::Function(tool) in &request.tools {
+        bytes += tool.name.len()
+            + tool.description.as_ref().map_or(0, String::len)
+            + tool.parameters.as_ref().map_or(0, |p| p.to_string().len());
+    }
+    u32::try_from(bytes.div_ceil(4) + fixed).unwrap_or(u32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

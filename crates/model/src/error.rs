@@ -22,6 +22,8 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// The engine queue is full; retry later.
     Overloaded,
+    /// Too many requests: an upstream provider's rate limit (and, later, a key's own limits).
+    RateLimited,
     /// A stored object does not exist (or is not visible to this caller).
     NotFound,
     /// A bug or an environment failure; details stay in the logs.

@@ -17,6 +17,7 @@ pub use event::{
     TopLogprob, Usage,
 };
 pub use request::{
-    Capability, ContentPart, Family, FunctionTool, Item, MediaSource, OutputFormat,
-    ReasoningEffort, Request, RequestField, Role, Sampling, Sealed, Tool, ToolChoice, WebSearch,
+    CacheMark, CacheTarget, Capability, ContentPart, Family, FunctionTool, Item, MediaSource,
+    OutputFormat, ReasoningEffort, Request, RequestField, Role, Sampling, Sealed, Tool, ToolChoice,
+    WebSearch,
 };

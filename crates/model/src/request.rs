@@ -16,12 +16,23 @@ pub struct Request {
     pub output_format: OutputFormat,
     pub sampling: Sampling,
     pub reasoning_effort: Option<ReasoningEffort>,
+    /// An exact thinking budget in tokens, when the client gave one (Anthropic's
+    /// `thinking.budget_tokens`); providers with budgets use it instead of the effort's.
+    pub reasoning_budget: Option<u32>,
     pub web_search: Option<WebSearch>,
     /// Non-text output modalities requested (e.g. `audio`); empty means text only.
     pub extra_output_modalities: Vec<String>,
     /// End-user id for abuse tracking; never influences generation.
     pub user: Option<String>,
     pub metadata: Option<Value>,
+    /// Prompt-cache breakpoints the client placed (Anthropic's `cache_control`); honoured by
+    /// providers with explicit caching, ignored by the rest.
+    pub cache_marks: Vec<CacheMark>,
+    /// Beta features the client asked an Anthropic upstream for (`anthropic-beta`).
+    pub anthropic_beta: Vec<String>,
+    /// The client's processing tier (`auto`, `standard_only`, `default`, `flex`, `priority`),
+    /// passed to providers that have tiers.
+    pub service_tier: Option<String>,
     /// The id this request is traced by (the client's `x-request-id`, or one we made); sent to
     /// upstream providers so one request can be followed across services.
     pub request_id: Option<String>,
@@ -40,10 +51,14 @@ impl Request {
             output_format: OutputFormat::Text,
             sampling: Sampling::default(),
             reasoning_effort: None,
+            reasoning_budget: None,
             web_search: None,
             extra_output_modalities: Vec::new(),
             user: None,
             metadata: None,
+            cache_marks: Vec::new(),
+            anthropic_beta: Vec::new(),
+            service_tier: None,
             request_id: None,
         }
     }
@@ -96,6 +111,36 @@ impl Request {
             }
         }
         needed
+    }
+}
+
+/// A prompt-cache breakpoint: everything up to and including `target` may be cached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheMark {
+    pub target: CacheTarget,
+    /// The client's `cache_control` object (`{"type": "ephemeral", "ttl": "1h"}`), kept whole.
+    pub control: Value,
+}
+
+/// What a [`CacheMark`] is placed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheTarget {
+    /// A content part: the item's index in `Request::items`, the part's in its message.
+    Part { item: usize, part: usize },
+    /// A whole item that has no parts (a tool call, a tool result, a reasoning block).
+    Item(usize),
+    /// The tool at this index of `Request::tools`.
+    Tool(usize),
+}
+
+impl Request {
+    /// The `cache_control` placed on `target`, if any.
+    #[must_use]
+    pub fn cache_control(&self, target: CacheTarget) -> Option<&Value> {
+        self.cache_marks
+            .iter()
+            .find(|mark| mark.target == target)
+            .map(|mark| &mark.control)
     }
 }
 
@@ -460,6 +505,8 @@ pub struct Sampling {
     /// 0 means greedy.
     pub temperature: f32,
     pub top_p: f32,
+    /// Sample only among the `k` likeliest tokens.
+    pub top_k: Option<u32>,
     pub seed: Option<u64>,
     pub presence_penalty: f32,
     pub frequency_penalty: f32,
@@ -481,6 +528,7 @@ impl Default for Sampling {
         Self {
             temperature: 1.0,
             top_p: 1.0,
+            top_k: None,
             seed: None,
             presence_penalty: 0.0,
             frequency_penalty: 0.0,

@@ -126,34 +126,7 @@ pub async fn stream(
     let timeouts = config.timeouts;
     let deadline = Instant::now() + timeouts.total;
     let call = call.header(reqwest::header::ACCEPT, "text/event-stream");
-    let response = match timeout(timeouts.first_byte, call.send()).await {
-        Err(_) => return Err(unreachable(name, "did not answer in time")),
-        Ok(Err(err)) => {
-            let what = if err.is_connect() {
-                "could not be reached"
-            } else {
-                "failed while sending the request"
-            };
-            tracing::warn!(provider = %name, error = %err, "upstream request failed");
-            return Err(unreachable(name, what));
-        }
-        Ok(Ok(response)) => response,
-    };
-    let status = response.status();
-    if !status.is_success() {
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let text = timeout(timeouts.idle, response.text())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
-        return Err(status_error(name, status.as_u16(), retry_after, &text));
-    }
+    let response = send(config, call, status_error).await?;
     let mut events = Box::pin(response.bytes_stream().eventsource());
     let mut pump = Pump {
         name: name.clone(),
@@ -248,6 +221,64 @@ impl<D: SseDecoder> Pump<D> {
 }
 
 /// A failure of the upstream (the operator's problem, a 502).
+/// Sends `call` and returns the response if its status is a success; a failure to reach the
+/// provider or an error status becomes the canonical error.
+async fn send(
+    config: &UpstreamConfig,
+    call: reqwest::RequestBuilder,
+    status_error: StatusError,
+) -> Result<reqwest::Response, Error> {
+    let name = &config.name;
+    let timeouts = config.timeouts;
+    let response = match timeout(timeouts.first_byte, call.send()).await {
+        Err(_) => return Err(unreachable(name, "did not answer in time")),
+        Ok(Err(err)) => {
+            let what = if err.is_connect() {
+                "could not be reached"
+            } else {
+                "failed while sending the request"
+            };
+            tracing::warn!(provider = %name, error = %err, "upstream request failed");
+            return Err(unreachable(name, what));
+        }
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status();
+    if !status.is_success() {
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = timeout(timeouts.idle, response.text())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        return Err(status_error(name, status.as_u16(), retry_after, &text));
+    }
+    Ok(response)
+}
+
+/// A non-streamed call that answers one JSON body (token counts).
+///
+/// # Errors
+/// As [`stream`] before its first event, and a body that is not JSON.
+pub async fn json(
+    config: &UpstreamConfig,
+    call: reqwest::RequestBuilder,
+    status_error: StatusError,
+) -> Result<serde_json::Value, Error> {
+    let response = send(config, call, status_error).await?;
+    let text = timeout(config.timeouts.idle, response.text())
+        .await
+        .map_err(|_| unreachable(&config.name, "did not finish its answer in time"))?
+        .map_err(|_| unreachable(&config.name, "broke off its answer"))?;
+    serde_json::from_str(&text)
+        .map_err(|_| upstream(&config.name, "answered with a body that is not JSON"))
+}
+
 pub fn upstream(name: &str, what: &str) -> Error {
     Error::new(
         ErrorKind::Upstream,
@@ -277,7 +308,7 @@ pub fn common_status_error(
         )),
         429 => Some(
             Error::new(
-                ErrorKind::Overloaded,
+                ErrorKind::RateLimited,
                 format!("The upstream provider '{name}' is rate limiting requests."),
             )
             .retryable(retry_after),

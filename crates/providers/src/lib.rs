@@ -64,4 +64,13 @@ pub trait Provider: Send + Sync {
     /// # Errors
     /// Anything that stops the generation before its first event, in canonical terms.
     fn generate(&self, request: Arc<Request>) -> BoxFuture<'_, Result<EventStream, Error>>;
+
+    /// The request's prompt size in tokens as this provider counts it, without generating;
+    /// `None` where the provider has no way to count.
+    ///
+    /// # Errors
+    /// What stops the count, in canonical terms (a request the provider refuses included).
+    fn count_tokens(&self, _request: Arc<Request>) -> BoxFuture<'_, Result<Option<u32>, Error>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
 }

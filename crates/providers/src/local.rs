@@ -27,6 +27,16 @@ impl LocalProvider {
 }
 
 impl Provider for LocalProvider {
+    fn count_tokens(&self, request: Arc<Request>) -> BoxFuture<'_, Result<Option<u32>, Error>> {
+        let engine = self.engine.clone();
+        Box::pin(async move {
+            let tokens = tokio::task::spawn_blocking(move || engine.prompt_tokens(&request))
+                .await
+                .map_err(|err| Error::internal(format!("the counting task failed: {err}")))??;
+            Ok(Some(u32::try_from(tokens.len()).unwrap_or(u32::MAX)))
+        })
+    }
+
     fn generate(&self, request: Arc<Request>) -> BoxFuture<'_, Result<EventStream, Error>> {
         let engine = self.engine.clone();
         Box::pin(async move {

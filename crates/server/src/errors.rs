@@ -23,6 +23,7 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         ErrorKind::ModelNotFound | ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
     }
@@ -46,12 +47,28 @@ impl IntoResponse for ApiError {
         }
         let status = status(err.kind);
         let mut response = (status, Json(ErrorBody::from(&err))).into_response();
-        if err.kind == ErrorKind::Overloaded {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+        // A surface with its own error dialect re-words the response from the error itself.
+        response.extensions_mut().insert(err.clone());
+        if matches!(err.kind, ErrorKind::Overloaded | ErrorKind::RateLimited) {
+            // The upstream's own wait when it named one, else ours.
+            let wait = err.retry_after.map_or_else(
+                || HeaderValue::from_static(RETRY_AFTER_SECONDS),
+                |wait| HeaderValue::from(wait.as_secs().max(1)),
             );
+            response.headers_mut().insert(header::RETRY_AFTER, wait);
         }
         response
+    }
+}
+
+/// The status the Anthropic Messages surface answers an error kind with: Anthropic's own
+/// codes, 529 for an overloaded server among them.
+#[must_use]
+pub fn anthropic_status(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Overloaded => {
+            StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+        }
+        other => status(other),
     }
 }

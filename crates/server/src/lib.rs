@@ -9,6 +9,7 @@ mod chat;
 mod connections;
 pub mod errors;
 mod guard;
+mod messages;
 mod models;
 mod responses;
 mod stream;
@@ -97,6 +98,8 @@ pub fn router(gateway: Arc<Gateway>, store: Store, config: &ServerConfig) -> Rou
             get(responses::retrieve).delete(responses::delete),
         )
         .route("/responses/{id}/input_items", get(responses::input_items))
+        .route("/messages", post(messages::create))
+        .route("/messages/count_tokens", post(messages::count_tokens))
         .route("/models", get(models::list))
         .route("/models/{id}", get(models::retrieve))
         .fallback(not_found)
@@ -116,6 +119,7 @@ pub fn router(gateway: Arc<Gateway>, store: Store, config: &ServerConfig) -> Rou
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(middleware::from_fn(messages::anthropic_dialect))
         .layer(origins.cors())
         .with_state(state)
 }

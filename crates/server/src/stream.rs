@@ -22,6 +22,12 @@ pub(crate) trait FrameEncoder: Send + 'static {
     /// The closing frames, once the events ended: `Ok` when the generation completed, or the
     /// error that ended it.
     fn end(&mut self, outcome: Result<(), Error>) -> BoxFuture<'_, Vec<String>>;
+
+    /// A frame to send after this long without events, so clients and proxies that time out
+    /// idle streams keep waiting (Anthropic's `ping`); `None` sends nothing.
+    fn keepalive(&self) -> Option<(std::time::Duration, String)> {
+        None
+    }
 }
 
 struct Pump<E> {
@@ -51,7 +57,17 @@ pub(crate) fn sse_response<E: FrameEncoder>(
             if pump.ended {
                 return None;
             }
-            let outcome = match pump.events.next().await {
+            let next = match pump.encoder.keepalive() {
+                None => pump.events.next().await,
+                Some((idle, frame)) => match tokio::time::timeout(idle, pump.events.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        pump.frames.push_back(frame);
+                        continue;
+                    }
+                },
+            };
+            let outcome = match next {
                 Some(Ok(Event::Done)) | None => Ok(()),
                 Some(Ok(event)) => {
                     let frames = pump.encoder.push(&event);

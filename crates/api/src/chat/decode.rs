@@ -390,6 +390,7 @@ impl WireRequest {
         let sampling = Sampling {
             temperature: bounded_decimal("temperature", self.temperature, 0.0, 2.0)?.unwrap_or(1.0),
             top_p: bounded_decimal("top_p", self.top_p, 0.0, 1.0)?.unwrap_or(1.0),
+            top_k: None,
             // Wrapping negative seeds into u64 keeps every i64 seed distinct and deterministic.
             #[allow(clippy::cast_sign_loss)]
             seed: self.seed.map(|seed| seed as u64),
@@ -424,10 +425,14 @@ impl WireRequest {
             output_format: decode_response_format(self.response_format)?,
             sampling,
             reasoning_effort: decode_reasoning_effort(self.reasoning_effort)?,
+            reasoning_budget: None,
             web_search: decode_web_search(self.web_search_options)?,
             extra_output_modalities,
             user: self.user,
             metadata: decode_metadata(self.metadata)?,
+            cache_marks: Vec::new(),
+            anthropic_beta: Vec::new(),
+            service_tier: None,
             request_id: None,
         };
         Ok(ChatRequest {

@@ -449,6 +449,7 @@ fn sampling_fields() {
         Sampling {
             temperature: 0.5,
             top_p: 0.9,
+            top_k: None,
             seed: Some(u64::MAX),
             presence_penalty: -2.0,
             frequency_penalty: 1.5,

@@ -426,6 +426,7 @@ impl WireRequest {
         let sampling = Sampling {
             temperature: bounded_decimal("temperature", self.temperature, 0.0, 2.0)?.unwrap_or(1.0),
             top_p: bounded_decimal("top_p", self.top_p, 0.0, 1.0)?.unwrap_or(1.0),
+            top_k: None,
             max_output_tokens: bounded_integer(
                 "max_output_tokens",
                 self.max_output_tokens,
@@ -445,10 +446,14 @@ impl WireRequest {
             output_format,
             sampling,
             reasoning_effort,
+            reasoning_budget: None,
             web_search,
             extra_output_modalities: Vec::new(),
             user: self.user,
             metadata: decode_metadata(self.metadata)?,
+            cache_marks: Vec::new(),
+            anthropic_beta: Vec::new(),
+            service_tier: None,
             request_id: None,
         };
         Ok(ResponsesRequest {

@@ -69,6 +69,9 @@ impl AnthropicProvider {
         if let Some(key) = &upstream.api_key {
             call = call.header("x-api-key", key);
         }
+        if !request.anthropic_beta.is_empty() {
+            call = call.header("anthropic-beta", request.anthropic_beta.join(","));
+        }
         let schema = match &request.output_format {
             OutputFormat::Text => None,
             OutputFormat::JsonObject => Some(serde_json::json!({"type": "object"})),
@@ -84,9 +87,64 @@ impl AnthropicProvider {
     }
 }
 
+impl AnthropicProvider {
+    /// Anthropic's own count (`POST /v1/messages/count_tokens`), of the request as it would be
+    /// sent, without the fields that only shape the generation.
+    async fn count(&self, request: Arc<Request>) -> Result<Option<u32>, Error> {
+        let upstream = &self.config.upstream;
+        let encoded = encode_request(
+            &request,
+            &request.model,
+            self.config.structured_outputs,
+            self.config.thinking,
+        )?;
+        let mut body = encoded.body;
+        if let Some(fields) = body.as_object_mut() {
+            for generation_only in [
+                "max_tokens",
+                "stream",
+                "temperature",
+                "top_p",
+                "top_k",
+                "stop_sequences",
+                "metadata",
+                "service_tier",
+            ] {
+                fields.remove(generation_only);
+            }
+        }
+        let mut call = upstream
+            .post(
+                &self.client,
+                "v1/messages/count_tokens",
+                &body,
+                request.request_id.as_deref(),
+            )
+            .header("anthropic-version", API_VERSION);
+        if let Some(key) = &upstream.api_key {
+            call = call.header("x-api-key", key);
+        }
+        if !request.anthropic_beta.is_empty() {
+            call = call.header("anthropic-beta", request.anthropic_beta.join(","));
+        }
+        let answer = http::json(upstream, call, status_error).await?;
+        let tokens = answer
+            .get("input_tokens")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| {
+                http::upstream(&upstream.name, "answered a count without input_tokens")
+            })?;
+        Ok(Some(u32::try_from(tokens).unwrap_or(u32::MAX)))
+    }
+}
+
 impl Provider for AnthropicProvider {
     fn generate(&self, request: Arc<Request>) -> BoxFuture<'_, Result<EventStream, Error>> {
         Box::pin(self.start(request))
+    }
+
+    fn count_tokens(&self, request: Arc<Request>) -> BoxFuture<'_, Result<Option<u32>, Error>> {
+        Box::pin(self.count(request))
     }
 }
 
@@ -227,6 +285,7 @@ mod tests {
         assert!(busy.retryable);
         let limited = status_error("claude", 429, None, &body("rate_limit_error", "slow down"));
         assert!(limited.retryable);
+        assert_eq!(limited.kind, ErrorKind::RateLimited);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use serde_json::{json, Map, Value};
 
 use crate::turns::{call_arguments, Turns};
 use switchboard_model::{
-    ContentPart, Error, ErrorKind, Family, Item, MediaSource, OutputFormat, ReasoningEffort,
-    Request, RequestField, Role, Sealed, Tool, ToolChoice,
+    CacheTarget, ContentPart, Error, ErrorKind, Family, Item, MediaSource, OutputFormat,
+    ReasoningEffort, Request, RequestField, Role, Sealed, Tool, ToolChoice,
 };
 
 /// The name of the tool a JSON answer is forced through on models without native structured
@@ -116,11 +116,15 @@ pub fn encode_request(
         (Some(asked), _) => asked,
         (None, Some(limit)) => limit,
         (None, None) => {
-            UNKNOWN_MODEL_MAX_TOKENS + request.reasoning_effort.map_or(0, thinking_budget)
+            UNKNOWN_MODEL_MAX_TOKENS
+                + request
+                    .reasoning_budget
+                    .or(request.reasoning_effort.map(thinking_budget))
+                    .unwrap_or(0)
         }
     };
     body.insert("max_tokens".into(), max_tokens.into());
-    let (system, messages) = conversation(&request.items)?;
+    let (system, messages) = conversation(request)?;
     if !system.is_empty() {
         body.insert("system".into(), Value::Array(system));
     }
@@ -141,7 +145,10 @@ pub fn encode_request(
     let thinking = match (effort, thinking_mode) {
         (None, _) => false,
         (Some(effort), ThinkingMode::Budget) => {
-            let budget = thinking_budget(effort).min(max_tokens.saturating_sub(1));
+            let budget = request
+                .reasoning_budget
+                .unwrap_or_else(|| thinking_budget(effort))
+                .min(max_tokens.saturating_sub(1));
             if budget >= MIN_THINKING_BUDGET {
                 body.insert(
                     "thinking".into(),
@@ -173,8 +180,19 @@ pub fn encode_request(
     } else if top_p_set && (!thinking || sampling.top_p >= 0.95) {
         body.insert("top_p".into(), json!(round(sampling.top_p)));
     }
+    // Thinking refuses a changed top_k as it refuses a changed temperature.
+    if let (Some(top_k), false) = (sampling.top_k, thinking) {
+        body.insert("top_k".into(), top_k.into());
+    }
     if !sampling.stop.is_empty() {
         body.insert("stop_sequences".into(), json!(sampling.stop));
+    }
+    if let Some(tier) = request
+        .service_tier
+        .as_deref()
+        .filter(|tier| ["auto", "standard_only"].contains(tier))
+    {
+        body.insert("service_tier".into(), tier.into());
     }
     if let Some(user) = &request.user {
         body.insert("metadata".into(), json!({"user_id": user}));
@@ -183,7 +201,8 @@ pub fn encode_request(
     let mut tools: Vec<Value> = request
         .tools
         .iter()
-        .map(|tool| match tool {
+        .enumerate()
+        .map(|(index, tool)| match tool {
             Tool::Function(function) => {
                 let mut entry = Map::new();
                 entry.insert("name".into(), function.name.clone().into());
@@ -197,6 +216,9 @@ pub fn encode_request(
                         .clone()
                         .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
                 );
+                if let Some(control) = request.cache_control(CacheTarget::Tool(index)) {
+                    entry.insert("cache_control".into(), control.clone());
+                }
                 Value::Object(entry)
             }
         })
@@ -291,20 +313,27 @@ fn refuse_unsupported(request: &Request) -> Result<(), Error> {
     Ok(())
 }
 
-/// The `system` blocks and the alternating `messages`.
-fn conversation(items: &[Item]) -> Result<(Vec<Value>, Vec<Value>), Error> {
+/// The `system` blocks and the alternating `messages`, with the client's cache breakpoints.
+fn conversation(request: &Request) -> Result<(Vec<Value>, Vec<Value>), Error> {
     let mut system = Vec::new();
     let mut turns = Turns::new("content");
-    for item in items {
+    let marked = |mut block: Value, target: CacheTarget| {
+        if let Some(control) = request.cache_control(target) {
+            block["cache_control"] = control.clone();
+        }
+        block
+    };
+    for (index, item) in request.items.iter().enumerate() {
+        let part_at = |part: usize| CacheTarget::Part { item: index, part };
         match item {
             Item::Message {
                 role: Role::System | Role::Developer,
                 parts,
                 ..
             } => {
-                for part in parts {
+                for (at, part) in parts.iter().enumerate() {
                     if let ContentPart::Text(text) = part {
-                        system.push(json!({"type": "text", "text": text}));
+                        system.push(marked(json!({"type": "text", "text": text}), part_at(at)));
                     }
                 }
             }
@@ -313,8 +342,8 @@ fn conversation(items: &[Item]) -> Result<(Vec<Value>, Vec<Value>), Error> {
                 parts,
                 ..
             } => {
-                for part in parts {
-                    turns.push("user", user_block(part)?);
+                for (at, part) in parts.iter().enumerate() {
+                    turns.push("user", marked(user_block(part)?, part_at(at)));
                 }
             }
             Item::Message {
@@ -322,12 +351,13 @@ fn conversation(items: &[Item]) -> Result<(Vec<Value>, Vec<Value>), Error> {
                 parts,
                 ..
             } => {
-                for part in parts {
+                for (at, part) in parts.iter().enumerate() {
                     match part {
                         ContentPart::Text(text) | ContentPart::Refusal(text)
                             if !text.is_empty() =>
                         {
-                            turns.push("assistant", json!({"type": "text", "text": text}));
+                            let block = json!({"type": "text", "text": text});
+                            turns.push("assistant", marked(block, part_at(at)));
                         }
                         _ => {}
                     }
@@ -359,16 +389,14 @@ fn conversation(items: &[Item]) -> Result<(Vec<Value>, Vec<Value>), Error> {
                 ..
             } => {
                 let input = call_arguments(call_id, arguments, "Anthropic")?;
-                turns.push(
-                    "assistant",
-                    json!({"type": "tool_use", "id": call_id, "name": name, "input": input}),
-                );
+                let block =
+                    json!({"type": "tool_use", "id": call_id, "name": name, "input": input});
+                turns.push("assistant", marked(block, CacheTarget::Item(index)));
             }
             Item::FunctionOutput { call_id, output } => {
-                turns.push(
-                    "user",
-                    json!({"type": "tool_result", "tool_use_id": call_id, "content": output}),
-                );
+                let block =
+                    json!({"type": "tool_result", "tool_use_id": call_id, "content": output});
+                turns.push("user", marked(block, CacheTarget::Item(index)));
             }
         }
     }

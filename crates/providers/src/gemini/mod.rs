@@ -211,6 +211,6 @@ mod tests {
         assert!(busy.retryable);
         assert_eq!(busy.kind, ErrorKind::Overloaded);
         let quota = status_error("gm", 429, None, &body(429, "RESOURCE_EXHAUSTED", "quota"));
-        assert_eq!(quota.kind, ErrorKind::Overloaded);
+        assert_eq!(quota.kind, ErrorKind::RateLimited);
     }
 }

@@ -122,6 +122,9 @@ pub fn encode_request(request: &Request, upstream_model: &str) -> Result<Value, 
     if (sampling.top_p - 1.0).abs() > f32::EPSILON {
         generation.insert("topP".into(), json!(round(sampling.top_p)));
     }
+    if let Some(top_k) = sampling.top_k {
+        generation.insert("topK".into(), top_k.into());
+    }
     if let Some(max) = sampling.max_output_tokens {
         generation.insert("maxOutputTokens".into(), max.into());
     }
@@ -164,7 +167,10 @@ pub fn encode_request(request: &Request, upstream_model: &str) -> Result<Value, 
         let config = if upstream_model.starts_with("gemini-3") {
             json!({"thinkingLevel": thinking_level(effort), "includeThoughts": true})
         } else {
-            json!({"thinkingBudget": thinking_budget(effort), "includeThoughts": true})
+            let budget = request
+                .reasoning_budget
+                .map_or_else(|| thinking_budget(effort), i64::from);
+            json!({"thinkingBudget": budget, "includeThoughts": true})
         };
         generation.insert("thinkingConfig".into(), config);
     }

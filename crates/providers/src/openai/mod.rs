@@ -156,7 +156,7 @@ mod tests {
         assert_eq!(key.kind, ErrorKind::Upstream);
         assert!(!key.message.contains("sk-abc"));
         let limited = status_error("up", 429, Some(Duration::from_secs(2)), "");
-        assert_eq!(limited.kind, ErrorKind::Overloaded);
+        assert_eq!(limited.kind, ErrorKind::RateLimited);
         assert!(limited.retryable);
         assert_eq!(limited.retry_after, Some(Duration::from_secs(2)));
         let down = status_error("up", 503, None, "<html>bad gateway</html>");

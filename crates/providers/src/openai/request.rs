@@ -101,6 +101,10 @@ pub fn encode_request(request: &Request, upstream_model: &str) -> Value {
     if (sampling.top_p - 1.0).abs() > f32::EPSILON {
         body.insert("top_p".into(), json!(sampling.top_p));
     }
+    // Not OpenAI's own parameter, but vLLM, SGLang, llama.cpp and Ollama take it by this name.
+    if let Some(top_k) = sampling.top_k {
+        body.insert("top_k".into(), top_k.into());
+    }
     if sampling.n > 1 {
         body.insert("n".into(), sampling.n.into());
     }
