@@ -1,5 +1,7 @@
 """Checks the fake Anthropic upstream of `anthropic_upstream.rs` with Anthropic's own Python SDK:
-if the SDK reads the fake's stream into the message it documents, the fake speaks the wire.
+if the SDK reads the fake's stream into the message it documents, the fake speaks the wire. The
+same script then runs against Switchboard's Messages surface in front of the fake, whose catalog
+names the models as the fake does: the SDK must not tell the two apart.
 
 Run by the `the_fake_speaks_anthropics_wire` test with SWITCHBOARD_BASE_URL set to the fake's
 root. Prints ALL OK when every check passes; any failure raises.
@@ -53,5 +55,11 @@ try:
 except anthropic.APIStatusError as error:
     assert error.status_code == 529, error
     assert error.body["error"]["type"] == "overloaded_error", error.body
+
+try:
+    client.messages.create(model="claude-limited", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+    raise AssertionError("expected a rate limit error")
+except anthropic.RateLimitError as error:
+    assert error.body["error"]["type"] == "rate_limit_error", error.body
 
 print("ALL OK")

@@ -32,6 +32,7 @@ use switchboard_server::ServerConfig;
 struct Received {
     api_key: Option<String>,
     version: Option<String>,
+    beta: Option<String>,
     body: Value,
 }
 
@@ -159,6 +160,7 @@ async fn messages(State(fake): State<Fake>, headers: HeaderMap, body: Bytes) -> 
     fake.received.lock().unwrap().push(Received {
         api_key: header("x-api-key"),
         version: header("anthropic-version"),
+        beta: header("anthropic-beta"),
         body: body.clone(),
     });
     if header("x-api-key").is_none() {
@@ -283,6 +285,11 @@ async fn messages(State(fake): State<Fake>, headers: HeaderMap, body: Bytes) -> 
             stream(&events)
         }
         "claude-overloaded" => error(529, "overloaded_error", "Overloaded"),
+        "claude-limited" => error(
+            429,
+            "rate_limit_error",
+            "Number of requests has exceeded your rate limit",
+        ),
         "claude-bad" => error(
             400,
             "invalid_request_error",
@@ -298,10 +305,39 @@ async fn messages(State(fake): State<Fake>, headers: HeaderMap, body: Bytes) -> 
     }
 }
 
+/// Anthropic's token count: refuses generation-only fields, as the API does.
+async fn count_tokens(State(fake): State<Fake>, headers: HeaderMap, body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    fake.received.lock().unwrap().push(Received {
+        api_key: headers
+            .get("x-api-key")
+            .map(|v| v.to_str().unwrap().to_owned()),
+        version: headers
+            .get("anthropic-version")
+            .map(|v| v.to_str().unwrap().to_owned()),
+        beta: headers
+            .get("anthropic-beta")
+            .map(|v| v.to_str().unwrap().to_owned()),
+        body: body.clone(),
+    });
+    if let Some(extra) = ["max_tokens", "stream", "temperature"]
+        .iter()
+        .find(|k| body.get(**k).is_some())
+    {
+        return error(
+            400,
+            "invalid_request_error",
+            &format!("{extra}: Extra inputs are not permitted"),
+        );
+    }
+    axum::Json(json!({"input_tokens": 42})).into_response()
+}
+
 async fn fake_anthropic() -> (String, Fake) {
     let fake = Fake::default();
     let app = Router::new()
         .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
         .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -340,6 +376,10 @@ async fn gateway() -> (String, Fake) {
         ("c-busy", "claude-overloaded"),
         ("c-parallel", "claude-parallel"),
         ("c-echo", "claude-echo"),
+        // Named as upstream, so one SDK script can check the fake and the gateway alike.
+        ("claude-think", "claude-think"),
+        ("claude-overloaded", "claude-overloaded"),
+        ("claude-limited", "claude-limited"),
     ] {
         let provider: Arc<dyn switchboard_gateway::Provider> = provider.clone();
         catalog.add(CatalogEntry {
@@ -689,4 +729,126 @@ async fn pdf_documents_reach_claude_as_document_blocks() {
         json!({"type": "document", "source": {"type": "url",
             "url": "https://example.com/report.pdf"}})
     );
+}
+
+#[tokio::test]
+async fn the_messages_surface_speaks_anthropics_wire_over_claude() {
+    let (base, _fake) = gateway().await;
+    common::run_sdk_script_against("anthropic_fake_check.py", &format!("{base}/v1")).await;
+}
+
+#[tokio::test]
+async fn the_messages_surface_reaches_claude_with_nothing_lost() {
+    let (base, fake) = gateway().await;
+    let cached = json!({"type": "ephemeral", "ttl": "1h"});
+    let first = json!({"model": "c-think", "max_tokens": 3000,
+        "thinking": {"type": "enabled", "budget_tokens": 2000},
+        "system": [{"type": "text", "text": "Be brief.", "cache_control": cached}],
+        "tools": [{"name": "weather", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}],
+        "tool_choice": {"type": "auto", "disable_parallel_tool_use": true},
+        "metadata": {"user_id": "u-7"}, "service_tier": "standard_only",
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "Weather in Oslo?"},
+            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"},
+             "title": "brief.pdf", "cache_control": cached}]}]});
+    let response = common::client()
+        .post(format!("{base}/v1/messages"))
+        .header("anthropic-beta", "interleaved-thinking-2025-05-14")
+        .json(&first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let message: Value = response.json().await.unwrap();
+    assert_eq!(
+        message["content"],
+        json!([{"type": "thinking", "thinking": "The user wants Oslo's weather.", "signature": "sig-issued-1"},
+               {"type": "text", "text": "Checking."},
+               {"type": "tool_use", "id": "toolu_01", "name": "weather", "input": {"city": "Oslo"}}])
+    );
+    assert_eq!(message["stop_reason"], "tool_use");
+    assert_eq!(
+        message["usage"],
+        json!({"input_tokens": 20, "output_tokens": 30, "cache_read_input_tokens": 5,
+               "cache_creation_input_tokens": 2})
+    );
+    let received = fake.last();
+    assert_eq!(
+        received.beta.as_deref(),
+        Some("interleaved-thinking-2025-05-14")
+    );
+    let sent = received.body;
+    assert_eq!(
+        sent["thinking"],
+        json!({"type": "enabled", "budget_tokens": 2000})
+    );
+    assert_eq!(sent["max_tokens"], 3000);
+    assert_eq!(
+        sent["system"],
+        json!([{"type": "text", "text": "Be brief.", "cache_control": cached}])
+    );
+    assert_eq!(
+        sent["tools"][0]["cache_control"],
+        json!({"type": "ephemeral"})
+    );
+    assert_eq!(
+        sent["tool_choice"],
+        json!({"type": "auto", "disable_parallel_tool_use": true})
+    );
+    assert_eq!(sent["metadata"], json!({"user_id": "u-7"}));
+    assert_eq!(sent["service_tier"], "standard_only");
+    assert_eq!(
+        sent["messages"][0]["content"][1],
+        json!({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"},
+               "title": "brief.pdf", "cache_control": cached})
+    );
+
+    // The content goes back unchanged with the tool's result; the fake checks the signature.
+    let mut second = first.clone();
+    second["messages"] = json!([first["messages"][0].clone(),
+        {"role": "assistant", "content": message["content"]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01", "content": "sunny"}]}]);
+    let (status, _, text) = common::post_raw(&base, "/v1/messages", &second).await;
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["content"][0]["text"], "It is sunny in Oslo.");
+    assert_eq!(
+        fake.last().body["messages"][1]["content"],
+        message["content"]
+    );
+
+    // Without thinking, top_k reaches Claude; count_tokens is Claude's own count.
+    let plain = json!({"model": "c-echo", "max_tokens": 50, "top_k": 5,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let (status, _, text) = common::post_raw(&base, "/v1/messages", &plain).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(fake.last().body["top_k"], 5);
+    let (status, headers, text) = common::post_raw(
+        &base,
+        "/v1/messages/count_tokens",
+        &json!({"model": "c-echo", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap(),
+        json!({"input_tokens": 42})
+    );
+    assert_eq!(headers["x-switchboard-token-count"], "exact");
+
+    // Upstream failures in this dialect: 529 overloaded, 429 rate limited.
+    for (model, status_code, kind) in [
+        ("c-busy", 529, "overloaded_error"),
+        ("claude-limited", 429, "rate_limit_error"),
+    ] {
+        let (status, _, text) = common::post_raw(
+            &base,
+            "/v1/messages",
+            &json!({"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+        assert_eq!(status, status_code, "{text}");
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["error"]["type"], kind, "{body}");
+    }
 }
