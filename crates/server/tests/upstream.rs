@@ -400,11 +400,12 @@ async fn upstream_errors_say_whose_fault_they_are() {
     assert!(!body.contains("sk-up"), "{body}");
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_error(status, &body, 502, None);
-    // Rate limited throughout: a 503 with Retry-After for the client.
+    // Rate limited throughout: a 429 with the upstream's Retry-After for the client.
     let (status, headers, body) =
         common::post_raw(&base, "/v1/chat/completions", &chat("m-limited")).await;
     let body: Value = serde_json::from_str(&body).unwrap();
-    assert_error(status, &body, 503, None);
+    assert_error(status, &body, 429, None);
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
     assert!(headers.contains_key("retry-after"));
 }
 

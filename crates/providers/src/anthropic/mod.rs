@@ -50,6 +50,22 @@ impl AnthropicProvider {
         Ok(Self { config, client })
     }
 
+    /// A call to `path` with Anthropic's headers: the key, the API version and the client's
+    /// beta features.
+    fn post(&self, path: &str, body: &Value, request: &Request) -> reqwest::RequestBuilder {
+        let upstream = &self.config.upstream;
+        let mut call = upstream
+            .post(&self.client, path, body, request.request_id.as_deref())
+            .header("anthropic-version", API_VERSION);
+        if let Some(key) = &upstream.api_key {
+            call = call.header("x-api-key", key);
+        }
+        if !request.anthropic_beta.is_empty() {
+            call = call.header("anthropic-beta", request.anthropic_beta.join(","));
+        }
+        call
+    }
+
     async fn start(&self, request: Arc<Request>) -> Result<EventStream, Error> {
         let upstream = &self.config.upstream;
         let encoded = encode_request(
@@ -58,20 +74,7 @@ impl AnthropicProvider {
             self.config.structured_outputs,
             self.config.thinking,
         )?;
-        let mut call = upstream
-            .post(
-                &self.client,
-                "v1/messages",
-                &encoded.body,
-                request.request_id.as_deref(),
-            )
-            .header("anthropic-version", API_VERSION);
-        if let Some(key) = &upstream.api_key {
-            call = call.header("x-api-key", key);
-        }
-        if !request.anthropic_beta.is_empty() {
-            call = call.header("anthropic-beta", request.anthropic_beta.join(","));
-        }
+        let call = self.post("v1/messages", &encoded.body, &request);
         let schema = match &request.output_format {
             OutputFormat::Text => None,
             OutputFormat::JsonObject => Some(serde_json::json!({"type": "object"})),
@@ -113,20 +116,7 @@ impl AnthropicProvider {
                 fields.remove(generation_only);
             }
         }
-        let mut call = upstream
-            .post(
-                &self.client,
-                "v1/messages/count_tokens",
-                &body,
-                request.request_id.as_deref(),
-            )
-            .header("anthropic-version", API_VERSION);
-        if let Some(key) = &upstream.api_key {
-            call = call.header("x-api-key", key);
-        }
-        if !request.anthropic_beta.is_empty() {
-            call = call.header("anthropic-beta", request.anthropic_beta.join(","));
-        }
+        let call = self.post("v1/messages/count_tokens", &body, &request);
         let answer = http::json(upstream, call, status_error).await?;
         let tokens = answer
             .get("input_tokens")
