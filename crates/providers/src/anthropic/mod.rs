@@ -66,14 +66,19 @@ impl AnthropicProvider {
         call
     }
 
-    async fn start(&self, request: Arc<Request>) -> Result<EventStream, Error> {
-        let upstream = &self.config.upstream;
-        let encoded = encode_request(
-            &request,
+    /// The request as this provider's configuration says Claude gets it.
+    fn encode(&self, request: &Request) -> Result<request::Encoded, Error> {
+        encode_request(
+            request,
             &request.model,
             self.config.structured_outputs,
             self.config.thinking,
-        )?;
+        )
+    }
+
+    async fn start(&self, request: Arc<Request>) -> Result<EventStream, Error> {
+        let upstream = &self.config.upstream;
+        let encoded = self.encode(&request)?;
         let call = self.post("v1/messages", &encoded.body, &request);
         let schema = match &request.output_format {
             OutputFormat::Text => None,
@@ -88,19 +93,12 @@ impl AnthropicProvider {
         };
         http::stream(upstream, call, decoder, status_error).await
     }
-}
 
-impl AnthropicProvider {
     /// Anthropic's own count (`POST /v1/messages/count_tokens`), of the request as it would be
     /// sent, without the fields that only shape the generation.
     async fn count(&self, request: Arc<Request>) -> Result<Option<u32>, Error> {
         let upstream = &self.config.upstream;
-        let encoded = encode_request(
-            &request,
-            &request.model,
-            self.config.structured_outputs,
-            self.config.thinking,
-        )?;
+        let encoded = self.encode(&request)?;
         let mut body = encoded.body;
         if let Some(fields) = body.as_object_mut() {
             for generation_only in [
