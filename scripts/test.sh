@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The full test suite: fetches the default model if the cache lacks it, prepares a Python venv
-# with the official OpenAI, Anthropic and Google Gen AI SDKs for the SDK tests, then runs every Rust test.
+# with the official OpenAI, Anthropic and Google Gen AI SDKs for the SDK tests, installs Claude Code
+# (npm) for the coding-agent test, then runs every Rust test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,5 +12,12 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import openai, anthropic,
   .venv/bin/pip install --quiet --disable-pip-version-check "openai>=1.40,<3" "anthropic>=0.40,<1" "google-genai>=1.0,<2"
 fi
 export SWITCHBOARD_TEST_PYTHON="$PWD/.venv/bin/python"
+
+# A real Anthropic-speaking coding agent for the Messages surface (its 1.x line is plain JavaScript).
+CLAUDE_CODE=.tools/claude-code/node_modules/@anthropic-ai/claude-code/cli.js
+if [ ! -f "$CLAUDE_CODE" ]; then
+  npm install --silent --no-audit --no-fund --prefix .tools/claude-code @anthropic-ai/claude-code@1.0.128
+fi
+export SWITCHBOARD_TEST_CLAUDE_CODE="$PWD/$CLAUDE_CODE"
 
 cargo test --workspace "$@"

@@ -216,7 +216,9 @@ impl ChatTemplate {
                     let text = written_call(syntax, name, arguments);
                     append_turn(&mut messages, "assistant", &text);
                 }
-                Item::FunctionOutput { call_id, output } if native => {
+                Item::FunctionOutput {
+                    call_id, output, ..
+                } if native => {
                     let mut message = Message::plain("tool", Some(user_text(output)));
                     message.tool_call_id = Some(user_text(call_id));
                     messages.push(message);
@@ -799,6 +801,7 @@ mod tests {
             Item::FunctionOutput {
                 call_id: "c1".into(),
                 output: "sunny".into(),
+                is_error: false,
             },
         ];
         let rendered = strip_sentinels(&template.render(&items, false).unwrap());

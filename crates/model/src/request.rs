@@ -259,8 +259,13 @@ pub enum Item {
         /// owed back to it with the conversation.
         signature: Option<Sealed>,
     },
-    /// The result of a tool call, fed back by the client.
-    FunctionOutput { call_id: String, output: String },
+    /// The result of a tool call, fed back by the client. `is_error` says the tool failed
+    /// (Anthropic's `tool_result.is_error`); providers with a way to say so are told.
+    FunctionOutput {
+        call_id: String,
+        output: String,
+        is_error: bool,
+    },
     /// A reasoning block the model produced earlier: readable text and/or a summary, and the
     /// provider's opaque proof of it. Providers that check reasoning continuity (Anthropic
     /// thinking, Gemini thought signatures, OpenAI encrypted reasoning) need it back unchanged.

@@ -544,3 +544,96 @@ async fn the_fake_speaks_geminis_wire() {
     let (_, _, address) = gateway().await;
     common::run_sdk_script_against("gemini_fake_check.py", &format!("http://{address}")).await;
 }
+
+/// Anthropic's wire in front of Gemini: a thinking tool loop in which the call's thought
+/// signature leaves as a block the client keeps and comes back to Gemini on its call, and a
+/// failed tool result reaches Gemini under `error`.
+#[tokio::test]
+async fn the_messages_surface_runs_a_thinking_tool_loop_on_gemini() {
+    let (base, fake, _) = gateway().await;
+    let tools = json!([{"name": "weather", "input_schema": {"type": "object",
+        "properties": {"city": {"type": "string"}}}}]);
+    let first = json!({"model": "g-think", "max_tokens": 2048, "tools": tools,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "messages": [{"role": "user", "content": "Weather in Oslo?"}]});
+    let (status, _, text) = common::post_raw(&base, "/v1/messages", &first).await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["type"], "message");
+    assert_eq!(body["stop_reason"], "tool_use");
+    let content = body["content"].as_array().unwrap().clone();
+    let kinds: Vec<&str> = content
+        .iter()
+        .map(|b| b["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["thinking", "tool_use", "redacted_thinking"],
+        "{body}"
+    );
+    assert_eq!(content[0]["thinking"], "Looking up the weather.");
+    let call_id = content[1]["id"].as_str().unwrap();
+    assert!(call_id.starts_with("toolu_"), "{call_id}");
+    assert_eq!(content[1]["input"], json!({"city": "Oslo"}));
+    assert!(content[2]["data"].as_str().unwrap().starts_with("swb1_"));
+    // Anthropic counts cache reads apart from input: 20 prompt tokens, 8 of them cached.
+    assert_eq!(body["usage"]["input_tokens"], 12);
+    assert_eq!(body["usage"]["cache_read_input_tokens"], 8);
+    assert_eq!(body["usage"]["output_tokens"], 46);
+    let sent = fake.last_body();
+    assert_eq!(
+        sent["generationConfig"]["thinkingConfig"],
+        json!({"thinkingBudget": 1024, "includeThoughts": true})
+    );
+    assert_eq!(sent["generationConfig"]["maxOutputTokens"], 2048);
+
+    // The client sends the assistant turn back as it got it, and says the tool failed.
+    let second = json!({"model": "g-think", "max_tokens": 2048, "tools": tools, "stream": true,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "messages": [first["messages"][0].clone(),
+            {"role": "assistant", "content": content},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call_id,
+                "content": "weather service down", "is_error": true}]}]});
+    let (status, _, text) = common::post_raw(&base, "/v1/messages", &second).await;
+    assert_eq!(status, 200, "{text}");
+    let events: Vec<(String, Value)> = text
+        .split("\n\n")
+        .filter(|frame| !frame.trim().is_empty())
+        .map(|frame| {
+            let name = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap();
+            let data = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap();
+            (name.to_owned(), serde_json::from_str(data).unwrap())
+        })
+        .collect();
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(names.last(), Some(&"message_stop"));
+    let said: String = events
+        .iter()
+        .filter(|(_, e)| e["delta"]["type"] == "text_delta")
+        .map(|(_, e)| e["delta"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(said, "It is sunny in Oslo.");
+    let delta = &events.iter().find(|(n, _)| n == "message_delta").unwrap().1;
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    let sent = fake.last_body();
+    let turns = sent["contents"].as_array().unwrap();
+    assert_eq!(turns.len(), 3, "{sent}");
+    let call = turns[1]["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p.get("functionCall").is_some())
+        .unwrap();
+    assert_eq!(call["thoughtSignature"], ISSUED[0]);
+    assert_eq!(
+        turns[2]["parts"][0]["functionResponse"]["response"],
+        json!({"error": "weather service down"})
+    );
+}

@@ -223,6 +223,7 @@ fn entry(id: &str, routes: Vec<Route>) -> CatalogEntry {
             Capability::Tools,
             Capability::JsonSchema,
             Capability::Reasoning,
+            Capability::Vision,
         ],
         pricing: Pricing::default(),
         routes,
@@ -462,4 +463,76 @@ async fn the_official_sdk_through_a_switchboard_upstream() {
     let base = common::serve_catalog(catalog, &[], ServerConfig::default());
     common::run_sdk_script_against("sdk_client.py", &format!("{base}/v1")).await;
     common::run_sdk_script_against("sdk_responses.py", &format!("{base}/v1")).await;
+}
+
+/// Anthropic's wire in front of an OpenAI-compatible upstream: the request reaches it as a
+/// Chat Completions body, the answer comes back as Messages blocks, and failures in
+/// Anthropic's words.
+#[tokio::test]
+async fn the_messages_surface_through_an_upstream() {
+    let (base, upstream) = gateway().await;
+    let request = json!({"model": "m-tools", "max_tokens": 300, "system": "Be brief.",
+        "stop_sequences": ["END"], "tool_choice": {"type": "any"},
+        "tools": [{"name": "weather", "input_schema": {"type": "object",
+            "properties": {"city": {"type": "string"}}}}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Weather?"},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_0",
+                "name": "weather", "input": {"city": "Bergen"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_0",
+                "content": "timeout", "is_error": true}, {"type": "text", "text": "Try Oslo."}]}]});
+    let (status, _, text) = common::post_raw(&base, "/v1/messages", &request).await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["stop_reason"], "tool_use");
+    assert_eq!(body["model"], "m-tools");
+    let call = &body["content"][0];
+    assert_eq!(call["type"], "tool_use");
+    assert!(call["id"].as_str().unwrap().starts_with("toolu_"), "{call}");
+    assert_eq!(call["input"], json!({"city": "Oslo"}));
+    assert_eq!(body["usage"]["input_tokens"], 7);
+    assert_eq!(body["usage"]["cache_read_input_tokens"], 4);
+    assert_eq!(body["usage"]["output_tokens"], 3);
+    let sent = &upstream.bodies_for("tools")[0];
+    assert_eq!(sent["max_completion_tokens"], 300);
+    assert_eq!(sent["stop"], json!(["END"]));
+    assert_eq!(sent["tool_choice"], "required");
+    assert_eq!(sent["tools"][0]["function"]["name"], "weather");
+    let messages = sent["messages"].as_array().unwrap();
+    assert_eq!(
+        messages[0],
+        json!({"role": "system", "content": "Be brief."})
+    );
+    assert_eq!(
+        messages[1]["content"][1],
+        json!({"type": "image_url", "image_url": {"url": "https://example.com/a.png"}})
+    );
+    assert_eq!(messages[2]["tool_calls"][0]["id"], "toolu_0");
+    assert_eq!(
+        messages[3],
+        json!({"role": "tool", "tool_call_id": "toolu_0", "content": "timeout"})
+    );
+    assert_eq!(messages[4]["role"], "user");
+
+    // Streamed text, then an upstream rate limit and a mid-stream failure in Anthropic's words.
+    let ask = |model: &str| {
+        json!({"model": model, "max_tokens": 50, "stream": true,
+               "messages": [{"role": "user", "content": "Say hello."}]})
+    };
+    let (status, _, text) = common::post_raw(&base, "/v1/messages", &ask("m-good")).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"thinking_delta\""), "{text}");
+    assert!(text.contains("\"text\":\"Hello\""), "{text}");
+    assert_eq!(text.matches("event: message_stop").count(), 1, "{text}");
+    let (status, headers, text) = common::post_raw(&base, "/v1/messages", &ask("m-limited")).await;
+    assert_eq!(status, 429, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    assert!(headers.contains_key("retry-after"));
+    let (status, _, text) = common::post_raw(&base, "/v1/messages", &ask("m-midfail")).await;
+    assert_eq!(status, 200);
+    assert!(text.contains("event: error"), "{text}");
+    assert!(!text.contains("event: message_stop"), "{text}");
 }

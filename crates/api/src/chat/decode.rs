@@ -665,7 +665,11 @@ fn decode_message(
                     ),
                 ));
             }
-            items.push(Item::FunctionOutput { call_id, output });
+            items.push(Item::FunctionOutput {
+                call_id,
+                output,
+                is_error: false,
+            });
         }
         "function" => {
             return Err(Error::unsupported(

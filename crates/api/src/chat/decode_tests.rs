@@ -163,11 +163,13 @@ fn every_message_role_and_part() {
             },
             Item::FunctionOutput {
                 call_id: "call_1".into(),
-                output: "42".into()
+                output: "42".into(),
+                is_error: false,
             },
             Item::FunctionOutput {
                 call_id: "call_2".into(),
-                output: "ab".into()
+                output: "ab".into(),
+                is_error: false,
             },
             Item::Message {
                 role: Role::Assistant,

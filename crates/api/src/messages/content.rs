@@ -193,7 +193,19 @@ impl Conversation {
                 )?;
                 let call_id = string(fields, path, "tool_use_id")?.to_owned();
                 let output = tool_result_text(fields.get("content"), &join(path, "content"))?;
-                self.item(Item::FunctionOutput { call_id, output }, control);
+                let is_error = match fields.get("is_error") {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(flag)) => *flag,
+                    Some(other) => {
+                        return Err(expected(&join(path, "is_error"), "a valid boolean", other))
+                    }
+                };
+                let result = Item::FunctionOutput {
+                    call_id,
+                    output,
+                    is_error,
+                };
+                self.item(result, control);
             }
             ("tool_use", Role::Assistant) => {
                 only_fields(

@@ -35,7 +35,7 @@ fn a_full_request_becomes_the_canonical_model() {
                 {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Oslo"}}]},
             {"role": "user", "content": [
                 {"type": "tool_result", "tool_use_id": "toolu_1",
-                 "content": [{"type": "text", "text": "sunny"}], "is_error": false},
+                 "content": [{"type": "text", "text": "sunny"}], "is_error": true},
                 {"type": "text", "text": "And now?"}]}],
         "tools": [{"name": "weather", "description": "Weather now",
                    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
@@ -106,7 +106,8 @@ fn a_full_request_becomes_the_canonical_model() {
         request.items[5],
         Item::FunctionOutput {
             call_id: "toolu_1".into(),
-            output: "sunny".into()
+            output: "sunny".into(),
+            is_error: true,
         }
     );
     assert_eq!(request.items[6], Item::text(Role::User, "And now?"));

@@ -654,6 +654,7 @@ fn decode_item(
                 Some(Item::FunctionOutput {
                     call_id: output.call_id.clone(),
                     output: text.clone(),
+                    is_error: false,
                 }),
                 StoredItem::FunctionCallOutput {
                     id,

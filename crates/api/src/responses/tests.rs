@@ -168,7 +168,8 @@ fn every_input_item_kind() {
         items[4],
         Item::FunctionOutput {
             call_id: "call_1".into(),
-            output: "42".into()
+            output: "42".into(),
+            is_error: false,
         }
     );
     assert_eq!(
@@ -903,6 +904,7 @@ fn tool_outputs_must_answer_a_call() {
     let output = Item::FunctionOutput {
         call_id: "c".into(),
         output: "r".into(),
+        is_error: false,
     };
     let call = Item::FunctionCall {
         call_id: "c".into(),

@@ -393,9 +393,16 @@ fn conversation(request: &Request) -> Result<(Vec<Value>, Vec<Value>), Error> {
                     json!({"type": "tool_use", "id": call_id, "name": name, "input": input});
                 turns.push("assistant", marked(block, CacheTarget::Item(index)));
             }
-            Item::FunctionOutput { call_id, output } => {
-                let block =
+            Item::FunctionOutput {
+                call_id,
+                output,
+                is_error,
+            } => {
+                let mut block =
                     json!({"type": "tool_result", "tool_use_id": call_id, "content": output});
+                if *is_error {
+                    block["is_error"] = true.into();
+                }
                 turns.push("user", marked(block, CacheTarget::Item(index)));
             }
         }
@@ -531,6 +538,7 @@ mod tests {
                 Item::FunctionOutput {
                     call_id: "toolu_1".into(),
                     output: "sunny".into(),
+                    is_error: true,
                 },
                 Item::text(Role::User, "And tomorrow?"),
             ],
@@ -563,7 +571,7 @@ mod tests {
                         {"type": "thinking", "thinking": "Need the tool.", "signature": "sig"},
                         {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Oslo"}}]},
                     {"role": "user", "content": [
-                        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"},
+                        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny", "is_error": true},
                         {"type": "text", "text": "And tomorrow?"}]}
                 ],
                 "thinking": {"type": "enabled", "budget_tokens": 4096},

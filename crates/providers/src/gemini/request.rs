@@ -365,10 +365,16 @@ fn conversation(items: &[Item]) -> Result<(Vec<Value>, Vec<Value>), Error> {
                 }
                 turns.push("model", part);
             }
-            Item::FunctionOutput { call_id, output } => {
+            Item::FunctionOutput {
+                call_id,
+                output,
+                is_error,
+            } => {
                 pending_signature = None;
                 let name = call_names.get(call_id.as_str()).copied().unwrap_or("tool");
-                let mut response = json!({"name": name, "response": {"output": output}});
+                // Gemini's documented convention: "output" for a result, "error" for a failure.
+                let key = if *is_error { "error" } else { "output" };
+                let mut response = json!({"name": name, "response": {key: output}});
                 if !call_id.starts_with(SYNTHETIC_CALL_PREFIX) {
                     response["id"] = call_id.clone().into();
                 }
@@ -486,6 +492,7 @@ mod tests {
                 Item::FunctionOutput {
                     call_id: "call_gm_0_1".into(),
                     output: "sunny".into(),
+                    is_error: false,
                 },
                 Item::Reasoning {
                     id: None,
@@ -541,6 +548,32 @@ mod tests {
         assert_eq!(
             gemini3["generationConfig"]["thinkingConfig"],
             json!({"thinkingLevel": "high", "includeThoughts": true})
+        );
+    }
+
+    #[test]
+    fn a_failed_tool_is_reported_under_error() {
+        let request = Request::text(
+            "catalog-id",
+            vec![
+                Item::text(Role::User, "Weather?"),
+                Item::FunctionCall {
+                    call_id: "call_1".into(),
+                    name: "weather".into(),
+                    arguments: "{}".into(),
+                    signature: None,
+                },
+                Item::FunctionOutput {
+                    call_id: "call_1".into(),
+                    output: "service down".into(),
+                    is_error: true,
+                },
+            ],
+        );
+        let body = encode_request(&request, "gemini-2.5-flash").unwrap();
+        assert_eq!(
+            body["contents"][2]["parts"][0]["functionResponse"],
+            json!({"name": "weather", "id": "call_1", "response": {"error": "service down"}})
         );
     }
 

@@ -240,9 +240,9 @@ fn messages(items: &[Item]) -> Vec<Value> {
                     }
                 }
             }
-            Item::FunctionOutput { call_id, output } => {
-                messages.push(json!({"role": "tool", "tool_call_id": call_id, "content": output}))
-            }
+            Item::FunctionOutput {
+                call_id, output, ..
+            } => messages.push(json!({"role": "tool", "tool_call_id": call_id, "content": output})),
             Item::Reasoning {
                 text,
                 signature,
@@ -378,6 +378,7 @@ mod tests {
                 Item::FunctionOutput {
                     call_id: "call_1".into(),
                     output: "sunny".into(),
+                    is_error: false,
                 },
             ],
         );
@@ -444,6 +445,7 @@ mod tests {
                 Item::FunctionOutput {
                     call_id: "call_1".into(),
                     output: "ok".into(),
+                    is_error: false,
                 },
                 // Reasoning followed by no assistant turn goes nowhere.
                 reasoning(Family::OpenAi, "orphan"),
