@@ -1,20 +1,24 @@
 #!/usr/bin/env python3
-"""Switchboard vs llama.cpp's server, side by side, in one run on one machine.
+"""Switchboard vs llama.cpp's own `llama-server` (continuous batching), side by side, in one run.
 
-    bash bench/setup_peer.sh                      # once: builds the pinned peer into bench/.peer
+    bash bench/setup_peer.sh                      # once: builds the pinned llama-server into bench/.peer
     cargo build --release -p switchboard
-    python3 bench/compare.py [--threads 2] [--runs 5] [--skip-busy]
+    python3 bench/compare.py [--threads 2] [--runs 3] [--skip-busy] [--skip-long]
 
-Both servers load the same GGUF with the same thread count and context size and are driven over
-HTTP by the same stdlib-only client: greedy, end-of-sequence suppressed with logit_bias so both
-generate exactly the requested tokens. Each prompt starts with a unique nonce so no server can
-answer from a cache of an earlier run. Measures:
+Both servers load the same GGUF with the same thread count and are driven over HTTP by the same
+stdlib-only client: greedy, end-of-sequence suppressed with logit_bias so both generate exactly
+the requested tokens. The peer runs `-np 64 --kv-unified` (64 slots sharing one KV cache, as
+many concurrent streams as the largest measurement). Each prompt starts with a unique nonce so
+no server can answer from a cache of an earlier run. Measures:
 
 1. single-stream decode tokens/s (256 generated tokens),
-2. prefill tokens/s and time to first token for a ~512-token prompt,
-3. aggregate generated tokens/s with 1, 4 and 16 concurrent streams,
-4. peak RSS of each server process (VmHWM),
+2. prefill tokens/s for prompts of ~512, 1k, 2k, 4k and 8k tokens, and the time to first token
+   of the ~512-token one,
+3. aggregate generated tokens/s with 1, 4, 16, 32 and 64 concurrent streams,
+4. fairness under mixed load: a short request's time to first token alone and while an
+   ~8k-token prompt prefills; a running stream's decode rate alone and while it does,
 5. single-stream decode while one busy loop runs on another core,
+6. peak RSS of each server process (VmHWM),
 plus the physical floor for decode: bytes of weights read per token / measured memory bandwidth.
 Prints a markdown table with the ratios (Switchboard / peer; for times and memory lower is
 better, so the table says which way is good).
@@ -107,7 +111,7 @@ def stream(server, content, max_tokens):
     request = urllib.request.Request(server.base + "/chat/completions", data=body,
                                      headers={"content-type": "application/json"})
     start = time.perf_counter()
-    first, pieces, usage = None, 0, None
+    first, pieces, usage, times = None, 0, None, []
     with urllib.request.urlopen(request, timeout=900) as response:
         for raw in response:
             line = raw.decode().strip()
@@ -119,6 +123,7 @@ def stream(server, content, max_tokens):
             for choice in chunk.get("choices", []):
                 if choice.get("delta", {}).get("content"):
                     pieces += 1
+                    times.append(time.perf_counter())
                     if first is None:
                         first = time.perf_counter()
     end = time.perf_counter()
@@ -127,6 +132,7 @@ def stream(server, content, max_tokens):
     prompt_tokens = usage["prompt_tokens"] if usage else 0
     first = first or end
     return {"ttft": first - start, "generated": generated, "prompt_tokens": prompt_tokens,
+            "start": start, "first": first, "times": times,
             "decode_tps": (generated - 1) / (end - first) if generated > 1 and end > first else 0.0}
 
 
@@ -134,12 +140,41 @@ def single_decode(server, tokens, runs):
     return max(stream(server, nonce() + STORY, tokens)["decode_tps"] for _ in range(runs))
 
 
-def prefill(server, runs, target_tokens=512):
-    """(prompt tokens, best time to first token) for a ~512-token prompt."""
-    prompt = (FILLER * 40)[: target_tokens * 4]  # roughly 4 characters per token
-    results = [stream(server, nonce() + prompt + "\nSummarise the text above.", 1) for _ in range(runs)]
-    best = min(results, key=lambda r: r["ttft"])
-    return best["prompt_tokens"], best["ttft"]
+def long_prompt(units):
+    return FILLER * units + "\nSummarise the text above."
+
+
+def prefill(server, units):
+    """(prompt tokens, time to first token) for a prompt of `units` filler sentences."""
+    result = stream(server, nonce() + long_prompt(units), 1)
+    return result["prompt_tokens"], result["ttft"]
+
+
+def fairness(server, long_units, short_idle_ttft, idle_decode):
+    """While a long prompt prefills: a short request's time to first token (sent 0.3 s after
+    the long one) and a running stream's decode rate (tokens it received between the long
+    request's start and its first token, per second)."""
+    results = {}
+
+    def run(key, content, tokens):
+        results[key] = stream(server, content, tokens)
+
+    runner = threading.Thread(target=run, args=("runner", nonce() + STORY, 3000))
+    runner.start()
+    time.sleep(1.0)  # the stream is decoding
+    long = threading.Thread(target=run, args=("long", nonce() + long_prompt(long_units), 1))
+    long.start()
+    time.sleep(0.3)
+    run("short", nonce() + "Say hi.", 8)
+    long.join()
+    runner.join()
+    window = (results["long"]["start"],
+              min(results["long"]["first"], results["runner"]["times"][-1]))
+    during = [t for t in results["runner"]["times"] if window[0] <= t <= window[1]]
+    rate = len(during) / (window[1] - window[0])
+    return {"short_ttft_loaded": results["short"]["ttft"], "short_ttft_idle": short_idle_ttft,
+            "decode_loaded": rate, "decode_idle": idle_decode,
+            "long_prompt_tokens": results["long"]["prompt_tokens"]}
 
 
 def aggregate(server, streams, tokens):
@@ -186,7 +221,11 @@ def weight_bytes(model_path):
         return os.path.getsize(model_path)
 
 
-def measure_both(servers, args):
+PREFILL_SIZES = (512, 1024, 2048, 4096, 7900)
+STREAM_COUNTS = (1, 4, 16, 32, 64)
+
+
+def measure_both(servers, args, units_per_token):
     """Every measurement alternates between the servers, run by run, so that drift in this
     machine's speed (noisy neighbours, frequency changes) hits both alike; best of the runs."""
     rows = {s.name: {} for s in servers}
@@ -201,11 +240,21 @@ def measure_both(servers, args):
 
     best(lambda s: stream(s, nonce() + STORY, args.tokens)["decode_tps"],
          lambda xs: {"decode": max(xs)})
-    best(lambda s: prefill(s, 1), lambda xs: {"prompt_tokens": min(xs, key=lambda x: x[1])[0],
-                                               "ttft": min(x[1] for x in xs)})
-    for n in (1, 4, 16):
+    best(lambda s: stream(s, nonce() + "Say hi.", 8)["ttft"], lambda xs: {"short_ttft": min(xs)})
+    sizes = PREFILL_SIZES if not args.skip_long else PREFILL_SIZES[:1]
+    for size in sizes:
+        units = max(1, round(size * units_per_token))
+        runs = args.runs if size <= 1024 else 1
+        best(lambda s, units=units: prefill(s, units),
+             lambda xs, size=size: {f"prompt{size}": min(xs, key=lambda x: x[1])[0],
+                                    f"ttft{size}": min(x[1] for x in xs)}, runs=runs)
+    for n in STREAM_COUNTS:
         best(lambda s, n=n: aggregate(s, n, args.tokens), lambda xs, n=n: {f"agg{n}": max(xs)},
-             runs=max(1, args.runs - 1))
+             runs=max(1, args.runs - 1) if n <= 16 else 1)
+    if not args.skip_long:
+        units = round(PREFILL_SIZES[-1] * units_per_token)
+        best(lambda s: fairness(s, units, rows[s.name]["short_ttft"], rows[s.name]["decode"]),
+             lambda xs: {"fair": xs[0]}, runs=1)
     if not args.skip_busy:
         stop = multiprocessing.Event()
         hog = multiprocessing.Process(target=busy_loop, args=(stop,))
@@ -225,12 +274,13 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--switchboard", default=os.path.join(ROOT, "target", "release", "switchboard"))
-    parser.add_argument("--peer-python", default=os.path.join(HERE, ".peer", "bin", "python"))
+    parser.add_argument("--peer", default=os.path.join(HERE, ".peer", "llama-server"))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--ctx", type=int, default=4096)
+    parser.add_argument("--ctx", type=int, default=8192, help="context window per sequence")
     parser.add_argument("--tokens", type=int, default=256)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-busy", action="store_true")
+    parser.add_argument("--skip-long", action="store_true", help="only the ~512-token prefill; no fairness run")
     args = parser.parse_args()
 
     sb_port, peer_port = free_port(), free_port()
@@ -240,15 +290,18 @@ def main():
             args.switchboard, "serve", "--listen", f"127.0.0.1:{sb_port}", "--model", args.model,
             "--model-id", "bench", "--threads", str(args.threads),
             "--context-window", str(args.ctx)], sb_port, env={**os.environ, "RUST_LOG": "warn"}))
-        # llama-cpp-python's server runs one request at a time; without this flag a new request
-        # aborts the running one instead of waiting for it.
-        servers.append(Server("llama.cpp", [
-            args.peer_python, "-m", "llama_cpp.server", "--model", args.model,
-            "--model_alias", "bench", "--n_threads", str(args.threads),
-            "--n_threads_batch", str(args.threads), "--n_ctx", str(args.ctx),
-            "--interrupt_requests", "False", "--host", "127.0.0.1", "--port", str(peer_port)],
-            peer_port))
-        rows = measure_both(servers, args)
+        # 64 slots over one unified cache of 32k positions: any slot may hold a whole 8k
+        # context, and 64 streams of a few hundred tokens fit together.
+        servers.append(Server("llama-server", [
+            args.peer, "--model", args.model, "--alias", "bench",
+            "--threads", str(args.threads), "--threads-batch", str(args.threads),
+            "--ctx-size", str(max(32768, args.ctx)), "--parallel", "64", "--kv-unified",
+            "--host", "127.0.0.1", "--port", str(peer_port)], peer_port))
+        # Filler sentences per token, from Switchboard's own count (both use the GGUF tokenizer).
+        probe = stream(servers[0], nonce() + long_prompt(20), 1)["prompt_tokens"]
+        probe_small = stream(servers[0], nonce() + long_prompt(10), 1)["prompt_tokens"]
+        units_per_token = 10 / max(1, probe - probe_small)
+        rows = measure_both(servers, args, units_per_token)
     finally:
         for server in servers:
             server.stop()
@@ -256,30 +309,48 @@ def main():
     bandwidth = memory_bandwidth_gbs()
     weights = weight_bytes(args.model)
     floor_tps = bandwidth * 1e9 / weights
-    s, p = rows["Switchboard"], rows["llama.cpp"]
-    # Same GGUF, same template: a peer that reports no usage saw the same prompt length.
-    p["prompt_tokens"] = p["prompt_tokens"] or s["prompt_tokens"]
-    for row in (s, p):
-        row["prefill"] = row["prompt_tokens"] / row["ttft"]
+    s, p = rows["Switchboard"], rows["llama-server"]
     with open("/tmp/bench-compare.json", "w") as f:
         json.dump(rows, f, indent=1)
+
+    def line(label, a, b, better, fmt="{:.1f}"):
+        return f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {a / b:.2f} | {better} |"
+
     lines = [
-        "| measure | Switchboard | llama.cpp | ratio (S/L) | better |",
+        "| measure | Switchboard | llama-server | ratio (S/L) | better |",
         "|---|---|---|---|---|",
-        f"| single-stream decode (tok/s) | {s['decode']:.1f} | {p['decode']:.1f} | {s['decode'] / p['decode']:.2f} | higher |",
-        f"| prefill, {s['prompt_tokens']}/{p['prompt_tokens']}-token prompt (tok/s) | {s['prefill']:.1f} | {p['prefill']:.1f} | {s['prefill'] / p['prefill']:.2f} | higher |",
-        f"| time to first token (ms) | {s['ttft'] * 1000:.0f} | {p['ttft'] * 1000:.0f} | {s['ttft'] / p['ttft']:.2f} | lower |",
+        line("single-stream decode (tok/s)", s["decode"], p["decode"], "higher"),
     ]
-    for n in (1, 4, 16):
-        lines.append(f"| aggregate, {n} streams (tok/s) | {s[f'agg{n}']:.1f} | {p[f'agg{n}']:.1f} | {s[f'agg{n}'] / p[f'agg{n}']:.2f} | higher |")
+    for size in PREFILL_SIZES:
+        if f"ttft{size}" not in s:
+            continue
+        tokens = s[f"prompt{size}"]
+        # Same GGUF, same template: a peer that reports no usage saw the same prompt length.
+        peer_tokens = p[f"prompt{size}"] or tokens
+        lines.append(line(f"prefill, {tokens}-token prompt (tok/s)", tokens / s[f"ttft{size}"],
+                          peer_tokens / p[f"ttft{size}"], "higher"))
+    lines.append(line(f"time to first token, {s['prompt512']}-token prompt (ms)",
+                      s["ttft512"] * 1000, p["ttft512"] * 1000, "lower", "{:.0f}"))
+    for n in STREAM_COUNTS:
+        lines.append(line(f"aggregate, {n} streams (tok/s)", s[f"agg{n}"], p[f"agg{n}"], "higher"))
+    if "fair" in s:
+        fs, fp = s["fair"], p["fair"]
+        lines.append(line("short request TTFT, idle (ms)", fs["short_ttft_idle"] * 1000,
+                          fp["short_ttft_idle"] * 1000, "lower", "{:.0f}"))
+        lines.append(line(f"short request TTFT behind a {fs['long_prompt_tokens']}-token prompt (ms)",
+                          fs["short_ttft_loaded"] * 1000, fp["short_ttft_loaded"] * 1000, "lower", "{:.0f}"))
+        lines.append(line("running stream's decode while it prefills (tok/s)", fs["decode_loaded"],
+                          fp["decode_loaded"], "higher"))
+        lines.append(f"| ... as a share of its idle rate | {fs['decode_loaded'] / fs['decode_idle']:.0%} | "
+                     f"{fp['decode_loaded'] / fp['decode_idle']:.0%} | | higher |")
     if "busy" in s:
-        lines.append(f"| decode with a busy loop (tok/s) | {s['busy']:.1f} | {p['busy']:.1f} | {s['busy'] / p['busy']:.2f} | higher |")
-    lines.append(f"| peak RSS (MB) | {s['rss']:.0f} | {p['rss']:.0f} | {s['rss'] / p['rss']:.2f} | lower |")
+        lines.append(line("decode with a busy loop (tok/s)", s["busy"], p["busy"], "higher"))
+    lines.append(line("peak RSS (MB)", s["rss"], p["rss"], "lower", "{:.0f}"))
     lines.append(f"| decode vs physical floor ({floor_tps:.0f} tok/s) | {s['decode'] / floor_tps:.0%} | {p['decode'] / floor_tps:.0%} | | higher |")
     print("\n".join(lines))
     print(f"\nfloor: {weights / 1e6:.1f} MB of weights per token / {bandwidth:.1f} GB/s copy bandwidth "
           f"(one core, memmove) = {floor_tps:.0f} tok/s; threads={args.threads}, ctx={args.ctx}, "
-          f"tokens={args.tokens}, best of {args.runs}")
+          f"tokens={args.tokens}, best of {args.runs} (1 for prompts over 1k and 32/64 streams)")
 
 
 if __name__ == "__main__":

@@ -66,6 +66,18 @@ impl KvCache {
         &self.values[layer][start..start + self.head_dim]
     }
 
+    /// Every stored position of one layer's keys, `kv_dim` values per position.
+    #[must_use]
+    pub fn layer_keys(&self, layer: usize) -> &[f16] {
+        &self.keys[layer]
+    }
+
+    /// Every stored position of one layer's values, `kv_dim` values per position.
+    #[must_use]
+    pub fn layer_values(&self, layer: usize) -> &[f16] {
+        &self.values[layer]
+    }
+
     /// A copy of the first `positions` positions, with room for `capacity` positions in total.
     #[must_use]
     pub fn fork_prefix(&self, positions: usize, capacity: usize) -> Self {

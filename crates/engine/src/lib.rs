@@ -2,7 +2,9 @@
 //! batched forward pass on CPU, samples, and schedules many concurrent generations on its own
 //! threads. It speaks the canonical `model` types and knows nothing about HTTP or OpenAI shapes.
 
+pub mod attention;
 pub mod constraint;
+mod fairness;
 mod finite;
 pub mod gguf;
 pub mod kv;

@@ -3,7 +3,8 @@
 //! Requests are rendered and tokenized on the caller's thread, then queued on a bounded channel
 //! (a full queue is an immediate `Overloaded`, never a wait). One scheduler thread owns all
 //! running sequences and, each step, builds one batch out of every decoding choice plus prompt
-//! chunks up to a token budget, runs the forward pass on the engine's own thread pool, samples,
+//! chunks up to a token budget (chosen by the fairness policy: short prompts first, long ones
+//! time-shared with the decodes), runs the forward pass on the engine's own thread pool, samples,
 //! and pushes events to each request's bounded channel. A request whose receiver is gone (client
 //! disconnected) is dropped at the start of the next step.
 
@@ -12,12 +13,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use switchboard_model::{self as model, Event, FinishReason, TokenLogprob, TopLogprob, Usage};
 use tokio::sync::mpsc as async_mpsc;
 
 use crate::constraint::{Constraint, Grammars};
+use crate::fairness::{Pending, PrefillPolicy, PromptPlan};
 use crate::gguf::GgufFile;
 use crate::kv::KvCache;
 use crate::prefix::PrefixCache;
@@ -218,6 +220,9 @@ impl Engine {
             batch: Vec::new(),
             rows: Vec::new(),
             seqs: Vec::new(),
+            policy: PrefillPolicy::default(),
+            pending: Vec::new(),
+            plan: PromptPlan::default(),
             log_content: config.log_content,
         };
         thread::Builder::new()
@@ -697,6 +702,10 @@ struct Scheduler {
     batch: Vec<BatchToken>,
     rows: Vec<Slot>,
     seqs: Vec<Slot>,
+    /// Fairness between decodes and prefills, and its reused lists.
+    policy: PrefillPolicy,
+    pending: Vec<Pending>,
+    plan: PromptPlan,
     log_content: bool,
 }
 
@@ -845,14 +854,18 @@ impl Scheduler {
                 }
             }
         }
+        let decoding = !batch.is_empty();
+        self.pending.clear();
         for (j, running) in self.running.iter().enumerate() {
             let remaining = running.job.prompt.len() - running.prefilled;
-            if remaining == 0 || running.cancelled {
-                continue;
+            if remaining > 0 && !running.cancelled {
+                self.pending.push(Pending { job: j, remaining });
             }
-            // At least one prompt token per step, so a prompt is never starved by decoding.
-            let take = remaining.min(budget.max(1));
-            budget = budget.saturating_sub(take);
+        }
+        self.policy
+            .plan(&mut self.pending, budget, decoding, &mut self.plan);
+        for &(j, take) in &self.plan.takes {
+            let running = &self.running[j];
             let slot = Slot::Prompt { job: j };
             for offset in 0..take {
                 let pos = running.prefilled + offset;
@@ -865,13 +878,13 @@ impl Scheduler {
                 });
             }
             seqs.push(slot);
-            if budget == 0 {
-                break;
-            }
         }
         let worked = !batch.is_empty();
         if worked {
+            let started = Instant::now();
             self.run_batch(&batch, &rows, &seqs);
+            self.policy
+                .record(started.elapsed(), self.plan.partial, decoding);
         }
         self.batch = batch;
         self.rows = rows;

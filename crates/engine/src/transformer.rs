@@ -11,11 +11,10 @@ use std::cell::RefCell;
 use half::f16;
 use rayon::prelude::*;
 
+use crate::attention::{attend, HeadView, ROW_TILE};
 use crate::gguf::{GgufFile, MetaValue};
 use crate::kv::KvCache;
-use crate::tensor::{
-    axpy_f16, dequantize, dot_f16, matmul_group, rms_norm, DType, MappedBytes, Matrix,
-};
+use crate::tensor::{dequantize, matmul_group, rms_norm, DType, MappedBytes, Matrix};
 use crate::EngineError;
 
 /// How rotary embeddings pair up the dimensions of a head.
@@ -159,6 +158,7 @@ pub struct Scratch {
     gate: Vec<f32>,
     up: Vec<f32>,
     selected: Vec<f32>,
+    tiles: Vec<Tile>,
 }
 
 impl Transformer {
@@ -285,7 +285,14 @@ impl Transformer {
                     &s.v[row * kv_dim..(row + 1) * kv_dim],
                 );
             }
-            self.attention(layer_index, batch, &*caches, &s.q, &mut s.attn);
+            self.attention(
+                layer_index,
+                batch,
+                &*caches,
+                &s.q,
+                &mut s.tiles,
+                &mut s.attn,
+            );
             layer.wo.matmul(&s.attn, &mut s.proj);
             add_assign(&mut s.x, &s.proj);
 
@@ -337,51 +344,99 @@ impl Transformer {
         }
     }
 
+    /// Attention of every row against its own sequence's cache, in tiles: consecutive rows of
+    /// one sequence (a prompt chunk) share a task per KV head, so keys and values are read and
+    /// converted once for the whole GQA group and up to [`ROW_TILE`] rows.
     fn attention(
         &self,
         layer: usize,
         batch: &[BatchToken],
         caches: &(impl KvCaches + ?Sized),
         q: &[f32],
+        tiles: &mut Vec<Tile>,
         out: &mut [f32],
     ) {
         let h = &self.hyper;
         let group = h.heads / h.kv_heads;
         #[allow(clippy::cast_precision_loss)]
         let scale = 1.0 / (h.head_dim as f32).sqrt();
-        out.par_chunks_mut(h.head_dim)
-            .enumerate()
-            .for_each(|(index, head_out)| {
-                let (row, head) = (index / h.heads, index % h.heads);
-                let item = batch[row];
-                let cache = caches.cache(item.seq);
-                let kv_head = head / group;
-                let q_head = &q[row * h.dim + head * h.head_dim..][..h.head_dim];
-                SCORES.with(|scores| {
-                    let mut scores = scores.borrow_mut();
-                    scores.clear();
-                    // Sized for the whole reserved context at once, not grown token by token.
-                    scores.reserve(cache.capacity().max(item.pos + 1));
-                    let mut max = f32::NEG_INFINITY;
-                    for p in 0..=item.pos {
-                        let score = dot_f16(q_head, cache.key(layer, p, kv_head)) * scale;
-                        max = max.max(score);
-                        scores.push(score);
+        tiles.clear();
+        let mut row = 0;
+        while row < batch.len() {
+            let mut rows = 1;
+            while rows < ROW_TILE
+                && row + rows < batch.len()
+                && batch[row + rows].seq == batch[row].seq
+            {
+                rows += 1;
+            }
+            for kv_head in 0..h.kv_heads {
+                tiles.push(Tile { row, rows, kv_head });
+            }
+            row += rows;
+        }
+        let shared = SharedRows(out.as_mut_ptr(), out.len());
+        tiles.par_iter().for_each(|tile| {
+            TILE.with(|buffers| {
+                let (queries, lens, result) = &mut *buffers.borrow_mut();
+                queries.clear();
+                lens.clear();
+                for r in tile.row..tile.row + tile.rows {
+                    for g in 0..group {
+                        let head = tile.kv_head * group + g;
+                        queries
+                            .extend_from_slice(&q[r * h.dim + head * h.head_dim..][..h.head_dim]);
+                        lens.push(batch[r].pos + 1);
                     }
-                    let mut total = 0f64;
-                    for score in scores.iter_mut() {
-                        *score = (*score - max).exp();
-                        total += f64::from(*score);
-                    }
-                    #[allow(clippy::cast_possible_truncation)]
-                    let inverse = (1.0 / total) as f32;
-                    head_out.fill(0.0);
-                    for (p, weight) in scores.iter().enumerate() {
-                        let weight = f16::from_f32(weight * inverse).to_f32();
-                        axpy_f16(weight, cache.value(layer, p, kv_head), head_out);
-                    }
-                });
+                }
+                result.resize(queries.len(), 0.0);
+                let cache = caches.cache(batch[tile.row].seq);
+                let view = HeadView {
+                    keys: cache.layer_keys(layer),
+                    values: cache.layer_values(layer),
+                    stride: h.kv_dim(),
+                    offset: tile.kv_head * h.head_dim,
+                    capacity: cache.capacity(),
+                };
+                attend(queries, lens, h.head_dim, scale, view, result);
+                for (i, r) in (tile.row..tile.row + tile.rows).enumerate() {
+                    let first_head = tile.kv_head * group;
+                    let at = r * h.dim + first_head * h.head_dim;
+                    let span = group * h.head_dim;
+                    // SAFETY: tiles cover disjoint (row, KV head) pairs, so no two tasks write
+                    // the same output range; `at + span <= out.len()` as rows and heads are in
+                    // range.
+                    unsafe { shared.write(at, &result[i * span..(i + 1) * span]) };
+                }
             });
+        });
+    }
+}
+
+/// Rows of one sequence and one KV head: the unit of parallel attention work.
+#[derive(Debug, Clone, Copy)]
+pub struct Tile {
+    row: usize,
+    rows: usize,
+    kv_head: usize,
+}
+
+/// The attention output, written from parallel tasks at disjoint ranges.
+#[derive(Clone, Copy)]
+struct SharedRows(*mut f32, usize);
+
+// SAFETY: tasks write disjoint ranges only (see `Transformer::attention`).
+unsafe impl Send for SharedRows {}
+// SAFETY: as above.
+unsafe impl Sync for SharedRows {}
+
+impl SharedRows {
+    /// # Safety
+    /// `at..at + values.len()` must be in bounds and written by no other task concurrently.
+    unsafe fn write(self, at: usize, values: &[f32]) {
+        assert!(at + values.len() <= self.1, "attention output out of range");
+        // SAFETY: in bounds (asserted) and exclusive (the caller's guarantee).
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.0.add(at), values.len()) };
     }
 }
 
@@ -413,7 +468,9 @@ impl KvCaches for [KvCache] {
 }
 
 thread_local! {
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// One attention task's queries, their lengths and its output.
+    static TILE: RefCell<(Vec<f32>, Vec<usize>, Vec<f32>)> =
+        const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 fn round_to_f16(values: &mut [f32]) {
