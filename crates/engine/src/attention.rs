@@ -69,11 +69,8 @@ pub fn attend(
         let work = &mut *work.borrow_mut();
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-                && std::arch::is_x86_feature_detected!("f16c")
-            {
-                // SAFETY: the features the function is compiled for were detected just above.
+            if *AVX2_FMA_F16C {
+                // SAFETY: the features the function is compiled for were detected at start.
                 unsafe { attend_avx2(queries, lens, head_dim, scale, head, work, out) };
                 return;
             }
@@ -81,6 +78,14 @@ pub fn attend(
         attend_tiled::<false>(queries, lens, head_dim, scale, head, work, out);
     });
 }
+
+/// Detected once: `attend` runs once per tile, KV head and layer of every step.
+#[cfg(target_arch = "x86_64")]
+static AVX2_FMA_F16C: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+    std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+});
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -118,74 +123,71 @@ fn attend_tiled<const FMA: bool>(
 ) {
     let count = lens.len();
     let longest = lens.iter().copied().max().unwrap_or(0);
-    {
-        let room = count * head.capacity.max(longest);
-        if work.scores.capacity() < room {
-            work.scores.reserve_exact(room - work.scores.len());
-        }
-        if work.halves.capacity() < head.capacity.max(longest) {
-            work.halves
-                .reserve_exact(head.capacity.max(longest) - work.halves.len());
-        }
-        work.scores.resize(count * longest, 0.0);
-        work.block.resize(KEY_BLOCK * head_dim, 0.0);
-        work.halves.resize(longest, f16::ZERO);
+    let positions = head.capacity.max(longest);
+    if work.scores.capacity() < count * positions {
+        work.scores
+            .reserve_exact(count * positions - work.scores.len());
+    }
+    if work.halves.capacity() < positions {
+        work.halves.reserve_exact(positions - work.halves.len());
+    }
+    work.scores.resize(count * longest, 0.0);
+    work.block.resize(KEY_BLOCK * head_dim, 0.0);
+    work.halves.resize(longest, f16::ZERO);
 
-        // Scores, a key block at a time; keys past a block's width are zeros, never stored.
-        let mut start = 0;
-        while start < longest {
-            let width = KEY_BLOCK.min(longest - start);
-            load_block(head.keys, head, start, width, head_dim, &mut work.block);
-            work.block[width * head_dim..].fill(0.0);
-            for (m, &len) in lens.iter().enumerate() {
-                if len <= start {
-                    continue;
-                }
-                let query = &queries[m * head_dim..(m + 1) * head_dim];
-                let row = &mut work.scores[m * longest..(m + 1) * longest];
-                let mut pass = 0;
-                while pass < width.min(len - start) {
-                    let keys = &work.block[pass * head_dim..(pass + KEYS_PER_PASS) * head_dim];
-                    let scores = score_keys::<FMA>(query, keys, head_dim);
-                    let valid = KEYS_PER_PASS.min(len - start - pass);
-                    for (slot, score) in row[start + pass..start + pass + valid]
-                        .iter_mut()
-                        .zip(scores)
-                    {
-                        *slot = score * scale;
-                    }
-                    pass += KEYS_PER_PASS;
-                }
-            }
-            start += width;
-        }
-
-        // Softmax per query: weights normalized, then rounded to half precision.
+    // Scores, a key block at a time; keys past a block's width are zeros, never stored.
+    let mut start = 0;
+    while start < longest {
+        let width = KEY_BLOCK.min(longest - start);
+        load_block(head.keys, head, start, width, head_dim, &mut work.block);
+        work.block[width * head_dim..].fill(0.0);
         for (m, &len) in lens.iter().enumerate() {
-            let row = &mut work.scores[m * longest..m * longest + len];
-            softmax_rounded(row, &mut work.halves[..len]);
-        }
-
-        // Values, a block at a time, accumulated in position order.
-        out[..count * head_dim].fill(0.0);
-        let mut start = 0;
-        while start < longest {
-            let width = KEY_BLOCK.min(longest - start);
-            load_block(head.values, head, start, width, head_dim, &mut work.block);
-            for (m, &len) in lens.iter().enumerate() {
-                if len <= start {
-                    continue;
-                }
-                let weights =
-                    &work.scores[m * longest + start..m * longest + len.min(start + width)];
-                accumulate_values::<FMA>(
-                    weights,
-                    &work.block,
-                    &mut out[m * head_dim..(m + 1) * head_dim],
-                );
+            if len <= start {
+                continue;
             }
-            start += width;
+            let query = &queries[m * head_dim..(m + 1) * head_dim];
+            let row = &mut work.scores[m * longest..(m + 1) * longest];
+            let mut pass = 0;
+            while pass < width.min(len - start) {
+                let keys = &work.block[pass * head_dim..(pass + KEYS_PER_PASS) * head_dim];
+                let scores = score_keys::<FMA>(query, keys, head_dim);
+                let valid = KEYS_PER_PASS.min(len - start - pass);
+                for (slot, score) in row[start + pass..start + pass + valid]
+                    .iter_mut()
+                    .zip(scores)
+                {
+                    *slot = score * scale;
+                }
+                pass += KEYS_PER_PASS;
+            }
         }
+        start += width;
+    }
+
+    // Softmax per query: weights normalized, then rounded to half precision.
+    for (m, &len) in lens.iter().enumerate() {
+        let row = &mut work.scores[m * longest..m * longest + len];
+        softmax_rounded(row, &mut work.halves[..len]);
+    }
+
+    // Values, a block at a time, accumulated in position order.
+    out[..count * head_dim].fill(0.0);
+    let mut start = 0;
+    while start < longest {
+        let width = KEY_BLOCK.min(longest - start);
+        load_block(head.values, head, start, width, head_dim, &mut work.block);
+        for (m, &len) in lens.iter().enumerate() {
+            if len <= start {
+                continue;
+            }
+            let weights = &work.scores[m * longest + start..m * longest + len.min(start + width)];
+            accumulate_values::<FMA>(
+                weights,
+                &work.block,
+                &mut out[m * head_dim..(m + 1) * head_dim],
+            );
+        }
+        start += width;
     }
 }
 

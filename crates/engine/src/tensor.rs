@@ -732,15 +732,13 @@ pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
 mod x86 {
     use std::arch::x86_64::{
         __m256, __m256i, _mm256_add_ps, _mm256_and_si256, _mm256_castps256_ps128,
-        _mm256_cvtepi32_ps, _mm256_cvtph_ps, _mm256_dpbusd_avx_epi32, _mm256_extractf128_ps,
-        _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16,
-        _mm256_maddubs_epi16, _mm256_set1_epi16, _mm256_set1_epi8, _mm256_set1_ps,
-        _mm256_set_m128i, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_sign_epi8,
-        _mm256_storeu_ps, _mm256_sub_epi8, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_loadu_si128,
-        _mm_movehl_ps, _mm_prefetch, _mm_shuffle_ps, _mm_srli_epi16, _MM_HINT_T0,
+        _mm256_cvtepi32_ps, _mm256_dpbusd_avx_epi32, _mm256_extractf128_ps, _mm256_fmadd_ps,
+        _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16,
+        _mm256_set1_epi16, _mm256_set1_epi8, _mm256_set1_ps, _mm256_set_m128i, _mm256_setzero_ps,
+        _mm256_setzero_si256, _mm256_sign_epi8, _mm256_sub_epi8, _mm_add_ps, _mm_add_ss,
+        _mm_cvtss_f32, _mm_loadu_si128, _mm_movehl_ps, _mm_prefetch, _mm_shuffle_ps,
+        _mm_srli_epi16, _MM_HINT_T0,
     };
-
-    use half::f16;
 
     use super::{ActBlock, DType, F16_TABLE, TOKEN_TILE};
 
@@ -1074,58 +1072,6 @@ mod x86 {
         _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 0x55)))
     }
 
-    pub(super) fn dot_f16_safe(a: &[f32], b: &[f16]) -> f32 {
-        // SAFETY: selected only after runtime detection of AVX2, FMA and F16C.
-        unsafe { dot_f16_avx2(a, b) }
-    }
-
-    pub(super) fn axpy_f16_safe(a: f32, x: &[f16], y: &mut [f32]) {
-        // SAFETY: selected only after runtime detection of AVX2, FMA and F16C.
-        unsafe { axpy_f16_avx2(a, x, y) }
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_f16_avx2(a: &[f32], b: &[f16]) -> f32 {
-        let n = a.len().min(b.len());
-        let mut acc = _mm256_setzero_ps();
-        let mut i = 0;
-        while i + 8 <= n {
-            // SAFETY: i + 8 <= n, within both slices; f16 is two bytes, as cvtph expects.
-            unsafe {
-                let x = _mm256_loadu_ps(a.as_ptr().add(i));
-                let y = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i).cast()));
-                acc = _mm256_fmadd_ps(x, y, acc);
-            }
-            i += 8;
-        }
-        let mut total = horizontal_sum(acc);
-        while i < n {
-            total += a[i] * b[i].to_f32();
-            i += 1;
-        }
-        total
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn axpy_f16_avx2(a: f32, x: &[f16], y: &mut [f32]) {
-        let n = x.len().min(y.len());
-        let scale = _mm256_set1_ps(a);
-        let mut i = 0;
-        while i + 8 <= n {
-            // SAFETY: i + 8 <= n, within both slices.
-            unsafe {
-                let xs = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(i).cast()));
-                let ys = _mm256_loadu_ps(y.as_ptr().add(i));
-                _mm256_storeu_ps(y.as_mut_ptr().add(i), _mm256_fmadd_ps(scale, xs, ys));
-            }
-            i += 8;
-        }
-        while i < n {
-            y[i] += a * x[i].to_f32();
-            i += 1;
-        }
-    }
-
     pub(super) fn dot_avx2_safe(a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: this function is only selected after runtime detection of AVX2 and FMA.
         unsafe { dot_avx2(a, b) }
@@ -1184,44 +1130,6 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
         for ((o, v), w) in out_row.iter_mut().zip(row).zip(weight) {
             *o = v * scale * w;
         }
-    }
-}
-
-type DotF16Fn = fn(&[f32], &[f16]) -> f32;
-type AxpyF16Fn = fn(f32, &[f16], &mut [f32]);
-
-static HALF_KERNELS: LazyLock<(DotF16Fn, AxpyF16Fn)> = LazyLock::new(|| {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c")
-        {
-            return (x86::dot_f16_safe, x86::axpy_f16_safe);
-        }
-    }
-    (dot_f16_portable, axpy_f16_portable)
-});
-
-/// Σ a[i]·b[i] with `b` in half precision (attention scores against the cache).
-#[must_use]
-pub fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
-    (HALF_KERNELS.0)(a, b)
-}
-
-/// `y += a · x` with `x` in half precision (attention output from cached values).
-pub fn axpy_f16(a: f32, x: &[f16], y: &mut [f32]) {
-    (HALF_KERNELS.1)(a, x, y);
-}
-
-#[must_use]
-pub fn dot_f16_portable(a: &[f32], b: &[f16]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y.to_f32()).sum()
-}
-
-pub fn axpy_f16_portable(a: f32, x: &[f16], y: &mut [f32]) {
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += a * xi.to_f32();
     }
 }
 
@@ -1574,29 +1482,6 @@ mod tests {
                         );
                     }
                 }
-            }
-        }
-    }
-
-    #[test]
-    fn half_precision_kernels_match_portable() {
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
-        for n in [0, 3, 8, 64, 67] {
-            let a: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let b: Vec<f16> = (0..n)
-                .map(|_| f16::from_f32(rng.random_range(-1.0..1.0)))
-                .collect();
-            let want = dot_f16_portable(&a, &b);
-            assert!(
-                (dot_f16(&a, &b) - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                "n={n}"
-            );
-            let mut y1: Vec<f32> = a.clone();
-            let mut y2 = a.clone();
-            axpy_f16(0.37, &b, &mut y1);
-            axpy_f16_portable(0.37, &b, &mut y2);
-            for (u, v) in y1.iter().zip(&y2) {
-                assert!((u - v).abs() <= 1e-5, "n={n}");
             }
         }
     }

@@ -596,21 +596,7 @@ async fn the_messages_surface_runs_a_thinking_tool_loop_on_gemini() {
                 "content": "weather service down", "is_error": true}]}]});
     let (status, _, text) = common::post_raw(&base, "/v1/messages", &second).await;
     assert_eq!(status, 200, "{text}");
-    let events: Vec<(String, Value)> = text
-        .split("\n\n")
-        .filter(|frame| !frame.trim().is_empty())
-        .map(|frame| {
-            let name = frame
-                .lines()
-                .find_map(|l| l.strip_prefix("event: "))
-                .unwrap();
-            let data = frame
-                .lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .unwrap();
-            (name.to_owned(), serde_json::from_str(data).unwrap())
-        })
-        .collect();
+    let events = common::named_events(&text);
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.first(), Some(&"message_start"));
     assert_eq!(names.last(), Some(&"message_stop"));

@@ -39,20 +39,9 @@ async fn the_stream_is_named_events_in_order() {
         .unwrap()
         .starts_with("text/event-stream"));
     let mut names = Vec::new();
-    for frame in text.split("\n\n").filter(|f| !f.trim().is_empty()) {
-        let name = frame
-            .lines()
-            .find_map(|l| l.strip_prefix("event: "))
-            .unwrap();
-        let data: Value = serde_json::from_str(
-            frame
-                .lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .unwrap(),
-        )
-        .unwrap();
-        assert_eq!(data["type"], name, "{frame}");
-        names.push(name.to_owned());
+    for (name, data) in common::named_events(&text) {
+        assert_eq!(data["type"], name, "{data}");
+        names.push(name);
     }
     assert_eq!(names[..2], ["message_start", "ping"]);
     assert_eq!(names[2], "content_block_start");

@@ -153,6 +153,23 @@ pub fn sse_data(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The named events of an Anthropic-style SSE body: `(event name, data)` per frame.
+pub fn named_events(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter(|frame| !frame.trim().is_empty())
+        .map(|frame| {
+            let field = |prefix: &str| {
+                frame
+                    .lines()
+                    .find_map(|l| l.strip_prefix(prefix))
+                    .unwrap_or_else(|| panic!("no {prefix:?} line in {frame:?}"))
+            };
+            let data = serde_json::from_str(field("data: ")).expect("JSON data");
+            (field("event: ").to_owned(), data)
+        })
+        .collect()
+}
+
 /// Validates against the OpenAI spec, or says clearly why it cannot.
 pub fn validate(schema: &str, body: &Value) {
     switchboard_testkit::validate_or_skip(schema, body);
