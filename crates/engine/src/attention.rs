@@ -167,7 +167,7 @@ fn attend_tiled<const FMA: bool>(
     // Softmax per query: weights normalized, then rounded to half precision.
     for (m, &len) in lens.iter().enumerate() {
         let row = &mut work.scores[m * longest..m * longest + len];
-        softmax_rounded(row, &mut work.halves[..len]);
+        softmax_rounded::<FMA>(row, &mut work.halves[..len]);
     }
 
     // Values, a block at a time, accumulated in position order.
@@ -257,8 +257,13 @@ fn accumulate_values<const FMA: bool>(weights: &[f32], values: &[f32], out: &mut
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::{
-        __m256, _mm256_add_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_permute2f128_ps,
-        _mm256_set1_ps, _mm256_setzero_ps, _mm256_shuffle_ps, _mm256_storeu_ps,
+        __m256, _mm256_add_epi64, _mm256_add_ps, _mm256_and_si256, _mm256_castpd_si256,
+        _mm256_castsi256_pd, _mm256_cvtpd_ps, _mm256_cvtps_pd, _mm256_fmadd_pd, _mm256_fmadd_ps,
+        _mm256_fmsub_pd, _mm256_i64gather_epi64, _mm256_loadu_ps, _mm256_mul_pd,
+        _mm256_permute2f128_ps, _mm256_set1_epi64x, _mm256_set1_pd, _mm256_set1_ps,
+        _mm256_setzero_ps, _mm256_shuffle_ps, _mm256_slli_epi64, _mm256_storeu_ps, _mm256_sub_pd,
+        _mm_cmpgt_ps, _mm_cmpunord_ps, _mm_loadu_ps, _mm_max_ps, _mm_movemask_ps, _mm_or_ps,
+        _mm_set1_ps, _mm_storeu_ps,
     };
 
     use super::KEYS_PER_PASS;
@@ -317,6 +322,106 @@ mod x86 {
         out
     }
 
+    /// Tables and constants of the `expf` that glibc and musl share (ARM's optimized
+    /// routines: `2^(i/32)` with the index's exponent bits removed, `32/ln 2`, the rounding
+    /// shift `1.5·2^52` and the cubic scaled for the 32-entry table).
+    const EXP2_TABLE: [u64; 32] = [
+        0x3ff0_0000_0000_0000,
+        0x3fef_d9b0_d315_8574,
+        0x3fef_b558_6cf9_890f,
+        0x3fef_9301_d012_5b51,
+        0x3fef_72b8_3c7d_517b,
+        0x3fef_5487_3168_b9aa,
+        0x3fef_387a_6e75_6238,
+        0x3fef_1e9d_f51f_dee1,
+        0x3fef_06fe_0a31_b715,
+        0x3fee_f1a7_373a_a9cb,
+        0x3fee_dea6_4c12_3422,
+        0x3fee_ce08_6061_892d,
+        0x3fee_bfda_d536_2a27,
+        0x3fee_b42b_569d_4f82,
+        0x3fee_ab07_dd48_5429,
+        0x3fee_a47e_b03a_5585,
+        0x3fee_a09e_667f_3bcd,
+        0x3fee_9f75_e8ec_5f74,
+        0x3fee_a114_73eb_0187,
+        0x3fee_a589_994c_ce13,
+        0x3fee_ace5_422a_a0db,
+        0x3fee_b737_b0cd_c5e5,
+        0x3fee_c491_82a3_f090,
+        0x3fee_d503_b23e_255d,
+        0x3fee_e89f_995a_d3ad,
+        0x3fee_ff76_f2fb_5e47,
+        0x3fef_199b_dd85_529c,
+        0x3fef_3720_dcef_9069,
+        0x3fef_5818_dcfb_a487,
+        0x3fef_7c97_337b_9b5f,
+        0x3fef_a4af_a2a4_90da,
+        0x3fef_d076_5b6e_4540,
+    ];
+    const INV_LN2_SCALED: u64 = 0x4047_1547_652b_82fe;
+    const ROUNDING_SHIFT: u64 = 0x4338_0000_0000_0000;
+    const POLY: [u64; 3] = [
+        0x3ebc_6af8_4b91_2394,
+        0x3f2e_bfce_50fa_c4f3,
+        0x3f96_2e42_ff0c_52d6,
+    ];
+    /// Below this every input's `expf` is +0 (it underflows from about −103.97 down), and the
+    /// algorithm gives +0 for all of `[-150, -103.97]` too, so lower inputs are raised to it.
+    const FLOOR: f32 = -150.0;
+    /// Above this `expf` overflows; such lanes (never softmax arguments) take libm.
+    const CEILING: f32 = 88.0;
+
+    /// `expf` on every element, four at a time in double precision, bit-identical to libm's
+    /// (glibc picks its FMA build of this algorithm on every CPU this path runs on). Checked
+    /// against `f32::exp` on every float in `[-150, 0]` when written, and on a sample of them
+    /// by a test. NaN and overflowing lanes fall back to libm.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn exp_in_place(row: &mut [f32]) {
+        let inv_ln2 = _mm256_set1_pd(f64::from_bits(INV_LN2_SCALED));
+        let shift = _mm256_set1_pd(f64::from_bits(ROUNDING_SHIFT));
+        let [c0, c1, c2] = POLY.map(|c| _mm256_set1_pd(f64::from_bits(c)));
+        let one = _mm256_set1_pd(1.0);
+        let index_mask = _mm256_set1_epi64x(31);
+        let floor = _mm_set1_ps(FLOOR);
+        let ceiling = _mm_set1_ps(CEILING);
+        let mut chunks = row.chunks_exact_mut(4);
+        for chunk in &mut chunks {
+            // SAFETY: the chunk holds four floats.
+            let raw = unsafe { _mm_loadu_ps(chunk.as_ptr()) };
+            let unusual = _mm_or_ps(_mm_cmpgt_ps(raw, ceiling), _mm_cmpunord_ps(raw, raw));
+            if _mm_movemask_ps(unusual) != 0 {
+                for value in chunk.iter_mut() {
+                    *value = value.exp();
+                }
+                continue;
+            }
+            let x = _mm256_cvtps_pd(_mm_max_ps(floor, raw));
+            // x·32/ln2 = k + r, k an integer (by the shift's rounding), |r| ≤ 1/2.
+            let k = _mm256_fmadd_pd(inv_ln2, x, shift);
+            let kd = _mm256_sub_pd(k, shift);
+            let r = _mm256_fmsub_pd(inv_ln2, x, kd);
+            let bits = _mm256_castpd_si256(k);
+            // SAFETY: indexes are masked to 0..32, the table's length.
+            let entry = unsafe {
+                _mm256_i64gather_epi64::<8>(
+                    EXP2_TABLE.as_ptr().cast(),
+                    _mm256_and_si256(bits, index_mask),
+                )
+            };
+            let s = _mm256_castsi256_pd(_mm256_add_epi64(entry, _mm256_slli_epi64::<47>(bits)));
+            let z = _mm256_fmadd_pd(c0, r, c1);
+            let r2 = _mm256_mul_pd(r, r);
+            let y = _mm256_fmadd_pd(z, r2, _mm256_fmadd_pd(c2, r, one));
+            let result = _mm256_cvtpd_ps(_mm256_mul_pd(y, s));
+            // SAFETY: as the load.
+            unsafe { _mm_storeu_ps(chunk.as_mut_ptr(), result) };
+        }
+        for value in chunks.into_remainder() {
+            *value = value.exp();
+        }
+    }
+
     /// `out += Σ_j weights[j] · values[j]` with 64 output lanes at a time in registers.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn accumulate_values(weights: &[f32], values: &[f32], out: &mut [f32]) {
@@ -350,9 +455,10 @@ mod x86 {
 /// Turns scores into weights in place: `exp(s - max) / Σ` (the sum in f64, in position
 /// order), each rounded to half precision — the scalar path's arithmetic exactly: a
 /// polynomial `exp` within 2 ulp flipped a near-tie of the default model's first answer token
-/// (free-running greedy output then differs from llama.cpp's), so libm's `expf` stays.
+/// (free-running greedy output then differs from llama.cpp's), so the exponential is libm's
+/// `expf`, or on x86 with FMA the same algorithm vectorized, bit-identical ([`x86::exp_in_place`]).
 #[inline(always)]
-fn softmax_rounded(row: &mut [f32], halves: &mut [f16]) {
+fn softmax_rounded<const FMA: bool>(row: &mut [f32], halves: &mut [f16]) {
     const LANES: usize = 8;
     let mut maxima = [f32::NEG_INFINITY; LANES];
     let mut chunks = row.chunks_exact(LANES);
@@ -367,10 +473,12 @@ fn softmax_rounded(row: &mut [f32], halves: &mut [f16]) {
     for &s in chunks.remainder() {
         max = max.max(s);
     }
+    // The exponentials in a pass of their own: in the summing loop, the running f64 total lived
+    // on the stack across every libm call and its chain went through memory.
+    exp_shifted::<FMA>(row, max);
     let mut total = 0f64;
-    for s in row.iter_mut() {
-        *s = (*s - max).exp();
-        total += f64::from(*s);
+    for &s in row.iter() {
+        total += f64::from(s);
     }
     #[allow(clippy::cast_possible_truncation)]
     let inverse = (1.0 / total) as f32;
@@ -379,6 +487,26 @@ fn softmax_rounded(row: &mut [f32], halves: &mut [f16]) {
     }
     halves.convert_from_f32_slice(row);
     halves.convert_to_f32_slice(row);
+}
+
+/// `row[i] = exp(row[i] - max)` with `f32::exp`'s exact results.
+#[inline(always)]
+fn exp_shifted<const FMA: bool>(row: &mut [f32], max: f32) {
+    for s in row.iter_mut() {
+        *s -= max;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if FMA {
+            // SAFETY: `FMA` is true only inside `attend_avx2`, entered after detecting AVX2
+            // and FMA.
+            unsafe { x86::exp_in_place(row) };
+            return;
+        }
+    }
+    for s in row.iter_mut() {
+        *s = s.exp();
+    }
 }
 
 /// The scalar path: one query at a time, scores with `dot`, the softmax with `exp` in f64
@@ -441,6 +569,49 @@ mod tests {
                 ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * spread
             })
             .collect()
+    }
+
+    /// The vectorized `expf` gives libm's bits: on a sample of every float in `[-150, 0]`
+    /// (the whole range was checked when it was written), around the underflow threshold, and
+    /// on the inputs it hands to libm (NaN, infinities, overflow).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn vectorized_exp_is_libm_exp() {
+        if !*AVX2_FMA_F16C {
+            eprintln!("skipping: this CPU has no AVX2/FMA");
+            return;
+        }
+        let mut inputs: Vec<f32> = (0x8000_0000u32..=(-150f32).to_bits())
+            .step_by(4099)
+            .map(f32::from_bits)
+            .collect();
+        inputs.extend([
+            -103.972_08,
+            -103.972_07,
+            -87.3,
+            -1e-30,
+            0.0,
+            -0.0,
+            -151.0,
+            -1e30,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            1.0,
+            88.5,
+            100.0,
+            f32::INFINITY,
+            -5.0,
+        ]);
+        let mut got = inputs.clone();
+        // SAFETY: AVX2 and FMA detected above.
+        unsafe { x86::exp_in_place(&mut got) };
+        for (x, y) in inputs.iter().zip(&got) {
+            let want = x.exp();
+            assert!(
+                y.to_bits() == want.to_bits() || (y.is_nan() && want.is_nan()),
+                "exp({x:e}) = {y:e}, libm {want:e}"
+            );
+        }
     }
 
     /// Causal tiles of every shape the forward pass makes (prefill tiles, decode rows, lengths

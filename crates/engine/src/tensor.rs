@@ -13,6 +13,8 @@ use half::f16;
 use memmap2::Mmap;
 use rayon::prelude::*;
 
+mod wide;
+
 /// Element encodings of GGUF tensors this engine can compute with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DType {
@@ -150,14 +152,22 @@ impl Matrix {
     }
 
     /// Rows `first..first + count` for the activation rows in `acts` (`n` of them).
+    /// `tiles` holds the same activations for the AVX-512 tile kernel where it applies.
     fn rows_quantized(
         &self,
         acts: &[ActBlock],
+        tiles: Option<&wide::Tiles>,
         n: usize,
         first: usize,
         count: usize,
         out: SharedOut,
     ) {
+        if let (Some(kernel), Some(tiles)) = (*wide::KERNEL, tiles) {
+            if wide::handles(self.dtype) {
+                self.rows_tiled(kernel, tiles, first, count, out);
+                return;
+            }
+        }
         let blocks_per_row = self.cols / 32;
         let kernel = *QDOT;
         let data = self.data.bytes();
@@ -188,6 +198,32 @@ impl Matrix {
                 for (t, value) in tile[..tokens].iter().enumerate() {
                     // SAFETY: each task owns the disjoint output columns `first..first + count`
                     // of every row; the output outlives the parallel loop (see `matmul_group`).
+                    unsafe { out.write((t0 + t) * self.rows + r, *value) };
+                }
+            }
+        }
+    }
+
+    /// [`Self::rows_quantized`] with the AVX-512 tile kernel over activations already laid out
+    /// in `tiles`.
+    fn rows_tiled(
+        &self,
+        kernel: wide::TileKernel,
+        tiles: &wide::Tiles,
+        first: usize,
+        count: usize,
+        out: SharedOut,
+    ) {
+        let data = self.data.bytes();
+        let mut values = [0f32; wide::TOKENS];
+        for tile in 0..tiles.tiles() {
+            let t0 = tile * wide::TOKENS;
+            let tokens = tiles.tile_tokens(tile);
+            for r in first..first + count {
+                let row = &data[r * self.row_bytes..(r + 1) * self.row_bytes];
+                kernel(self.dtype, row, tiles, tile, &mut values);
+                for (t, value) in values[..tokens].iter().enumerate() {
+                    // SAFETY: as in `rows_quantized`: disjoint columns per task.
                     unsafe { out.write((t0 + t) * self.rows + r, *value) };
                 }
             }
@@ -257,22 +293,30 @@ pub fn matmul_group(mats: &[&Matrix], x: &[f32], outs: &mut [&mut [f32]]) {
         total += m.rows.div_ceil(ROW_BLOCK);
     }
     let starts = &starts[..mats.len()];
-    ACTIVATIONS.with(|acts| {
-        let mut acts = acts.borrow_mut();
+    ACTIVATIONS.with_borrow_mut(|acts| {
         if mats.iter().any(|m| m.is_quantized()) {
-            quantize_rows(x, cols, true, &mut acts);
+            quantize_rows(x, cols, true, acts);
         }
-        let acts = &*acts;
-        (0..total).into_par_iter().for_each(|block| {
-            let which = starts.partition_point(|&s| s <= block) - 1;
-            let m = mats[which];
-            let first_row = (block - starts[which]) * ROW_BLOCK;
-            let count = ROW_BLOCK.min(m.rows - first_row);
-            if m.is_quantized() {
-                m.rows_quantized(acts, n, first_row, count, outputs[which]);
-            } else {
-                m.rows_float(x, n, first_row, count, outputs[which]);
+        TILED_ACTIVATIONS.with_borrow_mut(|tiles| {
+            // Several tokens: the tile kernel, where the CPU has it, for the types it takes.
+            let tiled =
+                n > 1 && wide::KERNEL.is_some() && mats.iter().any(|m| wide::handles(m.dtype));
+            if tiled {
+                tiles.pack(acts, n, cols / 32);
             }
+            let tiles = tiled.then_some(&*tiles);
+            let acts = &*acts;
+            (0..total).into_par_iter().for_each(|block| {
+                let which = starts.partition_point(|&s| s <= block) - 1;
+                let m = mats[which];
+                let first_row = (block - starts[which]) * ROW_BLOCK;
+                let count = ROW_BLOCK.min(m.rows - first_row);
+                if m.is_quantized() {
+                    m.rows_quantized(acts, tiles, n, first_row, count, outputs[which]);
+                } else {
+                    m.rows_float(x, n, first_row, count, outputs[which]);
+                }
+            });
         });
     });
 }
@@ -555,6 +599,11 @@ fn qdot_generic(dtype: DType, row: &[u8], act: &[ActBlock]) -> f32 {
 
 thread_local! {
     static ACTIVATIONS: RefCell<Vec<ActBlock>> = const { RefCell::new(Vec::new()) };
+}
+
+thread_local! {
+    /// [`ACTIVATIONS`] laid out for the AVX-512 tile kernel.
+    static TILED_ACTIVATIONS: RefCell<wide::Tiles> = RefCell::new(wide::Tiles::default());
 }
 
 thread_local! {
@@ -1064,7 +1113,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    fn horizontal_sum(v: __m256) -> f32 {
+    pub(super) fn horizontal_sum(v: __m256) -> f32 {
         let low = _mm256_castps256_ps128(v);
         let high = _mm256_extractf128_ps(v, 1);
         let quad = _mm_add_ps(low, high);
@@ -1497,6 +1546,61 @@ mod tests {
             assert!((block.s - block.d * sum as f32).abs() < 1e-2);
             for (q, v) in block.qs.iter().zip(chunk) {
                 assert!((block.d * f32::from(*q) - v).abs() <= block.d * 0.51 + 1e-3);
+            }
+        }
+    }
+
+    /// The AVX-512 tile kernel gives exactly the AVX2 kernel's bits for every token, including
+    /// odd tails of half-filled pairs and tiles, so a kernel choice never changes a token.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn tile_kernel_is_bit_identical_to_the_avx2_kernel() {
+        let Some(kernel) = *wide::KERNEL else {
+            eprintln!("skipping: this CPU has no AVX-512 VNNI (or SWITCHBOARD_KERNEL is set)");
+            return;
+        };
+        assert!(std::arch::is_x86_feature_detected!("avx2"));
+        let mut rng = ChaCha8Rng::seed_from_u64(23);
+        for dtype in [DType::Q4_1, DType::Q4_0] {
+            for cols in [32, 96, 576, 1536] {
+                let rows = 3;
+                let weights: Vec<f32> = (0..rows * cols)
+                    .map(|_| rng.random_range(-1.0..1.0))
+                    .collect();
+                let bytes = encode(dtype, &weights);
+                let row_bytes = bytes.len() / rows;
+                for n in [2, 3, 7, 8, 9, 17] {
+                    let x: Vec<f32> = (0..n * cols).map(|_| rng.random_range(-3.0..3.0)).collect();
+                    let mut acts = Vec::new();
+                    quantize_rows(&x, cols, true, &mut acts);
+                    let blocks = cols / 32;
+                    let mut tiles = wide::Tiles::default();
+                    tiles.pack(&acts, n, blocks);
+                    for r in 0..rows {
+                        let row = &bytes[r * row_bytes..(r + 1) * row_bytes];
+                        for tile in 0..tiles.tiles() {
+                            let mut got = [0f32; wide::TOKENS];
+                            kernel(dtype, row, &tiles, tile, &mut got);
+                            for (i, value) in got[..tiles.tile_tokens(tile)].iter().enumerate() {
+                                let t = tile * wide::TOKENS + i;
+                                let mut want = [0f32; TOKEN_TILE];
+                                x86::qdot_avx2_safe(
+                                    dtype,
+                                    row,
+                                    &acts[t * blocks..(t + 1) * blocks],
+                                    1,
+                                    &mut want,
+                                );
+                                assert_eq!(
+                                    value.to_bits(),
+                                    want[0].to_bits(),
+                                    "{dtype:?} cols={cols} n={n} row={r} token={t}: {value} vs {}",
+                                    want[0]
+                                );
+                            }
+                        }
+                    }
+                }
             }
         }
     }
