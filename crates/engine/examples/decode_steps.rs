@@ -1,5 +1,5 @@
 //! Times the forward pass alone (no HTTP, no sampling): decode steps per second for batches of
-//! 1, 4 and 16 sequences at a few hundred tokens of context. For comparing kernel variants on
+//! 1, 4 and 16 sequences (`SEQUENCES=1,32`, `STEPS=`) at a few hundred tokens of context. For comparing kernel variants on
 //! one machine, run alternately, e.g.
 //! `SWITCHBOARD_KERNEL=vnni cargo run --release -p switchboard-engine --example decode_steps`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
@@ -26,8 +26,12 @@ fn main() {
         .num_threads(threads)
         .build()
         .unwrap();
+    let batches: Vec<usize> = std::env::var("SEQUENCES")
+        .ok()
+        .map(|l| l.split(',').map(|n| n.parse().unwrap()).collect())
+        .unwrap_or_else(|| vec![1, 4, 16]);
     pool.install(|| {
-        for sequences in [1usize, 4, 16] {
+        for &sequences in &batches {
             let context = 256;
             let mut caches: Vec<KvCache> = (0..sequences)
                 .map(|_| KvCache::new(h.layers, h.kv_dim(), h.head_dim, context + 64))
@@ -51,7 +55,10 @@ fn main() {
                     &mut logits,
                 );
             }
-            let steps = 32;
+            let steps: usize = std::env::var("STEPS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(32);
             let start = Instant::now();
             for step in 0..steps {
                 let batch: Vec<BatchToken> = (0..sequences)

@@ -1561,7 +1561,7 @@ mod tests {
         };
         assert!(std::arch::is_x86_feature_detected!("avx2"));
         let mut rng = ChaCha8Rng::seed_from_u64(23);
-        for dtype in [DType::Q4_1, DType::Q4_0] {
+        for dtype in [DType::Q4_1, DType::Q4_0, DType::Q8_0] {
             for cols in [32, 96, 576, 1536] {
                 let rows = 3;
                 let weights: Vec<f32> = (0..rows * cols)

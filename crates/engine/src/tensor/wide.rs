@@ -15,12 +15,13 @@
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
-    __m512i, _mm256_add_ps, _mm256_and_si256, _mm256_castpd_ps, _mm256_load_ps, _mm256_mul_ps,
-    _mm256_set1_epi8, _mm256_set1_ps, _mm256_set_m128i, _mm256_setzero_ps, _mm256_storeu_ps,
-    _mm512_broadcast_i64x4, _mm512_castps512_ps256, _mm512_castps_pd, _mm512_cvtepi32_ps,
-    _mm512_dpbusd_epi32, _mm512_extractf64x4_pd, _mm512_fmadd_ps, _mm512_load_ps,
-    _mm512_load_si512, _mm512_mul_ps, _mm512_set1_epi8, _mm512_set1_ps, _mm512_setzero_ps,
-    _mm512_setzero_si512, _mm512_sub_epi32, _mm_loadu_si128, _mm_srli_epi16,
+    __m512i, _mm256_add_ps, _mm256_and_si256, _mm256_castpd_ps, _mm256_load_ps, _mm256_loadu_si256,
+    _mm256_mul_ps, _mm256_set1_epi8, _mm256_set1_ps, _mm256_set_m128i, _mm256_setzero_ps,
+    _mm256_storeu_ps, _mm256_xor_si256, _mm512_broadcast_i64x4, _mm512_castps512_ps256,
+    _mm512_castps_pd, _mm512_cvtepi32_ps, _mm512_dpbusd_epi32, _mm512_extractf64x4_pd,
+    _mm512_fmadd_ps, _mm512_load_ps, _mm512_load_si512, _mm512_mul_ps, _mm512_set1_epi8,
+    _mm512_set1_ps, _mm512_setzero_ps, _mm512_setzero_si512, _mm512_sub_epi32, _mm_loadu_si128,
+    _mm_srli_epi16,
 };
 use std::sync::LazyLock;
 
@@ -119,10 +120,10 @@ pub static KERNEL: LazyLock<Option<TileKernel>> = LazyLock::new(|| {
     None
 });
 
-/// Whether the tile kernel computes `dtype` (the 4-bit formats; others keep the AVX2 kernel).
+/// Whether the tile kernel computes `dtype` (the K-quants keep the AVX2 kernel).
 #[must_use]
 pub fn handles(dtype: DType) -> bool {
-    matches!(dtype, DType::Q4_1 | DType::Q4_0)
+    matches!(dtype, DType::Q4_1 | DType::Q4_0 | DType::Q8_0)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -139,59 +140,83 @@ unsafe fn tile_dot(dtype: DType, row: &[u8], tiles: &Tiles, tile: usize, out: &m
     // SAFETY (all arms): the features are enabled on this function, guaranteed by the caller.
     unsafe {
         match (dtype, pairs) {
-            (DType::Q4_1, 1) => blocks_dot::<true, 1>(row, blocks, out),
-            (DType::Q4_1, 2) => blocks_dot::<true, 2>(row, blocks, out),
-            (DType::Q4_1, 3) => blocks_dot::<true, 3>(row, blocks, out),
-            (DType::Q4_1, _) => blocks_dot::<true, 4>(row, blocks, out),
-            (DType::Q4_0, 1) => blocks_dot::<false, 1>(row, blocks, out),
-            (DType::Q4_0, 2) => blocks_dot::<false, 2>(row, blocks, out),
-            (DType::Q4_0, 3) => blocks_dot::<false, 3>(row, blocks, out),
-            (DType::Q4_0, _) => blocks_dot::<false, 4>(row, blocks, out),
+            (DType::Q4_1, 1) => blocks_dot::<Q4_1, 1>(row, blocks, out),
+            (DType::Q4_1, 2) => blocks_dot::<Q4_1, 2>(row, blocks, out),
+            (DType::Q4_1, 3) => blocks_dot::<Q4_1, 3>(row, blocks, out),
+            (DType::Q4_1, _) => blocks_dot::<Q4_1, 4>(row, blocks, out),
+            (DType::Q4_0, 1) => blocks_dot::<Q4_0, 1>(row, blocks, out),
+            (DType::Q4_0, 2) => blocks_dot::<Q4_0, 2>(row, blocks, out),
+            (DType::Q4_0, 3) => blocks_dot::<Q4_0, 3>(row, blocks, out),
+            (DType::Q4_0, _) => blocks_dot::<Q4_0, 4>(row, blocks, out),
+            (DType::Q8_0, 1) => blocks_dot::<Q8_0, 1>(row, blocks, out),
+            (DType::Q8_0, 2) => blocks_dot::<Q8_0, 2>(row, blocks, out),
+            (DType::Q8_0, 3) => blocks_dot::<Q8_0, 3>(row, blocks, out),
+            (DType::Q8_0, _) => blocks_dot::<Q8_0, 4>(row, blocks, out),
             _ => unreachable!("the tile kernel is used only for the types `handles` accepts"),
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-/// `P` pairs of one tile against one Q4_1 (`OFFSET`) or Q4_0 row.
+const Q4_1: u8 = 0;
+const Q4_0: u8 = 1;
+const Q8_0: u8 = 2;
+
+/// `P` pairs of one tile against one row of type `KIND`.
+///
+/// The byte products take unsigned weights: Q4_1's nibbles are; Q4_0's weights are nibble − 8
+/// and Q8_0's are (byte ⊕ 0x80) − 128, so those subtract `bias · Σ a` per lane — the same
+/// integer lane sums the AVX2 kernel's sign trick gives.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn blocks_dot<const OFFSET: bool, const P: usize>(
+unsafe fn blocks_dot<const KIND: u8, const P: usize>(
     row: &[u8],
     tile: &[TileBlock],
     out: &mut [f32; TOKENS],
 ) {
     let table: &[f32] = &F16_TABLE;
-    let block_bytes = if OFFSET { 20 } else { 18 };
+    let block_bytes = match KIND {
+        Q4_1 => 20,
+        Q4_0 => 18,
+        _ => 34,
+    };
     let low_nibbles = _mm256_set1_epi8(0x0f);
-    let eights = _mm512_set1_epi8(8);
+    let bias = _mm512_set1_epi8(if KIND == Q4_0 { 8 } else { -128 });
+    let flip = _mm256_set1_epi8(-128);
     let mut acc = [_mm512_setzero_ps(); P];
     let mut offsets = _mm256_setzero_ps();
     for (w, tb) in row.chunks_exact(block_bytes).zip(tile) {
         let d = scale(table, w[0], w[1]);
-        let quants = if OFFSET { &w[4..20] } else { &w[2..18] };
-        // SAFETY: `quants` holds exactly 16 bytes.
-        let packed = unsafe { _mm_loadu_si128(quants.as_ptr().cast()) };
-        let nibbles = _mm256_and_si256(
-            _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
-            low_nibbles,
-        );
-        let weights = _mm512_broadcast_i64x4(nibbles);
+        let unsigned = if KIND == Q8_0 {
+            // SAFETY: a Q8_0 block holds 32 quant bytes after its scale.
+            _mm256_xor_si256(
+                unsafe { _mm256_loadu_si256(w[2..34].as_ptr().cast()) },
+                flip,
+            )
+        } else {
+            let quants = if KIND == Q4_1 { &w[4..20] } else { &w[2..18] };
+            // SAFETY: `quants` holds exactly 16 bytes.
+            let packed = unsafe { _mm_loadu_si128(quants.as_ptr().cast()) };
+            _mm256_and_si256(
+                _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
+                low_nibbles,
+            )
+        };
+        let weights = _mm512_broadcast_i64x4(unsigned);
         let dw = _mm512_set1_ps(d);
         for ((lane, quants), scales) in acc.iter_mut().zip(&tb.qs).zip(&tb.d) {
             // SAFETY: `TileBlock` is 64-byte aligned and each pair's quants fill 64 bytes.
             let a: __m512i = unsafe { _mm512_load_si512(quants.as_ptr().cast()) };
             let mut ints = _mm512_dpbusd_epi32(_mm512_setzero_si512(), weights, a);
-            if !OFFSET {
-                // Q4_0 weights are nibble − 8: the same integer sums as the signed products.
-                ints =
-                    _mm512_sub_epi32(ints, _mm512_dpbusd_epi32(_mm512_setzero_si512(), eights, a));
+            if KIND != Q4_1 {
+                ints = _mm512_sub_epi32(ints, _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, a));
             }
             let sums = _mm512_cvtepi32_ps(ints);
             // SAFETY: each pair's scales fill 64 aligned bytes.
             let scales = _mm512_mul_ps(dw, unsafe { _mm512_load_ps(scales.as_ptr()) });
             *lane = _mm512_fmadd_ps(scales, sums, *lane);
         }
-        if OFFSET {
+        if KIND == Q4_1 {
             let m = scale(table, w[2], w[3]);
             // SAFETY: `s` is 32-byte aligned (at offset 512 of a 64-byte aligned block).
             let s = unsafe { _mm256_load_ps(tb.s.as_ptr()) };
