@@ -1121,6 +1121,7 @@ impl Scheduler {
                 completion_tokens: running.completion_tokens as u32,
                 cached_tokens: running.cached_tokens as u32,
                 cache_write_tokens: 0,
+                web_search_requests: 0,
                 reasoning_tokens: running.reasoning_tokens as u32,
             }));
         }

@@ -7,6 +7,7 @@
 mod auth;
 mod catalog;
 mod routing;
+pub mod search;
 
 pub use auth::{ApiKeys, Caller};
 pub use catalog::{Catalog, CatalogEntry, EventStream, Pricing, Provider};
@@ -20,12 +21,25 @@ use switchboard_model::{self as model, ErrorKind};
 pub struct Gateway {
     pub catalog: Catalog,
     pub keys: ApiKeys,
+    /// The search the gateway runs for models that cannot search themselves; `None` when no
+    /// backend is configured.
+    pub web_search: Option<search::WebSearch>,
 }
 
 impl Gateway {
     #[must_use]
     pub fn new(catalog: Catalog, keys: ApiKeys) -> Self {
-        Self { catalog, keys }
+        Self {
+            catalog,
+            keys,
+            web_search: None,
+        }
+    }
+
+    #[must_use]
+    pub fn with_web_search(mut self, web_search: search::WebSearch) -> Self {
+        self.web_search = Some(web_search);
+        self
     }
 
     /// Checks the request against the model's capabilities and starts generating.
@@ -41,11 +55,53 @@ impl Gateway {
         param_name: fn(model::RequestField) -> String,
     ) -> Result<EventStream, model::Error> {
         let entry = self.catalog.get(&request.model)?;
-        check_capabilities(entry, &request, param_name)?;
-        // Providers locate their errors in canonical terms; the surface words them.
-        routing::serve(&entry.routes, &request)
+        let searching = self.gateway_searches(entry, &request, param_name)?;
+        check_capabilities(entry, &request, param_name, searching)?;
+        let Some(search) = self.web_search.as_ref().filter(|_| searching) else {
+            // Providers locate their errors in canonical terms; the surface words them.
+            return routing::serve(&entry.routes, &request)
+                .await
+                .map_err(|error| error.locate(param_name));
+        };
+        let (augmented, search) = search
+            .prepare(&request)
             .await
-            .map_err(|error| error.locate(param_name))
+            .map_err(|error| error.locate(param_name))?;
+        let stream = routing::serve(&entry.routes, &Arc::new(augmented))
+            .await
+            .map_err(|error| error.locate(param_name))?;
+        Ok(search.cite(stream))
+    }
+
+    /// Whether the gateway runs the search this request asks for (the model's provider
+    /// cannot). With no backend configured that is a 400 saying how to configure one.
+    fn gateway_searches(
+        &self,
+        entry: &CatalogEntry,
+        request: &model::Request,
+        param_name: fn(model::RequestField) -> String,
+    ) -> Result<bool, model::Error> {
+        if request.web_search.is_none()
+            || entry.capabilities.contains(&model::Capability::WebSearch)
+        {
+            return Ok(false);
+        }
+        if self.web_search.is_some() {
+            return Ok(true);
+        }
+        let param = param_name(model::RequestField::WebSearch);
+        Err(model::Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "The model `{}` cannot search the web itself, and no search backend is \
+                 configured for the gateway to search for it (parameter '{param}'). Add a \
+                 `[web_search]` section with `backend = \"searxng\"` and its `base_url` to \
+                 the configuration file.",
+                entry.id
+            ),
+        )
+        .with_param(param)
+        .with_code("unsupported_parameter"))
     }
 
     /// The request's prompt size in tokens: the serving provider's own count where it has
@@ -59,20 +115,26 @@ impl Gateway {
         param_name: fn(model::RequestField) -> String,
     ) -> Result<TokenCount, model::Error> {
         let entry = self.catalog.get(&request.model)?;
-        check_capabilities(entry, &request, param_name)?;
+        let searching = self.gateway_searches(entry, &request, param_name)?;
+        check_capabilities(entry, &request, param_name, searching)?;
         routing::count(&entry.routes, &request)
             .await
             .map_err(|error| error.locate(param_name))
     }
 }
 
-/// Whether the model can serve what the request asks.
+/// Whether the model can serve what the request asks (web search aside when the gateway
+/// runs it).
 fn check_capabilities(
     entry: &CatalogEntry,
     request: &model::Request,
     param_name: fn(model::RequestField) -> String,
+    gateway_searches: bool,
 ) -> Result<(), model::Error> {
     for (capability, field) in request.required_capabilities() {
+        if gateway_searches && capability == model::Capability::WebSearch {
+            continue;
+        }
         let param = param_name(field);
         if !entry.capabilities.contains(&capability) {
             return Err(model::Error::new(

@@ -26,6 +26,9 @@ pub enum Event {
     RefusalDelta { choice: u32, text: String },
     /// A citation of a source in the choice's text.
     Annotation { choice: u32, annotation: Annotation },
+    /// A web search that ran for this request — by the gateway or natively by the provider —
+    /// before the text that cites it.
+    WebSearch(SearchCall),
     /// A tool call began: its position among the choice's calls, its id and the tool's name.
     /// Its arguments follow as `ToolCallArguments` fragments.
     ToolCallStart {
@@ -102,6 +105,19 @@ pub enum Annotation {
     },
 }
 
+/// One web search: what was asked and the sources it returned (those citations may name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchCall {
+    pub query: String,
+    pub sources: Vec<SearchSource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchSource {
+    pub url: String,
+    pub title: String,
+}
+
 /// The log probability of one generated token and, optionally, its most likely alternatives.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenLogprob {
@@ -127,6 +143,8 @@ pub struct Usage {
     /// Prompt tokens written to a provider's prompt cache (billed differently by some).
     pub cache_write_tokens: u32,
     pub reasoning_tokens: u32,
+    /// Web searches run for the request (priced per search, not per token).
+    pub web_search_requests: u32,
 }
 
 impl Usage {
@@ -141,6 +159,8 @@ impl Usage {
 pub struct Completion {
     pub choices: Vec<Choice>,
     pub usage: Usage,
+    /// The web searches that ran, in order.
+    pub searches: Vec<SearchCall>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -270,6 +290,7 @@ impl Completion {
                 slot.stop_sequence = stop_sequence;
             }
             Event::Usage(usage) => self.usage = usage,
+            Event::WebSearch(call) => self.searches.push(call),
             Event::Done => {}
         }
     }

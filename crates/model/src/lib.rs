@@ -13,8 +13,8 @@ pub mod strict;
 
 pub use error::{Error, ErrorKind};
 pub use event::{
-    Annotation, Choice, Completion, Event, FinishReason, ReasoningBlock, TokenLogprob, ToolCall,
-    TopLogprob, Usage,
+    Annotation, Choice, Completion, Event, FinishReason, ReasoningBlock, SearchCall, SearchSource,
+    TokenLogprob, ToolCall, TopLogprob, Usage,
 };
 pub use request::{
     CacheMark, CacheTarget, Capability, ContentPart, Family, FunctionTool, Item, MediaSource,

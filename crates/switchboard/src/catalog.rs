@@ -176,6 +176,50 @@ fn provider(
     }
 }
 
+/// The gateway's search from `[web_search]`; `env` reads environment variables.
+///
+/// # Errors
+/// When the backend cannot be set up, or its key is missing or not asked for.
+pub fn web_search(
+    config: &crate::config::WebSearchConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<switchboard_gateway::search::WebSearch> {
+    use crate::config::SearchBackendKind;
+    use switchboard_gateway::search::{Brave, SearchBackend, Searxng, WebSearch};
+    let timeout = Duration::from_secs(config.timeout_secs.unwrap_or(10));
+    let key = match &config.api_key_env {
+        Some(name) => Some(env(name).with_context(|| {
+            format!("[web_search]: the environment variable {name} (api_key_env) is not set")
+        })?),
+        None => None,
+    };
+    let backend: Arc<dyn SearchBackend> = match config.backend {
+        SearchBackendKind::Searxng => {
+            if key.is_some() {
+                bail!("[web_search]: backend \"searxng\" takes no API key; remove api_key_env");
+            }
+            Arc::new(
+                Searxng::new(&config.base_url, timeout)
+                    .map_err(|e| anyhow::anyhow!("[web_search]: {}", e.message))?,
+            )
+        }
+        SearchBackendKind::Brave => {
+            let Some(key) = key else {
+                bail!("[web_search]: backend \"brave\" needs api_key_env, the variable holding its key");
+            };
+            Arc::new(
+                Brave::new(&config.base_url, key, timeout)
+                    .map_err(|e| anyhow::anyhow!("[web_search]: {}", e.message))?,
+            )
+        }
+    };
+    let max_results = config.max_results.unwrap_or(5);
+    if !(1..=20).contains(&max_results) {
+        bail!("[web_search]: max_results must be between 1 and 20");
+    }
+    Ok(WebSearch::new(backend, max_results))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -301,6 +345,38 @@ mod tests {
         assert!(toml::from_str::<FileConfig>(&EXAMPLE.replace("base_url", "baseurl")).is_err());
         assert!(toml::from_str::<FileConfig>(
             &EXAMPLE.replace("kind = \"openai\"", "kind = \"cohere\"")
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn web_search_backends_are_checked_at_start_up() {
+        let config = |text: &str| {
+            toml::from_str::<FileConfig>(text)
+                .unwrap()
+                .web_search
+                .unwrap()
+        };
+        let env = |name: &str| (name == "BRAVE_KEY").then(|| "k".to_owned());
+        let searxng = config("[web_search]\nbackend = \"searxng\"\nbase_url = \"http://127.0.0.1:8888\"\nmax_results = 3");
+        assert!(web_search(&searxng, env).is_ok());
+        let brave = config("[web_search]\nbackend = \"brave\"\nbase_url = \"http://127.0.0.1:9\"\napi_key_env = \"BRAVE_KEY\"");
+        assert!(web_search(&brave, env).is_ok());
+        for (text, wanted) in [
+            ("[web_search]\nbackend = \"brave\"\nbase_url = \"http://x\"", "needs api_key_env"),
+            ("[web_search]\nbackend = \"brave\"\nbase_url = \"http://x\"\napi_key_env = \"NOPE\"", "NOPE"),
+            ("[web_search]\nbackend = \"searxng\"\nbase_url = \"http://x\"\napi_key_env = \"BRAVE_KEY\"", "takes no API key"),
+            ("[web_search]\nbackend = \"searxng\"\nbase_url = \"http://x\"\nmax_results = 0", "max_results"),
+        ] {
+            let error = web_search(&config(text), env).err().unwrap().to_string();
+            assert!(error.contains(wanted), "{text}: {error}");
+        }
+        assert!(
+            toml::from_str::<FileConfig>("[web_search]\nbackend = \"bing\"\nbase_url = \"x\"")
+                .is_err()
+        );
+        assert!(toml::from_str::<FileConfig>(
+            "[web_search]\nbackend = \"searxng\"\nbase_url = \"x\"\nmax_result = 1"
         )
         .is_err());
     }

@@ -90,6 +90,32 @@ pub struct FileConfig {
     /// Models served through providers (the embedded model is added unless turned off).
     #[serde(default)]
     pub models: Vec<ModelConfig>,
+    /// The search backend the gateway uses for models that cannot search themselves.
+    pub web_search: Option<WebSearchConfig>,
+}
+
+/// `[web_search]`: where gateway-run web search gets its results.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct WebSearchConfig {
+    pub backend: SearchBackendKind,
+    /// The backend's root (`http://127.0.0.1:8888` for a local SearXNG).
+    pub base_url: String,
+    /// The environment variable holding the backend's API key, for hosted backends.
+    pub api_key_env: Option<String>,
+    /// Results put in the model's context [default: 5].
+    pub max_results: Option<usize>,
+    /// Seconds a search may take before the request fails [default: 10].
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchBackendKind {
+    /// A SearXNG instance with its JSON format enabled.
+    Searxng,
+    /// Brave's hosted Web Search API (`api_key_env` names the variable holding its key).
+    Brave,
 }
 
 /// `[[providers]]`: one upstream API.
@@ -207,6 +233,7 @@ pub struct Settings {
     pub local_model: bool,
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
+    pub web_search: Option<WebSearchConfig>,
 }
 
 const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
@@ -249,6 +276,7 @@ impl Settings {
             local_model: e.enabled.unwrap_or(true),
             providers: file.providers,
             models: file.models,
+            web_search: file.web_search,
             model: args.model.clone().or(e.model),
             store: args.store.clone().or(file.store),
             model_id: args.model_id.clone().or(e.model_id),

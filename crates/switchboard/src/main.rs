@@ -77,7 +77,13 @@ fn serve(args: &ServeArgs) -> Result<()> {
     if catalog.entries().is_empty() {
         bail!("the catalog is empty: enable the embedded model or configure [[models]]");
     }
-    let gateway = Arc::new(Gateway::new(catalog, keys));
+    let mut gateway = Gateway::new(catalog, keys);
+    if let Some(config) = &settings.web_search {
+        gateway = gateway.with_web_search(catalog::web_search(config, |name| {
+            std::env::var(name).ok()
+        })?);
+    }
+    let gateway = Arc::new(gateway);
 
     raise_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()

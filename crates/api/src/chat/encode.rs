@@ -329,6 +329,7 @@ mod tests {
                 stop_sequence: None,
             },
             Event::Usage(Usage {
+                web_search_requests: 0,
                 prompt_tokens: 5,
                 completion_tokens: 1,
                 cached_tokens: 2,
@@ -368,6 +369,7 @@ mod tests {
     #[test]
     fn logprobs_and_two_choices() {
         let completion = Completion {
+            searches: Vec::new(),
             choices: vec![
                 Choice {
                     text: "Hi".into(),
@@ -387,6 +389,7 @@ mod tests {
                 },
             ],
             usage: Usage {
+                web_search_requests: 0,
                 prompt_tokens: 3,
                 completion_tokens: 1,
                 cached_tokens: 0,
@@ -415,6 +418,7 @@ mod tests {
     #[test]
     fn non_finite_logprobs_stay_numbers() {
         let completion = Completion {
+            searches: Vec::new(),
             choices: vec![Choice {
                 text: "x".into(),
                 reasoning: String::new(),

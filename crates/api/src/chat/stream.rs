@@ -145,7 +145,11 @@ impl ChatStreamEncoder {
     pub fn push(&mut self, event: &Event) -> Vec<ChatCompletionChunk> {
         let mut chunks = Vec::new();
         match event {
-            Event::ReasoningDelta { .. } | Event::ReasoningEnd { .. } | Event::Usage(_) => {}
+            // Chat Completions has no shape for the search itself: only its citations show.
+            Event::ReasoningDelta { .. }
+            | Event::ReasoningEnd { .. }
+            | Event::Usage(_)
+            | Event::WebSearch(_) => {}
             Event::TextDelta { choice, .. }
             | Event::RefusalDelta { choice, .. }
             | Event::Annotation { choice, .. }
@@ -307,7 +311,7 @@ impl ChatStreamEncoder {
                     self.flush_usage(&mut chunks);
                 }
             }
-            Event::Done => {}
+            Event::WebSearch(_) | Event::Done => {}
         }
         chunks
     }
@@ -472,6 +476,7 @@ mod tests {
 
     fn usage() -> Event {
         Event::Usage(Usage {
+            web_search_requests: 0,
             prompt_tokens: 4,
             completion_tokens: 3,
             cached_tokens: 1,

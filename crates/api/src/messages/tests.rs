@@ -391,6 +391,7 @@ fn blocks_stream_in_order_with_indexes_and_one_message_stop() {
             stop_sequence: None,
         },
         Event::Usage(Usage {
+            web_search_requests: 0,
             prompt_tokens: 30,
             completion_tokens: 12,
             cached_tokens: 8,

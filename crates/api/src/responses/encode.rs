@@ -630,7 +630,7 @@ impl ResponseEncoder {
                 self.write_call_signatures(&mut out);
             }
             Event::Usage(usage) => self.response.usage = Some(ResponseUsage::from(*usage)),
-            Event::Done => {}
+            Event::WebSearch(_) | Event::Done => {}
         }
         out
     }

@@ -49,6 +49,7 @@ fn text(value: &str) -> Event {
 
 fn usage(prompt: u32, completion: u32) -> Event {
     Event::Usage(Usage {
+        web_search_requests: 0,
         prompt_tokens: prompt,
         completion_tokens: completion,
         cached_tokens: 1,

@@ -429,7 +429,8 @@ mod tests {
                     completion_tokens: 42,
                     cached_tokens: 5,
                     cache_write_tokens: 2,
-                    reasoning_tokens: 0
+                    reasoning_tokens: 0,
+                    web_search_requests: 0,
                 }),
                 Event::Done,
             ]

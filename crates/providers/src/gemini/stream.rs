@@ -236,6 +236,8 @@ fn usage_of(usage: &Value) -> Usage {
         cached_tokens: count("cachedContentTokenCount"),
         cache_write_tokens: 0,
         reasoning_tokens: thoughts,
+        // Grounding with Google Search is not asked of Gemini yet.
+        web_search_requests: 0,
     }
 }
 
@@ -308,7 +310,8 @@ mod tests {
                     completion_tokens: 157,
                     cached_tokens: 4,
                     cache_write_tokens: 0,
-                    reasoning_tokens: 150
+                    reasoning_tokens: 150,
+                    web_search_requests: 0,
                 }),
                 Event::Done,
             ]

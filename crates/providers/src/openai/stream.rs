@@ -271,6 +271,8 @@ fn usage_of(usage: &Value) -> Usage {
         cached_tokens: count(usage, &["prompt_tokens_details", "cached_tokens"]),
         cache_write_tokens: count(usage, &["prompt_tokens_details", "cache_write_tokens"]),
         reasoning_tokens: count(usage, &["completion_tokens_details", "reasoning_tokens"]),
+        // Chat Completions reports no search count, even for models that search.
+        web_search_requests: 0,
     }
 }
 
@@ -413,6 +415,7 @@ mod tests {
                     cached_tokens: 2,
                     reasoning_tokens: 1,
                     cache_write_tokens: 0,
+                    web_search_requests: 0,
                 }),
             ]
         );

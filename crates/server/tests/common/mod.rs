@@ -50,8 +50,13 @@ pub fn start(
 
 /// Serves `catalog` (no model needed when it holds only fakes); the server's base URL.
 pub fn serve_catalog(catalog: Catalog, keys: &[&str], server_config: ServerConfig) -> String {
+    serve_gateway(Gateway::new(catalog, ApiKeys::new(keys)), server_config)
+}
+
+/// Serves `gateway`; the server's base URL.
+pub fn serve_gateway(gateway: Gateway, server_config: ServerConfig) -> String {
     init_logging();
-    let gateway = Arc::new(Gateway::new(catalog, ApiKeys::new(keys)));
+    let gateway = Arc::new(gateway);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()

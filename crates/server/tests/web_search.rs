@@ -1,0 +1,384 @@
+//! Gateway-run web search end to end: Switchboard in front of a fake SearXNG (its JSON results
+//! API on loopback, plus a failing and a slow variant) and a fake OpenAI-compatible upstream
+//! that cannot search. Each test checks what the client got (annotations whose urls are the
+//! search's results and whose indexes cut the cited text, spec-valid bodies and chunks) and
+//! what the fakes received (the query, the numbered sources in the model's context).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use common::{assert_error, client, sse_data};
+use serde_json::{json, Value};
+use switchboard_gateway::search::{Brave, SearchBackend, Searxng, WebSearch};
+use switchboard_gateway::{ApiKeys, Catalog, CatalogEntry, Gateway, Pricing, Route};
+use switchboard_model::Capability;
+use switchboard_providers::openai::{OpenAiConfig, OpenAiProvider, Timeouts};
+use switchboard_server::ServerConfig;
+
+const QUESTION: &str = "When was the town of Zorblat founded, and who is its mayor?";
+const ANSWER_PIECES: [&str; 4] = [
+    "Zorblat was founded in 2031 [",
+    "1]. Its mayor",
+    " is Mira Quell [2].",
+    " Nothing else is known [7].",
+];
+
+/// Query parameters of one request to a fake backend.
+type Params = HashMap<String, String>;
+/// One request to the fake Brave API: its parameters and `X-Subscription-Token`.
+type BraveCall = (Params, Option<String>);
+
+/// What the fakes received: the search queries and the upstream's request bodies.
+#[derive(Clone, Default)]
+struct Received {
+    queries: Arc<Mutex<Vec<HashMap<String, String>>>>,
+    upstream: Arc<Mutex<Vec<Value>>>,
+    /// What the fake Brave API got: its query parameters and `X-Subscription-Token`.
+    brave: Arc<Mutex<Vec<BraveCall>>>,
+}
+
+async fn search(
+    State(received): State<Received>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    received.queries.lock().unwrap().push(query.clone());
+    Json(json!({
+        "query": query.get("q"),
+        "number_of_results": 3,
+        "results": [
+            {"url": "https://zorblat.example/history", "title": "History of Zorblat",
+             "content": "The town of Zorblat was founded in 2031.", "engine": "fake", "score": 1.0},
+            {"url": "https://zorblat.example/council", "title": "Zorblat town council",
+             "content": "Mira Quell has been mayor of Zorblat since 2040.", "engine": "fake"},
+            {"url": "mailto:someone@zorblat.example", "title": "Not a page", "content": "x"}
+        ],
+        "answers": [], "suggestions": [], "unresponsive_engines": []
+    }))
+    .into_response()
+}
+
+/// Brave's Web Search API shape (`web.results[]` with `description`, highlighted with tags).
+async fn brave_search(
+    State(received): State<Received>,
+    headers: axum::http::HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let token = headers
+        .get("x-subscription-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    received.brave.lock().unwrap().push((query.clone(), token));
+    Json(json!({
+        "type": "search",
+        "query": {"original": query.get("q")},
+        "web": {"type": "search", "results": [
+            {"type": "search_result", "title": "History of <strong>Zorblat</strong>",
+             "url": "https://zorblat.example/history",
+             "description": "The town of <strong>Zorblat</strong> was founded in 2031."},
+            {"type": "search_result", "title": "Zorblat town council",
+             "url": "https://zorblat.example/council",
+             "description": "Mira Quell has been mayor of Zorblat since 2040."}
+        ]}
+    }))
+    .into_response()
+}
+
+async fn broken_search() -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, "engine exploded").into_response()
+}
+
+async fn slow_search() -> Response {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    Json(json!({"results": []})).into_response()
+}
+
+async fn completions(State(received): State<Received>, Json(body): Json<Value>) -> Response {
+    received.upstream.lock().unwrap().push(body.clone());
+    if body["stream"] == true {
+        let mut text = String::new();
+        for piece in ANSWER_PIECES {
+            let chunk = json!({"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 1,
+                "model": "upstream", "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]});
+            text.push_str(&format!("data: {chunk}\n\n"));
+        }
+        let last = json!({"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 1,
+            "model": "upstream", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+        text.push_str(&format!("data: {last}\n\ndata: [DONE]\n\n"));
+        return ([("content-type", "text/event-stream")], text).into_response();
+    }
+    Json(json!({
+        "id": "chatcmpl-up", "object": "chat.completion", "created": 1, "model": "upstream",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": ANSWER_PIECES.concat()}}],
+        "usage": {"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70}
+    }))
+    .into_response()
+}
+
+/// Starts both fakes on one loopback port: `/search` (good), `/broken/search`,
+/// `/slow/search`, `/v1/chat/completions`.
+async fn fakes() -> (String, Received) {
+    let received = Received::default();
+    let app = Router::new()
+        .route("/search", get(search))
+        .route("/broken/search", get(broken_search))
+        .route("/slow/search", get(slow_search))
+        .route("/brave/res/v1/web/search", get(brave_search))
+        .route("/v1/chat/completions", post(completions))
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (format!("http://{address}"), received)
+}
+
+/// Switchboard with the upstream model `plain` (no native search) and, when `search_path`
+/// is given, gateway-run search on the fake SearXNG under that path.
+fn switchboard(base: &str, search_path: Option<&str>) -> String {
+    let backend = search_path.map(|path| {
+        Arc::new(Searxng::new(&format!("{base}{path}"), Duration::from_secs(1)).unwrap())
+            as Arc<dyn SearchBackend>
+    });
+    switchboard_with(base, backend)
+}
+
+fn switchboard_with(base: &str, backend: Option<Arc<dyn SearchBackend>>) -> String {
+    let provider = OpenAiProvider::new(OpenAiConfig {
+        name: "up".into(),
+        base_url: format!("{base}/v1"),
+        api_key: Some("sk-up".into()),
+        headers: vec![],
+        timeouts: Timeouts::default(),
+    })
+    .unwrap();
+    let mut catalog = Catalog::default();
+    catalog.add(CatalogEntry {
+        id: "plain".into(),
+        owned_by: "up".into(),
+        created: 1_700_000_000,
+        context_window: 128_000,
+        capabilities: vec![Capability::Tools],
+        pricing: Pricing::default(),
+        routes: vec![Route::new("up", Arc::new(provider), "upstream-model", 1)],
+    });
+    let mut gateway = Gateway::new(catalog, ApiKeys::new::<_, &str>([]));
+    if let Some(backend) = backend {
+        gateway = gateway.with_web_search(WebSearch::new(backend, 5));
+    }
+    common::serve_gateway(gateway, ServerConfig::default())
+}
+
+fn request(stream: bool) -> Value {
+    json!({"model": "plain", "stream": stream, "messages": common::user(QUESTION),
+           "web_search_options": {"search_context_size": "low"}})
+}
+
+/// The annotations' (url, title, cited text) against the content they index.
+fn cited(content: &str, annotations: &[Value]) -> Vec<(String, String, String)> {
+    let chars: Vec<char> = content.chars().collect();
+    annotations
+        .iter()
+        .map(|a| {
+            assert_eq!(a["type"], "url_citation");
+            let c = &a["url_citation"];
+            let (start, end) = (
+                usize::try_from(c["start_index"].as_u64().unwrap()).unwrap(),
+                usize::try_from(c["end_index"].as_u64().unwrap()).unwrap(),
+            );
+            (
+                c["url"].as_str().unwrap().to_owned(),
+                c["title"].as_str().unwrap().to_owned(),
+                chars[start..end].iter().collect(),
+            )
+        })
+        .collect()
+}
+
+fn expected_citations() -> Vec<(String, String, String)> {
+    vec![
+        (
+            "https://zorblat.example/history".into(),
+            "History of Zorblat".into(),
+            "Zorblat was founded in 2031 [1]".into(),
+        ),
+        (
+            "https://zorblat.example/council".into(),
+            "Zorblat town council".into(),
+            "Its mayor is Mira Quell [2]".into(),
+        ),
+    ]
+}
+
+/// The search got the question, and the upstream got the numbered sources just before it
+/// (the snippet, cut to the `low` context size) and no search request of its own.
+fn assert_fakes_received(received: &Received) {
+    let queries = received.queries.lock().unwrap().clone();
+    assert_eq!(queries.len(), 1, "{queries:?}");
+    assert_eq!(queries[0]["q"], QUESTION);
+    assert_eq!(queries[0]["format"], "json");
+    let bodies = received.upstream.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 1);
+    let body = &bodies[0];
+    assert!(body.get("web_search_options").is_none(), "{body}");
+    let messages = body["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2, "{body}");
+    assert_eq!(messages[0]["role"], "system");
+    let sources = messages[0]["content"].as_str().unwrap();
+    assert!(sources.contains("[1] History of Zorblat\nURL: https://zorblat.example/history\nThe town of Zorblat was founded in 2031."), "{sources}");
+    assert!(
+        sources.contains("[2] Zorblat town council\nURL: https://zorblat.example/council"),
+        "{sources}"
+    );
+    assert!(
+        !sources.contains("mailto:"),
+        "only web pages are sources: {sources}"
+    );
+    assert_eq!(messages[1], json!({"role": "user", "content": QUESTION}));
+}
+
+#[tokio::test]
+async fn a_model_without_search_answers_with_citations_of_the_gateways_search() {
+    let (base, received) = fakes().await;
+    let server = switchboard(&base, Some(""));
+    let response = client()
+        .post(format!("{server}/v1/chat/completions"))
+        .json(&request(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    common::validate("CreateChatCompletionResponse", &body);
+    let message = &body["choices"][0]["message"];
+    let content = message["content"].as_str().unwrap();
+    assert_eq!(content, ANSWER_PIECES.concat());
+    // `[7]` names no returned source, so it annotates nothing.
+    assert_eq!(
+        cited(content, message["annotations"].as_array().unwrap()),
+        expected_citations()
+    );
+    assert_fakes_received(&received);
+}
+
+#[tokio::test]
+async fn streamed_citations_arrive_in_delta_annotations() {
+    let (base, received) = fakes().await;
+    let server = switchboard(&base, Some(""));
+    let response = client()
+        .post(format!("{server}/v1/chat/completions"))
+        .json(&request(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let mut content = String::new();
+    let mut annotations = Vec::new();
+    for data in sse_data(&text) {
+        if data == "[DONE]" {
+            continue;
+        }
+        let chunk: Value = serde_json::from_str(&data).unwrap();
+        common::validate("CreateChatCompletionStreamResponse", &chunk);
+        let delta = &chunk["choices"][0]["delta"];
+        if let Some(piece) = delta["content"].as_str() {
+            content.push_str(piece);
+        }
+        if let Some(list) = delta["annotations"].as_array() {
+            annotations.extend(list.iter().cloned());
+        }
+    }
+    assert_eq!(content, ANSWER_PIECES.concat());
+    assert_eq!(cited(&content, &annotations), expected_citations());
+    assert_fakes_received(&received);
+}
+
+#[tokio::test]
+async fn no_backend_failing_and_slow_backends_are_clear_errors() {
+    let (base, received) = fakes().await;
+    // No backend configured: a 400 that says how to configure one.
+    let (status, body) = call(&switchboard(&base, None), &request(false)).await;
+    assert_error(status, &body, 400, Some("web_search_options"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("[web_search]"),
+        "{body}"
+    );
+    // Without `web_search_options` nothing is searched and nothing annotated.
+    let plain = json!({"model": "plain", "messages": common::user(QUESTION)});
+    let (status, body) = call(&switchboard(&base, Some("")), &plain).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["choices"][0]["message"]["annotations"].is_null()
+            || body["choices"][0]["message"]["annotations"] == json!([]),
+        "{body}"
+    );
+    assert!(received.queries.lock().unwrap().is_empty());
+    // A backend that fails or does not answer in time: 502, and the model is never called.
+    received.upstream.lock().unwrap().clear();
+    for path in ["/broken", "/slow"] {
+        let (status, body) = call(&switchboard(&base, Some(path)), &request(false)).await;
+        assert_error(status, &body, 502, None);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("web search backend"),
+            "{body}"
+        );
+    }
+    assert!(received.upstream.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_hosted_brave_backend_is_asked_with_its_key() {
+    let (base, received) = fakes().await;
+    let brave = Brave::new(
+        &format!("{base}/brave"),
+        "brave-key".into(),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let server = switchboard_with(&base, Some(Arc::new(brave)));
+    let (status, body) = call(&server, &request(false)).await;
+    assert_eq!(status, 200, "{body}");
+    let message = &body["choices"][0]["message"];
+    assert_eq!(
+        cited(
+            message["content"].as_str().unwrap(),
+            message["annotations"].as_array().unwrap()
+        ),
+        expected_citations()
+    );
+    let brave = received.brave.lock().unwrap().clone();
+    assert_eq!(brave.len(), 1);
+    assert_eq!(brave[0].0["q"], QUESTION);
+    assert_eq!(brave[0].0["count"], "5");
+    assert_eq!(brave[0].1.as_deref(), Some("brave-key"));
+    // The highlighting tags are gone from what the model reads.
+    let sources = received.upstream.lock().unwrap()[0]["messages"][0]["content"].clone();
+    assert!(sources.as_str().unwrap().contains("[1] History of Zorblat\nURL: https://zorblat.example/history\nThe town of Zorblat was founded in 2031."), "{sources}");
+}
+
+async fn call(server: &str, body: &Value) -> (u16, Value) {
+    let response = client()
+        .post(format!("{server}/v1/chat/completions"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
