@@ -502,6 +502,10 @@ impl ReasoningEffort {
 pub struct WebSearch {
     pub context_size: Option<String>,
     pub user_location: Option<Value>,
+    /// Only results from these domains (and their subdomains); empty means any.
+    pub allowed_domains: Vec<String>,
+    /// Never results from these domains (and their subdomains).
+    pub blocked_domains: Vec<String>,
 }
 
 /// How tokens are chosen. Ranges are validated by the surface before this is built.

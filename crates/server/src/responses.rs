@@ -19,7 +19,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 use switchboard_api::responses::{
     decode_context, decode_responses_request, param_name, DeletedResponse, InputItemList,
-    ResponseEncoder, ResponsesRequest, StoredItem,
+    ResponseEncoder, ResponsesRequest, Shown, StoredItem,
 };
 use switchboard_api::sse;
 use switchboard_gateway::{Caller, EventStream, Gateway};
@@ -70,7 +70,7 @@ pub(crate) async fn create(
     } else {
         let response = fold(events, encoder).await?;
         record.save(&response).await;
-        Ok(Json(response.shown(decoded.include_encrypted_reasoning)).into_response())
+        Ok(Json(response.shown(Shown::of(&decoded))).into_response())
     }
 }
 
@@ -172,9 +172,9 @@ async fn fold(
 /// What is saved once the response is final (nothing when the request said `store: false`).
 struct Record {
     target: Option<(Store, String)>,
-    /// Whether the stored response shows reasoning's `encrypted_content` (`include`); the
-    /// stored context always keeps it, for `previous_response_id`.
-    show_encrypted: bool,
+    /// What the stored response shows (`include`); the stored context always keeps
+    /// everything, for `previous_response_id`.
+    shown: Shown,
     input_items: Vec<StoredItem>,
     previous_context: Vec<Value>,
 }
@@ -188,7 +188,7 @@ impl Record {
     ) -> Self {
         Self {
             target: decoded.store.then(|| (store.clone(), caller.owner.clone())),
-            show_encrypted: decoded.include_encrypted_reasoning,
+            shown: Shown::of(decoded),
             input_items: decoded.input_items.clone(),
             previous_context,
         }
@@ -212,8 +212,7 @@ impl Record {
             id: response.id.clone(),
             owner,
             created_at: response.created_at,
-            response: serde_json::to_value(response.shown(self.show_encrypted))
-                .unwrap_or(Value::Null),
+            response: serde_json::to_value(response.shown(self.shown)).unwrap_or(Value::Null),
             input_items,
             context,
         };

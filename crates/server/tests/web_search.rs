@@ -382,3 +382,223 @@ async fn call(server: &str, body: &Value) -> (u16, Value) {
         .unwrap();
     (response.status().as_u16(), response.json().await.unwrap())
 }
+
+/// The answer's (url, title, cited text) from Responses-style flat annotations.
+fn cited_flat(text: &str, annotations: &[Value]) -> Vec<(String, String, String)> {
+    let nested: Vec<Value> = annotations
+        .iter()
+        .map(|a| {
+            assert_eq!(a["type"], "url_citation", "{a}");
+            json!({"type": "url_citation", "url_citation": a})
+        })
+        .collect();
+    cited(text, &nested)
+}
+
+async fn post_json(url: String, body: &Value) -> (u16, String) {
+    let response = client()
+        .post(url)
+        .header("x-api-key", "unused")
+        .header("anthropic-version", "2023-06-01")
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn responses_show_the_search_as_a_web_search_call_and_cite_it() {
+    let (base, received) = fakes().await;
+    let server = switchboard(&base, Some(""));
+    let body = json!({"model": "plain", "input": QUESTION, "store": true,
+                      "tools": [{"type": "web_search", "search_context_size": "low"}],
+                      "include": ["web_search_call.action.sources"]});
+    let (status, text) = post_json(format!("{server}/v1/responses"), &body).await;
+    assert_eq!(status, 200, "{text}");
+    let response: Value = serde_json::from_str(&text).unwrap();
+    common::validate("Response", &response);
+    let output = response["output"].as_array().unwrap();
+    assert_eq!(output.len(), 2, "{response}");
+    let call = &output[0];
+    assert_eq!(call["type"], "web_search_call");
+    assert_eq!(call["status"], "completed");
+    assert!(call["id"].as_str().unwrap().starts_with("ws_"), "{call}");
+    assert_eq!(call["action"]["type"], "search");
+    assert_eq!(call["action"]["query"], QUESTION);
+    assert_eq!(
+        call["action"]["sources"],
+        json!([{"type": "url", "url": "https://zorblat.example/history"},
+               {"type": "url", "url": "https://zorblat.example/council"}])
+    );
+    let part = &output[1]["content"][0];
+    assert_eq!(part["type"], "output_text");
+    assert_eq!(part["text"], ANSWER_PIECES.concat());
+    assert_eq!(
+        cited_flat(
+            part["text"].as_str().unwrap(),
+            part["annotations"].as_array().unwrap()
+        ),
+        expected_citations()
+    );
+    assert_eq!(response["tools"][0]["type"], "web_search");
+    assert_fakes_received(&received);
+
+    // Continued from the stored response, the earlier search is context, not a new input to the
+    // model: a follow-up without the tool searches nothing and reaches the upstream.
+    let follow_up = json!({"model": "plain", "input": "Thanks!",
+                           "previous_response_id": response["id"]});
+    let (status, text) = post_json(format!("{server}/v1/responses"), &follow_up).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(received.queries.lock().unwrap().len(), 1);
+    let last = received.upstream.lock().unwrap().last().cloned().unwrap();
+    let roles: Vec<&str> = last["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "user"], "{last}");
+
+    // Without `include`, the call shows no sources; streamed, its events come in order.
+    let body = json!({"model": "plain", "input": QUESTION, "stream": true,
+                      "tools": [{"type": "web_search"}]});
+    let (status, text) = post_json(format!("{server}/v1/responses"), &body).await;
+    assert_eq!(status, 200, "{text}");
+    let events: Vec<Value> = text
+        .split("\n\n")
+        .filter(|frame| !frame.trim().is_empty())
+        .map(|frame| {
+            let data = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap();
+            let event: Value = serde_json::from_str(data).unwrap();
+            common::validate("ResponseStreamEvent", &event);
+            event
+        })
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let search: Vec<&str> = kinds.iter().copied().skip(2).take(5).collect();
+    assert_eq!(
+        search,
+        [
+            "response.output_item.added",
+            "response.web_search_call.in_progress",
+            "response.web_search_call.searching",
+            "response.web_search_call.completed",
+            "response.output_item.done",
+        ],
+        "{kinds:?}"
+    );
+    assert!(
+        events[2]["item"]["action"].get("sources").is_none(),
+        "{}",
+        events[2]
+    );
+    let added: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.annotation.added")
+        .map(|e| &e["annotation"])
+        .collect();
+    assert_eq!(added.len(), 2, "{kinds:?}");
+    let completed = events.last().unwrap();
+    assert_eq!(completed["type"], "response.completed");
+    assert!(completed["response"]["output"][0]["action"]
+        .get("sources")
+        .is_none());
+}
+
+#[tokio::test]
+async fn messages_show_server_tool_blocks_citations_and_the_search_count() {
+    let (base, received) = fakes().await;
+    let server = switchboard(&base, Some(""));
+    let body = json!({"model": "plain", "max_tokens": 200,
+                      "messages": [{"role": "user", "content": QUESTION}],
+                      "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}]});
+    let (status, text) = post_json(format!("{server}/v1/messages"), &body).await;
+    assert_eq!(status, 200, "{text}");
+    let message: Value = serde_json::from_str(&text).unwrap();
+    let content = message["content"].as_array().unwrap();
+    assert_eq!(content.len(), 3, "{message}");
+    assert_eq!(content[0]["type"], "server_tool_use");
+    assert_eq!(content[0]["name"], "web_search");
+    assert_eq!(content[0]["input"], json!({"query": QUESTION}));
+    let id = content[0]["id"].as_str().unwrap();
+    assert!(id.starts_with("srvtoolu_"), "{id}");
+    assert_eq!(content[1]["type"], "web_search_tool_result");
+    assert_eq!(content[1]["tool_use_id"], id);
+    let results = content[1]["content"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["type"], "web_search_result");
+    assert_eq!(results[0]["url"], "https://zorblat.example/history");
+    assert_eq!(results[0]["title"], "History of Zorblat");
+    assert!(results[0]["encrypted_content"].is_string());
+    assert_eq!(content[2]["type"], "text");
+    assert_eq!(content[2]["text"], ANSWER_PIECES.concat());
+    let citations: Vec<(String, String)> = content[2]["citations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            assert_eq!(c["type"], "web_search_result_location");
+            (
+                c["url"].as_str().unwrap().to_owned(),
+                c["cited_text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        citations,
+        expected_citations()
+            .into_iter()
+            .map(|(url, _, text)| (url, text))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        message["usage"]["server_tool_use"]["web_search_requests"],
+        1
+    );
+    assert_fakes_received(&received);
+
+    // The whole turn sent back as it came (Claude Code does this) decodes: the search blocks are
+    // accepted and not replayed to the model.
+    let follow_up = json!({"model": "plain", "max_tokens": 50, "messages": [
+        {"role": "user", "content": QUESTION},
+        {"role": "assistant", "content": message["content"]},
+        {"role": "user", "content": "Thanks!"}]});
+    let (status, text) = post_json(format!("{server}/v1/messages"), &follow_up).await;
+    assert_eq!(status, 200, "{text}");
+    let last = received.upstream.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last["messages"].as_array().unwrap().len(), 3, "{last}");
+    assert_eq!(last["messages"][1]["content"], ANSWER_PIECES.concat());
+
+    // Streamed: the server tool's input arrives as JSON deltas, the result block whole.
+    let mut body = body;
+    body["stream"] = json!(true);
+    let (status, text) = post_json(format!("{server}/v1/messages"), &body).await;
+    assert_eq!(status, 200, "{text}");
+    let events = common::named_events(&text);
+    let starts: Vec<&str> = events
+        .iter()
+        .filter(|(name, _)| name == "content_block_start")
+        .map(|(_, data)| data["content_block"]["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        starts,
+        ["server_tool_use", "web_search_tool_result", "text"]
+    );
+    let (_, delta) = events
+        .iter()
+        .rev()
+        .find(|(name, _)| name == "message_delta")
+        .unwrap();
+    assert_eq!(delta["usage"]["server_tool_use"]["web_search_requests"], 1);
+}
+
+#[tokio::test]
+async fn the_official_sdks_read_searches_and_citations() {
+    let (base, _received) = fakes().await;
+    let server = switchboard(&base, Some(""));
+    common::run_sdk_script_against("sdk_web_search.py", &format!("{server}/v1")).await;
+}

@@ -171,6 +171,14 @@ struct WireStreamOptions {
 struct WireWebSearch {
     search_context_size: Option<String>,
     user_location: Option<Value>,
+    /// The Responses `web_search` tool's filters, which OpenAI-family models take here too.
+    filters: Option<WireSearchFilters>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireSearchFilters {
+    allowed_domains: Option<Vec<String>>,
 }
 
 /// System, developer and user messages (the role is read before this is decoded).
@@ -982,6 +990,11 @@ fn decode_web_search(options: Option<WireWebSearch>) -> Result<Option<WebSearch>
     Ok(Some(WebSearch {
         context_size: options.search_context_size,
         user_location: options.user_location,
+        allowed_domains: options
+            .filters
+            .and_then(|filters| filters.allowed_domains)
+            .unwrap_or_default(),
+        blocked_domains: Vec::new(),
     }))
 }
 

@@ -530,8 +530,19 @@ fn stream_options_reasoning_web_search_and_misc() {
         decoded.request.web_search,
         Some(WebSearch {
             context_size: Some("high".into()),
-            user_location: Some(location)
+            user_location: Some(location),
+            allowed_domains: vec![],
+            blocked_domains: vec![],
         })
+    );
+    assert_eq!(
+        ok(&with(
+            json!({"web_search_options": {"filters": {"allowed_domains": ["example.org"]}}})
+        ))
+        .request
+        .web_search
+        .map(|w| w.allowed_domains),
+        Some(vec!["example.org".to_owned()])
     );
     assert_eq!(
         ok(&with(json!({"web_search_options": {}})))
@@ -539,7 +550,9 @@ fn stream_options_reasoning_web_search_and_misc() {
             .web_search,
         Some(WebSearch {
             context_size: None,
-            user_location: None
+            user_location: None,
+            allowed_domains: vec![],
+            blocked_domains: vec![],
         })
     );
 

@@ -278,6 +278,31 @@ impl Conversation {
                     ),
                 }
             }
+            // A web search from an earlier turn, sent back as it came: the answer that cited it
+            // stays in the conversation; the search itself is not replayed to the model.
+            ("server_tool_use", Role::Assistant) => {
+                only_fields(
+                    fields,
+                    path,
+                    &["type", "id", "name", "input", "cache_control"],
+                )?;
+                string(fields, path, "id")?;
+                let name = string(fields, path, "name")?;
+                if name != "web_search" {
+                    return Err(unsupported(
+                        &join(path, "name"),
+                        format!("the server tool '{name}' is not supported by this server yet"),
+                    ));
+                }
+            }
+            ("web_search_tool_result", Role::Assistant) => {
+                only_fields(
+                    fields,
+                    path,
+                    &["type", "tool_use_id", "content", "cache_control"],
+                )?;
+                string(fields, path, "tool_use_id")?;
+            }
             (
                 "server_tool_use"
                 | "web_search_tool_result"

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 use switchboard_model::{
     CacheMark, CacheTarget, Error, ErrorKind, FunctionTool, OutputFormat, ReasoningEffort, Request,
-    RequestField, Tool, ToolChoice,
+    RequestField, Tool, ToolChoice, WebSearch,
 };
 
 use super::content::{attach_call_signatures, cache_control, Conversation};
@@ -325,9 +325,10 @@ fn decode_common(fields: &Map<String, Value>) -> Result<Request, Error> {
     attach_call_signatures(&mut items, call_signatures);
 
     let mut request = Request::text(model, items);
-    let (tools, tool_marks) = decode_tools(fields.get("tools"))?;
+    let (tools, tool_marks, web_search) = decode_tools(fields.get("tools"))?;
     marks.extend(tool_marks);
     request.tools = tools;
+    request.web_search = web_search;
     request.cache_marks = marks;
     let (choice, parallel) = decode_tool_choice(fields.get("tool_choice"), &request.tools)?;
     request.tool_choice = choice;
@@ -352,19 +353,28 @@ fn decode_common(fields: &Map<String, Value>) -> Result<Request, Error> {
     Ok(request)
 }
 
-fn decode_tools(tools: Option<&Value>) -> Result<(Vec<Tool>, Vec<CacheMark>), Error> {
+/// The request's tools, their cache marks, and the web search server tool if it is there.
+fn decode_tools(tools: Option<&Value>) -> Result<DecodedTools, Error> {
     let tools = match tools {
-        None | Some(Value::Null) => return Ok((Vec::new(), Vec::new())),
+        None | Some(Value::Null) => return Ok((Vec::new(), Vec::new(), None)),
         Some(Value::Array(tools)) => tools,
         Some(other) => return Err(expected("tools", "a valid list", other)),
     };
     let mut decoded = Vec::new();
     let mut marks = Vec::new();
+    let mut web_search = None;
     for (index, tool) in tools.iter().enumerate() {
         let path = format!("tools.{index}");
         let fields = object(tool, &path)?;
         match optional_string(fields, &path, "type")? {
             None | Some("custom") => {}
+            Some(WEB_SEARCH_TOOL) => {
+                if web_search.is_some() {
+                    return Err(invalid(&path, "the web search tool may be given only once"));
+                }
+                web_search = Some(decode_web_search_tool(fields, &path)?);
+                continue;
+            }
             Some(kind) => {
                 return Err(unsupported(
                     &join(&path, "type"),
@@ -411,8 +421,9 @@ fn decode_tools(tools: Option<&Value>) -> Result<(Vec<Tool>, Vec<CacheMark>), Er
             }
         };
         if let Some(control) = cache_control(fields, &path)? {
+            // The mark's place among the function tools the providers get.
             marks.push(CacheMark {
-                target: CacheTarget::Tool(index),
+                target: CacheTarget::Tool(decoded.len()),
                 control,
             });
         }
@@ -425,7 +436,7 @@ fn decode_tools(tools: Option<&Value>) -> Result<(Vec<Tool>, Vec<CacheMark>), Er
                 .unwrap_or(false),
         }));
     }
-    Ok((decoded, marks))
+    Ok((decoded, marks, web_search))
 }
 
 fn decode_tool_choice(choice: Option<&Value>, tools: &[Tool]) -> Result<(ToolChoice, bool), Error> {
@@ -606,4 +617,82 @@ fn decode_metadata(value: Option<&Value>) -> Result<Option<String>, Error> {
         ));
     }
     Ok(user.map(str::to_owned))
+}
+
+/// Function tools, their cache marks, and the web search server tool.
+type DecodedTools = (Vec<Tool>, Vec<CacheMark>, Option<WebSearch>);
+
+/// The web search server tool's versioned type.
+const WEB_SEARCH_TOOL: &str = "web_search_20250305";
+
+/// `{"type": "web_search_20250305", "name": "web_search", "max_uses", "allowed_domains",
+/// "blocked_domains", "user_location"}`.
+fn decode_web_search_tool(fields: &Map<String, Value>, path: &str) -> Result<WebSearch, Error> {
+    only_fields(
+        fields,
+        path,
+        &[
+            "type",
+            "name",
+            "max_uses",
+            "allowed_domains",
+            "blocked_domains",
+            "user_location",
+            "cache_control",
+        ],
+    )?;
+    if string(fields, path, "name")? != "web_search" {
+        return Err(invalid(&join(path, "name"), "Input should be 'web_search'"));
+    }
+    match fields.get("max_uses") {
+        None | Some(Value::Null) => {}
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n >= 1) => {}
+        Some(other) => {
+            return Err(expected(
+                &join(path, "max_uses"),
+                "an integer greater than or equal to 1",
+                other,
+            ))
+        }
+    }
+    let domains = |key: &str| -> Result<Vec<String>, Error> {
+        match fields.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(list)) => list
+                .iter()
+                .enumerate()
+                .map(|(i, entry)| {
+                    entry.as_str().map(str::to_owned).ok_or_else(|| {
+                        expected(&format!("{path}.{key}.{i}"), "a valid string", entry)
+                    })
+                })
+                .collect(),
+            Some(other) => Err(expected(&join(path, key), "a valid list", other)),
+        }
+    };
+    let allowed_domains = domains("allowed_domains")?;
+    let blocked_domains = domains("blocked_domains")?;
+    if !allowed_domains.is_empty() && !blocked_domains.is_empty() {
+        return Err(invalid(
+            path,
+            "allowed_domains and blocked_domains cannot both be given",
+        ));
+    }
+    let user_location = match fields.get("user_location") {
+        None | Some(Value::Null) => None,
+        Some(location @ Value::Object(_)) => Some(location.clone()),
+        Some(other) => {
+            return Err(expected(
+                &join(path, "user_location"),
+                "a valid dictionary",
+                other,
+            ))
+        }
+    };
+    Ok(WebSearch {
+        context_size: None,
+        user_location,
+        allowed_domains,
+        blocked_domains,
+    })
 }

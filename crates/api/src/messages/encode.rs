@@ -9,7 +9,9 @@
 //! client replaying its content blocks unchanged gives every provider back what it sent.
 
 use serde_json::{json, Map, Value};
-use switchboard_model::{Annotation, Error, ErrorKind, Event, Family, FinishReason, Sealed, Usage};
+use switchboard_model::{
+    Annotation, Error, ErrorKind, Event, Family, FinishReason, Sealed, SearchCall, Usage,
+};
 
 use crate::sealed::Envelope;
 
@@ -39,6 +41,8 @@ pub struct MessagesStreamEncoder {
     stop_reason: Option<&'static str>,
     stop_sequence: Option<String>,
     usage: Usage,
+    /// Web searches shown so far (numbering their block ids).
+    searches: u32,
 }
 
 impl MessagesStreamEncoder {
@@ -51,6 +55,7 @@ impl MessagesStreamEncoder {
             open: None,
             call_blocks: Vec::new(),
             call_signatures: Vec::new(),
+            searches: 0,
             text: String::new(),
             stop_reason: None,
             stop_sequence: None,
@@ -183,9 +188,47 @@ impl MessagesStreamEncoder {
                 self.stop_sequence.clone_from(stop_sequence);
             }
             Event::Usage(usage) => self.usage = *usage,
+            Event::WebSearch(call) => self.web_search(call, &mut out),
             _ => {}
         }
         out
+    }
+
+    /// A search that already ran, as the web search server tool shows one: its
+    /// `server_tool_use` block (the query streamed as the input) and the
+    /// `web_search_tool_result` block with the pages it returned.
+    fn web_search(&mut self, call: &SearchCall, out: &mut Vec<Value>) {
+        self.close(out);
+        self.searches += 1;
+        let id = format!(
+            "srvtoolu_{}{}",
+            self.id.strip_prefix("msg_").unwrap_or(&self.id),
+            self.searches
+        );
+        let block = self.next_index;
+        self.next_index += 1;
+        out.push(
+            json!({"type": "content_block_start", "index": block, "content_block":
+            {"type": "server_tool_use", "id": id, "name": "web_search", "input": {}}}),
+        );
+        out.push(delta(
+            block,
+            json!({"type": "input_json_delta",
+                   "partial_json": json!({"query": call.query}).to_string()}),
+        ));
+        out.push(json!({"type": "content_block_stop", "index": block}));
+        let results: Vec<Value> = call
+            .sources
+            .iter()
+            .map(|source| {
+                json!({"type": "web_search_result", "url": source.url, "title": source.title,
+                       "encrypted_content": opaque_source(&source.url), "page_age": null})
+            })
+            .collect();
+        self.whole_block(
+            json!({"type": "web_search_tool_result", "tool_use_id": id, "content": results}),
+            out,
+        );
     }
 
     /// The closing events of a completed generation.
@@ -305,15 +348,27 @@ pub fn stop_reason(reason: FinishReason, stopped_by_sequence: bool) -> &'static 
     }
 }
 
-/// Canonical usage counts the whole prompt; this API counts cache reads and writes apart.
+/// Canonical usage counts the whole prompt; this API counts cache reads and writes apart, and
+/// server tool calls under `server_tool_use`.
 fn usage_json(usage: &Usage) -> Value {
     let uncached = usage
         .prompt_tokens
         .saturating_sub(usage.cached_tokens)
         .saturating_sub(usage.cache_write_tokens);
-    json!({"input_tokens": uncached, "output_tokens": usage.completion_tokens,
+    let mut value = json!({"input_tokens": uncached, "output_tokens": usage.completion_tokens,
            "cache_creation_input_tokens": usage.cache_write_tokens,
-           "cache_read_input_tokens": usage.cached_tokens})
+           "cache_read_input_tokens": usage.cached_tokens});
+    if usage.web_search_requests > 0 {
+        value["server_tool_use"] = json!({"web_search_requests": usage.web_search_requests});
+    }
+    value
+}
+
+/// The `encrypted_content` of a search result: opaque to clients, which send it back
+/// unchanged (this server does not read it back).
+fn opaque_source(url: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(url)
 }
 
 /// Folds stream events into the message they describe, as Anthropic's SDKs accumulate them.

@@ -227,11 +227,48 @@ fn bad_requests_name_the_path_in_this_apis_words() {
         (
             with(
                 "tools",
-                json!([{"type": "web_search_20250305", "name": "web_search"}]),
+                json!([{"type": "code_execution_20250522", "name": "code_execution"}]),
             ),
             ErrorKind::Unsupported,
             "tools.0.type",
-            "web_search_20250305",
+            "code_execution_20250522",
+        ),
+        (
+            with(
+                "tools",
+                json!([{"type": "web_search_20250305", "name": "search"}]),
+            ),
+            ErrorKind::InvalidRequest,
+            "tools.0.name",
+            "web_search",
+        ),
+        (
+            with(
+                "tools",
+                json!([{"type": "web_search_20250305", "name": "web_search", "max_uses": 0}]),
+            ),
+            ErrorKind::InvalidRequest,
+            "tools.0.max_uses",
+            "greater than or equal to 1",
+        ),
+        (
+            with(
+                "tools",
+                json!([{"type": "web_search_20250305", "name": "web_search",
+                        "allowed_domains": ["a.test"], "blocked_domains": ["b.test"]}]),
+            ),
+            ErrorKind::InvalidRequest,
+            "tools.0",
+            "cannot both",
+        ),
+        (
+            with(
+                "tools",
+                json!([{"type": "web_search_20250305", "name": "web_search", "filters": {}}]),
+            ),
+            ErrorKind::InvalidRequest,
+            "tools.0.filters",
+            "Extra inputs",
         ),
         (
             with(

@@ -16,7 +16,9 @@ use switchboard_model::{
     Role, Sampling, Sealed, Tool, ToolChoice, WebSearch,
 };
 
-use super::items::{ItemContent, ReasoningText, StoredItem, SummaryText};
+use super::items::{
+    ItemContent, ReasoningText, StoredItem, SummaryText, UrlSource, WebSearchAction,
+};
 use crate::sealed::Envelope;
 use crate::wire::{
     bounded_decimal, bounded_integer, check_inert_fields, check_name, check_tool_choice,
@@ -49,6 +51,8 @@ pub struct ResponsesRequest {
     /// `include: ["reasoning.encrypted_content"]`: reasoning items show the provider's
     /// signatures to the client (the store keeps them either way).
     pub include_encrypted_reasoning: bool,
+    /// `include: ["web_search_call.action.sources"]`: web search calls list their sources.
+    pub include_search_sources: bool,
 }
 
 impl ResponsesRequest {
@@ -284,6 +288,7 @@ struct WireFunctionTool {
 struct WireWebSearchTool {
     search_context_size: Option<String>,
     user_location: Option<Value>,
+    filters: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -391,6 +396,9 @@ impl WireRequest {
         let logprobs = include.iter().any(|v| v == "message.output_text.logprobs");
         let include_encrypted_reasoning =
             include.iter().any(|v| v == "reasoning.encrypted_content");
+        let include_search_sources = include
+            .iter()
+            .any(|v| v == "web_search_call.action.sources");
         let top_logprobs: u8 =
             bounded_integer("top_logprobs", self.top_logprobs, 0, 20)?.unwrap_or(0);
         let truncation_auto = match self.truncation.as_deref() {
@@ -476,6 +484,7 @@ impl WireRequest {
             prompt_cache_key: self.prompt_cache_key,
             safety_identifier: self.safety_identifier,
             include_encrypted_reasoning,
+            include_search_sources,
         })
     }
 
@@ -620,6 +629,7 @@ fn decode_item(
             "encrypted_content",
             "status",
         ],
+        "web_search_call" => &["type", "id", "status", "action"],
         _ => &[],
     };
     if !keys.is_empty() {
@@ -730,6 +740,9 @@ fn decode_item(
                 },
             ))
         }
+        // A search that ran earlier (an output item sent back, or stored context): kept in the
+        // record, while the model sees the answer that cited it, not the search itself.
+        "web_search_call" => decode_web_search_call(entry, prefix, new_id),
         "item_reference" => Err(unsupported_value(
             &format!("{prefix}.type"),
             "Invalid value: 'item_reference'. Item references are not supported by this server; \
@@ -739,7 +752,7 @@ fn decode_item(
             &format!("{prefix}.type"),
             &format!(
                 "Invalid value: '{other}'. Supported values are: 'message', 'function_call', \
-                 'function_call_output', and 'reasoning'."
+                 'function_call_output', 'reasoning', and 'web_search_call'."
             ),
         )),
     }
@@ -1060,6 +1073,8 @@ fn decode_tools(tools: Vec<Value>) -> Result<(Vec<Tool>, Option<WebSearch>), Err
                 web_search = Some(WebSearch {
                     context_size: search.search_context_size,
                     user_location: search.user_location,
+                    allowed_domains: allowed_domains(search.filters.as_ref(), &prefix)?,
+                    blocked_domains: Vec::new(),
                 });
             }
             "file_search"
@@ -1215,6 +1230,97 @@ fn decode_reasoning(
         )?;
     }
     Ok((effort, summary))
+}
+
+/// The `web_search` tool's `filters`: `{"allowed_domains": [...]}` or null.
+fn allowed_domains(filters: Option<&Value>, prefix: &str) -> Result<Vec<String>, Error> {
+    let path = format!("{prefix}.filters");
+    match filters {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(filters @ Value::Object(fields)) => {
+            known_keys(filters, &path, &["allowed_domains"])?;
+            match fields.get("allowed_domains") {
+                None | Some(Value::Null) => Ok(Vec::new()),
+                Some(Value::Array(list)) => list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, entry)| {
+                        entry.as_str().map(str::to_owned).ok_or_else(|| {
+                            invalid_type(&format!("{path}.allowed_domains[{i}]"), "a string", entry)
+                        })
+                    })
+                    .collect(),
+                Some(other) => Err(invalid_type(
+                    &format!("{path}.allowed_domains"),
+                    "an array",
+                    other,
+                )),
+            }
+        }
+        Some(other) => Err(invalid_type(&path, "an object", other)),
+    }
+}
+
+/// A `web_search_call` input item: `{id, status, action: {type: "search", query, sources}}`.
+fn decode_web_search_call(
+    entry: Value,
+    prefix: &str,
+    new_id: &mut dyn FnMut(&str) -> String,
+) -> Result<(Option<Item>, StoredItem), Error> {
+    let call: WireWebSearchCall = from_value(entry, prefix)?;
+    let action = call.action.unwrap_or_default();
+    if let Some(kind) = &action.kind {
+        one_of(
+            &format!("{prefix}.action.type"),
+            kind,
+            &["search", "open_page", "find"],
+        )?;
+    }
+    let query = action
+        .query
+        .or_else(|| action.queries.and_then(|q| q.into_iter().next()))
+        .unwrap_or_default();
+    let sources = action.sources.map(|sources| {
+        sources
+            .into_iter()
+            .map(|source| UrlSource {
+                kind: "url",
+                url: source.url,
+            })
+            .collect()
+    });
+    Ok((
+        None,
+        StoredItem::WebSearchCall {
+            id: call.id.unwrap_or_else(|| new_id("ws")),
+            status: "completed",
+            action: WebSearchAction {
+                kind: "search",
+                query,
+                sources,
+            },
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+struct WireWebSearchCall {
+    id: Option<String>,
+    action: Option<WireWebSearchAction>,
+}
+
+#[derive(Deserialize, Default)]
+struct WireWebSearchAction {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    query: Option<String>,
+    queries: Option<Vec<String>>,
+    sources: Option<Vec<WireUrlSource>>,
+}
+
+#[derive(Deserialize)]
+struct WireUrlSource {
+    url: String,
 }
 
 /// Validates `include`. Logprobs and encrypted reasoning are honoured; the other values name

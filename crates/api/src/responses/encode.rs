@@ -11,14 +11,16 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 use switchboard_model::{
-    Annotation, Event, FinishReason, OutputFormat, Request, Sealed, TokenLogprob, Tool, ToolChoice,
-    Usage,
+    Annotation, Event, FinishReason, OutputFormat, Request, Sealed, SearchCall, TokenLogprob, Tool,
+    ToolChoice, Usage, WebSearch,
 };
 
 use crate::sealed::Envelope;
 
 use super::decode::ResponsesRequest;
-use super::items::{ItemContent, LogProb, ReasoningText, StoredItem, TopLogProb};
+use super::items::{
+    ItemContent, LogProb, ReasoningText, StoredItem, TopLogProb, UrlSource, WebSearchAction,
+};
 
 /// The `response` object.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -43,7 +45,7 @@ pub struct ResponseObject {
     pub top_logprobs: u8,
     pub text: TextSettings,
     pub tool_choice: ToolChoiceEcho,
-    pub tools: Vec<FunctionToolEcho>,
+    pub tools: Vec<ToolEcho>,
     pub truncation: &'static str,
     pub max_output_tokens: Option<u32>,
     pub max_tool_calls: Option<u32>,
@@ -60,22 +62,14 @@ pub struct ResponseObject {
 }
 
 impl ResponseObject {
-    /// The response as its client may see it: reasoning items' `encrypted_content` only when
-    /// the client asked for it with `include` (the store keeps it for continued
-    /// conversations either way).
+    /// The response as its client may see it: reasoning items' `encrypted_content` and web
+    /// search calls' sources only when the client asked for them with `include` (the store
+    /// keeps them for continued conversations either way).
     #[must_use]
-    pub fn shown(&self, include_encrypted_reasoning: bool) -> Self {
+    pub fn shown(&self, shown: Shown) -> Self {
         let mut response = self.clone();
-        if !include_encrypted_reasoning {
-            response.drop_encrypted_reasoning();
-        }
+        shown.apply_to_response(&mut response);
         response
-    }
-
-    fn drop_encrypted_reasoning(&mut self) {
-        for item in &mut self.output {
-            item.drop_encrypted_content();
-        }
     }
 
     /// The concatenated text of every `output_text` part, as the SDKs' `output_text` property.
@@ -151,6 +145,15 @@ pub struct FunctionToolEcho {
     pub description: Option<String>,
     pub parameters: Option<Value>,
     pub strict: bool,
+}
+
+/// A tool as the response echoes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ToolEcho {
+    Function(FunctionToolEcho),
+    /// `{"type": "web_search", "search_context_size", "user_location"}`.
+    WebSearch(Value),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -266,6 +269,24 @@ pub enum ResponseStreamEvent {
         output_index: usize,
         item: StoredItem,
     },
+    #[serde(rename = "response.web_search_call.in_progress")]
+    WebSearchCallInProgress {
+        sequence_number: u64,
+        output_index: usize,
+        item_id: String,
+    },
+    #[serde(rename = "response.web_search_call.searching")]
+    WebSearchCallSearching {
+        sequence_number: u64,
+        output_index: usize,
+        item_id: String,
+    },
+    #[serde(rename = "response.web_search_call.completed")]
+    WebSearchCallCompleted {
+        sequence_number: u64,
+        output_index: usize,
+        item_id: String,
+    },
     #[serde(rename = "response.output_item.done")]
     OutputItemDone {
         sequence_number: u64,
@@ -376,6 +397,9 @@ impl ResponseStreamEvent {
             Self::Failed { .. } => "response.failed",
             Self::OutputItemAdded { .. } => "response.output_item.added",
             Self::OutputItemDone { .. } => "response.output_item.done",
+            Self::WebSearchCallInProgress { .. } => "response.web_search_call.in_progress",
+            Self::WebSearchCallSearching { .. } => "response.web_search_call.searching",
+            Self::WebSearchCallCompleted { .. } => "response.web_search_call.completed",
             Self::ContentPartAdded { .. } => "response.content_part.added",
             Self::ContentPartDone { .. } => "response.content_part.done",
             Self::OutputTextDelta { .. } => "response.output_text.delta",
@@ -391,7 +415,45 @@ impl ResponseStreamEvent {
     }
 }
 
-/// Makes item ids from a prefix (`msg`, `fc`, `rs`); injected so the encoder stays pure.
+/// What `include` lets a client see of the output items.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shown {
+    /// `reasoning.encrypted_content`.
+    pub encrypted_reasoning: bool,
+    /// `web_search_call.action.sources`.
+    pub search_sources: bool,
+}
+
+impl Shown {
+    #[must_use]
+    pub fn of(decoded: &ResponsesRequest) -> Self {
+        Self {
+            encrypted_reasoning: decoded.include_encrypted_reasoning,
+            search_sources: decoded.include_search_sources,
+        }
+    }
+
+    fn everything(self) -> bool {
+        self.encrypted_reasoning && self.search_sources
+    }
+
+    fn apply(self, item: &mut StoredItem) {
+        if !self.encrypted_reasoning {
+            item.drop_encrypted_content();
+        }
+        if !self.search_sources {
+            item.drop_search_sources();
+        }
+    }
+
+    fn apply_to_response(self, response: &mut ResponseObject) {
+        for item in &mut response.output {
+            self.apply(item);
+        }
+    }
+}
+
+/// Makes item ids from a prefix (`msg`, `fc`, `rs`, `ws`); injected so the encoder stays pure.
 pub type IdSource = Box<dyn FnMut(&str) -> String + Send>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -414,8 +476,8 @@ pub struct ResponseEncoder {
     call_signatures: Vec<(u32, Sealed)>,
     finish: Option<FinishReason>,
     new_id: IdSource,
-    /// Whether events show reasoning items' `encrypted_content` (`include`).
-    show_encrypted: bool,
+    /// What events show of the output items (`include`).
+    shown: Shown,
 }
 
 impl ResponseEncoder {
@@ -459,7 +521,12 @@ impl ResponseEncoder {
                     .unwrap_or_else(|| "medium".to_owned()),
             },
             tool_choice: tool_choice_echo(&request.tool_choice),
-            tools: request.tools.iter().map(tool_echo).collect(),
+            tools: request
+                .tools
+                .iter()
+                .map(|tool| ToolEcho::Function(tool_echo(tool)))
+                .chain(request.web_search.as_ref().map(web_search_echo))
+                .collect(),
             truncation: if decoded.truncation_auto {
                 "auto"
             } else {
@@ -484,7 +551,7 @@ impl ResponseEncoder {
             calls: Vec::new(),
             call_signatures: Vec::new(),
             finish: None,
-            show_encrypted: decoded.include_encrypted_reasoning,
+            shown: Shown::of(decoded),
             new_id,
         }
     }
@@ -504,19 +571,19 @@ impl ResponseEncoder {
 
     /// Drops `encrypted_content` from the items and responses events carry, unless included.
     fn visible(&self, mut events: Vec<ResponseStreamEvent>) -> Vec<ResponseStreamEvent> {
-        if self.show_encrypted {
+        if self.shown.everything() {
             return events;
         }
         for event in &mut events {
             match event {
                 ResponseStreamEvent::OutputItemAdded { item, .. }
-                | ResponseStreamEvent::OutputItemDone { item, .. } => item.drop_encrypted_content(),
+                | ResponseStreamEvent::OutputItemDone { item, .. } => self.shown.apply(item),
                 ResponseStreamEvent::Created { response, .. }
                 | ResponseStreamEvent::InProgress { response, .. }
                 | ResponseStreamEvent::Completed { response, .. }
                 | ResponseStreamEvent::Incomplete { response, .. }
                 | ResponseStreamEvent::Failed { response, .. } => {
-                    response.drop_encrypted_reasoning()
+                    self.shown.apply_to_response(response);
                 }
                 _ => {}
             }
@@ -630,9 +697,60 @@ impl ResponseEncoder {
                 self.write_call_signatures(&mut out);
             }
             Event::Usage(usage) => self.response.usage = Some(ResponseUsage::from(*usage)),
-            Event::WebSearch(_) | Event::Done => {}
+            Event::WebSearch(call) => self.web_search(call, &mut out),
+            Event::Done => {}
         }
         out
+    }
+
+    /// A search that already ran: its `web_search_call` item, added and done with the
+    /// in-progress, searching and completed events between.
+    fn web_search(&mut self, call: &SearchCall, out: &mut Vec<ResponseStreamEvent>) {
+        let item_id = (self.new_id)("ws");
+        let item = StoredItem::WebSearchCall {
+            id: item_id.clone(),
+            status: "in_progress",
+            action: WebSearchAction {
+                kind: "search",
+                query: call.query.clone(),
+                sources: Some(
+                    call.sources
+                        .iter()
+                        .map(|source| UrlSource {
+                            kind: "url",
+                            url: source.url.clone(),
+                        })
+                        .collect(),
+                ),
+            },
+        };
+        let output_index = self.open_item(item, None, out);
+        let progress = [
+            ResponseStreamEvent::WebSearchCallInProgress {
+                sequence_number: self.sequence(),
+                output_index,
+                item_id: item_id.clone(),
+            },
+            ResponseStreamEvent::WebSearchCallSearching {
+                sequence_number: self.sequence(),
+                output_index,
+                item_id: item_id.clone(),
+            },
+            ResponseStreamEvent::WebSearchCallCompleted {
+                sequence_number: self.sequence(),
+                output_index,
+                item_id,
+            },
+        ];
+        out.extend(progress);
+        if let StoredItem::WebSearchCall { status, .. } = &mut self.response.output[output_index] {
+            *status = "completed";
+        }
+        out.push(ResponseStreamEvent::OutputItemDone {
+            sequence_number: self.sequence(),
+            output_index,
+            item: self.response.output[output_index].clone(),
+        });
     }
 
     /// Ends a generation whose events all arrived: `response.completed`, or
@@ -1053,7 +1171,8 @@ impl ResponseEncoder {
                     arguments: arguments.clone(),
                 });
             }
-            StoredItem::FunctionCallOutput { .. } => {}
+            // Never open: a search call is added and done at once.
+            StoredItem::FunctionCallOutput { .. } | StoredItem::WebSearchCall { .. } => {}
         }
         done.push(ResponseStreamEvent::OutputItemDone {
             sequence_number: 0,
@@ -1094,6 +1213,15 @@ fn set_sequence(event: &mut ResponseStreamEvent, number: u64) {
             sequence_number, ..
         }
         | ResponseStreamEvent::OutputItemDone {
+            sequence_number, ..
+        }
+        | ResponseStreamEvent::WebSearchCallInProgress {
+            sequence_number, ..
+        }
+        | ResponseStreamEvent::WebSearchCallSearching {
+            sequence_number, ..
+        }
+        | ResponseStreamEvent::WebSearchCallCompleted {
             sequence_number, ..
         }
         | ResponseStreamEvent::ContentPartAdded {
@@ -1215,6 +1343,26 @@ fn tool_echo(tool: &Tool) -> FunctionToolEcho {
         parameters: function.parameters.clone(),
         strict: function.strict,
     }
+}
+
+/// The `web_search` tool as the response echoes it.
+fn web_search_echo(search: &WebSearch) -> ToolEcho {
+    let mut tool = Map::new();
+    tool.insert("type".into(), Value::from("web_search"));
+    tool.insert(
+        "search_context_size".into(),
+        Value::from(
+            search
+                .context_size
+                .clone()
+                .unwrap_or_else(|| "medium".into()),
+        ),
+    );
+    tool.insert(
+        "user_location".into(),
+        search.user_location.clone().unwrap_or(Value::Null),
+    );
+    ToolEcho::WebSearch(Value::Object(tool))
 }
 
 /// A citation in the Responses API's shape (`url_citation` with the span's indexes).

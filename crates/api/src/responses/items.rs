@@ -40,6 +40,31 @@ pub enum StoredItem {
         #[serde(skip_serializing_if = "Option::is_none")]
         status: Option<&'static str>,
     },
+    /// A web search that ran for the response (by the gateway or the provider).
+    WebSearchCall {
+        id: String,
+        status: &'static str,
+        action: WebSearchAction,
+    },
+}
+
+/// What a `web_search_call` did: always a search here.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WebSearchAction {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub query: String,
+    /// The pages the search returned; shown under `include: ["web_search_call.action.sources"]`
+    /// (stored either way).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<UrlSource>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UrlSource {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub url: String,
 }
 
 impl StoredItem {
@@ -49,7 +74,15 @@ impl StoredItem {
             Self::Message { id, .. }
             | Self::FunctionCall { id, .. }
             | Self::FunctionCallOutput { id, .. }
-            | Self::Reasoning { id, .. } => id,
+            | Self::Reasoning { id, .. }
+            | Self::WebSearchCall { id, .. } => id,
+        }
+    }
+
+    /// Forgets a web search call's sources.
+    pub fn drop_search_sources(&mut self) {
+        if let Self::WebSearchCall { action, .. } = self {
+            action.sources = None;
         }
     }
 

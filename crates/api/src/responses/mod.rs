@@ -14,6 +14,7 @@ pub use decode::{
 };
 pub use encode::{
     DeletedResponse, IdSource, ResponseEncoder, ResponseObject, ResponseStreamEvent, ResponseUsage,
+    Shown,
 };
 pub use items::{InputItemList, ListOrder, StoredItem};
 

@@ -63,7 +63,25 @@ impl WebSearch {
             .with_field(model::RequestField::WebSearch));
         };
         let query: String = question.trim().chars().take(MAX_QUERY_CHARS).collect();
-        let mut sources = self.backend.search(&query, self.max_results).await?;
+        let filters = request.web_search.as_ref();
+        let filtering =
+            filters.is_some_and(|f| !f.allowed_domains.is_empty() || !f.blocked_domains.is_empty());
+        // Filtered searches ask for more, since the filter drops some.
+        let wanted = if filtering {
+            (self.max_results * 4).min(20)
+        } else {
+            self.max_results
+        };
+        let mut sources = self.backend.search(&query, wanted).await?;
+        if let Some(filters) = filters {
+            sources.retain(|source| {
+                domain_allowed(
+                    &source.url,
+                    &filters.allowed_domains,
+                    &filters.blocked_domains,
+                )
+            });
+        }
         sources.truncate(self.max_results);
         let limit = request
             .web_search
@@ -150,6 +168,40 @@ impl Search {
     }
 }
 
+/// Whether `url`'s host is one of `allowed` (or under one; any host when `allowed` is empty)
+/// and neither one of `blocked` nor under one. Domains are matched without case, a leading
+/// `www.` or scheme in the filter ignored.
+fn domain_allowed(url: &str, allowed: &[String], blocked: &[String]) -> bool {
+    let Some(host) = host_of(url) else {
+        return false;
+    };
+    let matches = |domain: &String| {
+        let domain = domain.trim().to_ascii_lowercase();
+        let domain = domain
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_start_matches("www.")
+            .trim_end_matches('/');
+        !domain.is_empty() && (host == domain || host.ends_with(&format!(".{domain}")))
+    };
+    (allowed.is_empty() || allowed.iter().any(matches)) && !blocked.iter().any(matches)
+}
+
+/// The lowercase host of an http(s) URL, without a port or user info.
+fn host_of(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit('@').next()?;
+    let host = if host.starts_with('[') {
+        host.split(']').next().map(|h| format!("{h}]"))?
+    } else {
+        host.split(':').next()?.to_owned()
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
 /// The index and text of the last user message that has text.
 fn last_user_text(items: &[Item]) -> Option<(usize, String)> {
     items
@@ -212,4 +264,69 @@ fn sources_message(sources: &[Source], snippet_chars: usize) -> String {
         ));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_filters_match_hosts_and_their_subdomains() {
+        let allowed = vec![
+            "Example.org".to_owned(),
+            "https://www.wiki.test/".to_owned(),
+        ];
+        for (url, want) in [
+            ("https://example.org/a", true),
+            ("https://docs.example.org:8443/a?b", true),
+            ("http://user@en.wiki.test/x", true),
+            ("https://notexample.org/", false),
+            ("https://example.org.evil.test/", false),
+            ("ftp://example.org/", false),
+        ] {
+            assert_eq!(domain_allowed(url, &allowed, &[]), want, "{url}");
+        }
+        let blocked = vec!["spam.test".to_owned()];
+        assert!(!domain_allowed("https://a.spam.test/", &[], &blocked));
+        assert!(domain_allowed("https://ham.test/", &[], &blocked));
+    }
+
+    #[test]
+    fn the_sources_go_before_the_question_and_cache_marks_follow_their_items() {
+        let mut request = Request::text(
+            "m",
+            vec![
+                Item::text(Role::System, "Be brief."),
+                Item::text(Role::User, "first"),
+                Item::text(Role::Assistant, "ok"),
+                Item::text(Role::User, "Who founded Zorblat?"),
+            ],
+        );
+        request.cache_marks = vec![
+            model::CacheMark {
+                target: model::CacheTarget::Part { item: 0, part: 0 },
+                control: serde_json::json!({"type": "ephemeral"}),
+            },
+            model::CacheMark {
+                target: model::CacheTarget::Part { item: 3, part: 0 },
+                control: serde_json::json!({"type": "ephemeral"}),
+            },
+        ];
+        let (at, question) = last_user_text(&request.items).unwrap_or_default();
+        assert_eq!((at, question.as_str()), (3, "Who founded Zorblat?"));
+        insert_item(&mut request, at, Item::text(Role::System, "sources"));
+        assert_eq!(request.items[3], Item::text(Role::System, "sources"));
+        assert_eq!(
+            request.items[4],
+            Item::text(Role::User, "Who founded Zorblat?")
+        );
+        assert_eq!(
+            request.cache_marks[0].target,
+            model::CacheTarget::Part { item: 0, part: 0 }
+        );
+        assert_eq!(
+            request.cache_marks[1].target,
+            model::CacheTarget::Part { item: 4, part: 0 }
+        );
+    }
 }
