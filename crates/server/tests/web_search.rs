@@ -602,3 +602,128 @@ async fn the_official_sdks_read_searches_and_citations() {
     let server = switchboard(&base, Some(""));
     common::run_sdk_script_against("sdk_web_search.py", &format!("{server}/v1")).await;
 }
+
+/// SearXNG results for the embedded model's test: the answer is in the first only.
+async fn local_search(Query(query): Query<HashMap<String, String>>) -> Response {
+    assert_eq!(query.get("format").map(String::as_str), Some("json"));
+    Json(json!({"results": [
+        {"url": "https://zorblat.example/history", "title": "History of Zorblat",
+         "content": "The town of Zorblat was founded in 2031 by Mira Quell, who is still its mayor."},
+        {"url": "https://zorblat.example/food", "title": "Zorblat food",
+         "content": "Zorblat is famous for its purple bread."}
+    ]}))
+    .into_response()
+}
+
+/// The embedded model (greedy) answers a question only the search results can answer, and
+/// the answer's sentences that restate a result cite it, streamed and not, on every surface.
+#[tokio::test]
+async fn the_embedded_model_answers_from_the_search_and_cites_it() {
+    let app = Router::new().route("/search", get(local_search));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    let engine = switchboard_engine::Engine::load(
+        &common::model_path(),
+        common::MODEL,
+        &switchboard_engine::EngineConfig::default(),
+    )
+    .unwrap();
+    let mut catalog = Catalog::default();
+    catalog.add(CatalogEntry::local(engine, 1_700_000_000));
+    let backend = Searxng::new(&format!("http://{address}"), Duration::from_secs(5)).unwrap();
+    let gateway = Gateway::new(catalog, ApiKeys::new::<_, &str>([]))
+        .with_web_search(WebSearch::new(Arc::new(backend), 5));
+    let server = common::serve_gateway(gateway, ServerConfig::default());
+    let question = "When was Zorblat founded?";
+    let urls = [
+        "https://zorblat.example/history",
+        "https://zorblat.example/food",
+    ];
+
+    let body = json!({"model": common::MODEL, "temperature": 0, "max_tokens": 60,
+                      "messages": [{"role": "user", "content": question}],
+                      "web_search_options": {}});
+    let (status, text) = post_json(format!("{server}/v1/chat/completions"), &body).await;
+    assert_eq!(status, 200, "{text}");
+    let completion: Value = serde_json::from_str(&text).unwrap();
+    common::validate("CreateChatCompletionResponse", &completion);
+    let message = &completion["choices"][0]["message"];
+    let content = message["content"].as_str().unwrap();
+    assert!(
+        content.contains("2031"),
+        "the answer comes from the search: {content}"
+    );
+    let citations = cited(content, message["annotations"].as_array().unwrap());
+    assert!(!citations.is_empty(), "{completion}");
+    for (url, _, span) in &citations {
+        assert!(urls.contains(&url.as_str()), "{url}");
+        assert!(content.contains(span.as_str()) && !span.trim().is_empty());
+    }
+    assert!(
+        citations
+            .iter()
+            .any(|(url, _, span)| url == urls[0] && span.contains("2031")),
+        "{citations:?}"
+    );
+
+    // Streamed: the same text and the same citations.
+    let mut stream_body = body.clone();
+    stream_body["stream"] = json!(true);
+    let (status, text) = post_json(format!("{server}/v1/chat/completions"), &stream_body).await;
+    assert_eq!(status, 200, "{text}");
+    let (mut streamed, mut annotations) = (String::new(), Vec::new());
+    for data in sse_data(&text) {
+        if data == "[DONE]" {
+            continue;
+        }
+        let chunk: Value = serde_json::from_str(&data).unwrap();
+        common::validate("CreateChatCompletionStreamResponse", &chunk);
+        let delta = &chunk["choices"][0]["delta"];
+        streamed.push_str(delta["content"].as_str().unwrap_or_default());
+        annotations.extend(delta["annotations"].as_array().cloned().unwrap_or_default());
+    }
+    assert_eq!(streamed, content);
+    assert_eq!(cited(&streamed, &annotations), citations);
+
+    // Responses and Messages: the same answer with the search shown and cited.
+    let body = json!({"model": common::MODEL, "temperature": 0, "max_output_tokens": 60,
+                      "input": question, "tools": [{"type": "web_search"}]});
+    let (status, text) = post_json(format!("{server}/v1/responses"), &body).await;
+    assert_eq!(status, 200, "{text}");
+    let response: Value = serde_json::from_str(&text).unwrap();
+    common::validate("Response", &response);
+    assert_eq!(response["output"][0]["type"], "web_search_call");
+    let part = &response["output"][1]["content"][0];
+    assert_eq!(part["text"], content);
+    assert_eq!(
+        cited_flat(content, part["annotations"].as_array().unwrap()),
+        citations
+    );
+
+    let body = json!({"model": common::MODEL, "temperature": 0, "max_tokens": 60,
+                      "messages": [{"role": "user", "content": question}],
+                      "tools": [{"type": "web_search_20250305", "name": "web_search"}]});
+    let (status, text) = post_json(format!("{server}/v1/messages"), &body).await;
+    assert_eq!(status, 200, "{text}");
+    let message: Value = serde_json::from_str(&text).unwrap();
+    let blocks = message["content"].as_array().unwrap();
+    assert_eq!(blocks[0]["type"], "server_tool_use");
+    assert_eq!(blocks[1]["type"], "web_search_tool_result");
+    assert_eq!(blocks[2]["text"], content);
+    let cited_texts: Vec<&str> = blocks[2]["citations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["cited_text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        cited_texts,
+        citations
+            .iter()
+            .map(|(_, _, span)| span.as_str())
+            .collect::<Vec<_>>()
+    );
+}

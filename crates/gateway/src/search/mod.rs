@@ -147,6 +147,18 @@ impl Search {
                             .map(|annotation| Ok(Event::Annotation { choice, annotation })),
                     );
                 }
+                Ok(Event::Finished { choice, .. }) => {
+                    // The last sentences are settled before the choice ends.
+                    if let Some(citations) = choices.get_mut(&choice) {
+                        out.extend(
+                            citations
+                                .finish()
+                                .into_iter()
+                                .map(|annotation| Ok(Event::Annotation { choice, annotation })),
+                        );
+                    }
+                    out.push(item);
+                }
                 Ok(Event::Usage(mut usage)) => {
                     usage_seen = true;
                     usage.web_search_requests += 1;
