@@ -93,8 +93,8 @@ impl Gateway {
         Err(model::Error::new(
             ErrorKind::Unsupported,
             format!(
-                "The model `{}` cannot search the web itself, and no search backend is \
-                 configured for the gateway to search for it (parameter '{param}'). Add a \
+                "The model `{}` does not support web search itself, and no search backend \
+                 is configured for the gateway to search for it (parameter '{param}'). Add a \
                  `[web_search]` section with `backend = \"searxng\"` and its `base_url` to \
                  the configuration file.",
                 entry.id

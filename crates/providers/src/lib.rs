@@ -25,6 +25,23 @@ use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use switchboard_model::{Error, Event, Request};
 
+/// A client's approximate location in the flat shape (`{"type": "approximate", "city",
+/// "region", "country", "timezone"}`) that Anthropic's server tool and OpenAI's Responses tool
+/// take, from either that shape or Chat's (the fields nested under `approximate`); `None` when
+/// it names none of them.
+#[must_use]
+pub fn flat_location(location: &serde_json::Value) -> Option<serde_json::Value> {
+    let fields = location.get("approximate").unwrap_or(location);
+    let mut flat = serde_json::Map::new();
+    flat.insert("type".into(), "approximate".into());
+    for key in ["city", "region", "country", "timezone"] {
+        if let Some(value) = fields.get(key).filter(|v| v.is_string()) {
+            flat.insert(key.into(), value.clone());
+        }
+    }
+    (flat.len() > 1).then_some(serde_json::Value::Object(flat))
+}
+
 /// One generation's events. Dropping it cancels the generation.
 pub struct EventStream {
     inner: Pin<Box<dyn Stream<Item = Result<Event, Error>> + Send>>,

@@ -240,6 +240,51 @@ async fn messages(State(fake): State<Fake>, headers: HeaderMap, body: Bytes) -> 
             events.extend(end("stop_sequence", Some("END"), 2));
             stream(&events)
         }
+        // The web search server tool, as the API streams a search: the query as input JSON,
+        // the results block whole, then text blocks with their citations.
+        "claude-search" => {
+            let asked = body["tools"].as_array().is_some_and(|tools| {
+                tools
+                    .iter()
+                    .any(|t| t["type"] == "web_search_20250305" && t["name"] == "web_search")
+            });
+            if !asked {
+                return error(
+                    400,
+                    "invalid_request_error",
+                    "the fake expected the web search tool",
+                );
+            }
+            let mut events = vec![
+                start(30),
+                json!({"type": "content_block_start", "index": 0, "content_block":
+                    {"type": "server_tool_use", "id": "srvtoolu_01A", "name": "web_search", "input": {}}}),
+                json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": "{\"query\": \"Zorblat founding\"}"}}),
+                json!({"type": "content_block_stop", "index": 0}),
+                json!({"type": "content_block_start", "index": 1, "content_block":
+                    {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_01A", "content": [
+                        {"type": "web_search_result", "url": "https://zorblat.example/history",
+                         "title": "History of Zorblat", "encrypted_content": "EqgfCioIARgBIiQ3", "page_age": "May 1, 2040"},
+                        {"type": "web_search_result", "url": "https://zorblat.example/food",
+                         "title": "Zorblat food", "encrypted_content": "EqgfCioIARgBIiQ4", "page_age": null}]}}),
+                json!({"type": "content_block_stop", "index": 1}),
+                json!({"type": "content_block_start", "index": 2, "content_block": {"type": "text", "text": ""}}),
+                json!({"type": "content_block_delta", "index": 2, "delta": {"type": "text_delta", "text": "Here is what I found. "}}),
+                json!({"type": "content_block_stop", "index": 2}),
+                json!({"type": "content_block_start", "index": 3, "content_block": {"type": "text", "text": "", "citations": []}}),
+                json!({"type": "content_block_delta", "index": 3, "delta": {"type": "citations_delta",
+                    "citation": {"type": "web_search_result_location", "url": "https://zorblat.example/history",
+                                 "title": "History of Zorblat", "cited_text": "The town of Zorblat was founded in 2031.",
+                                 "encrypted_index": "Eo8BCioIAhgBIiQ"}}}),
+                json!({"type": "content_block_delta", "index": 3, "delta": {"type": "text_delta", "text": "Zorblat was founded in 2031."}}),
+                json!({"type": "content_block_stop", "index": 3}),
+            ];
+            events.push(json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                "usage": {"output_tokens": 25, "server_tool_use": {"web_search_requests": 1}}}));
+            events.push(json!({"type": "message_stop"}));
+            stream(&events)
+        }
         "claude-parallel" if answered_tool => {
             // The API wants every tool_use of the previous turn answered in this one message.
             let results: Vec<&str> = body["messages"].as_array().unwrap().last().unwrap()
@@ -376,6 +421,7 @@ async fn gateway() -> (String, Fake) {
         ("c-busy", "claude-overloaded"),
         ("c-parallel", "claude-parallel"),
         ("c-echo", "claude-echo"),
+        ("c-search", "claude-search"),
         // Named as upstream, so one SDK script can check the fake and the gateway alike.
         ("claude-think", "claude-think"),
         ("claude-overloaded", "claude-overloaded"),
@@ -394,6 +440,8 @@ async fn gateway() -> (String, Fake) {
                 Capability::Reasoning,
                 Capability::Vision,
                 Capability::Files,
+                // Claude searches natively: the gateway passes the search to it.
+                Capability::WebSearch,
             ],
             pricing: Pricing::default(),
             routes: vec![Route::new("claude", provider, model, 0)],
@@ -851,4 +899,95 @@ async fn the_messages_surface_reaches_claude_with_nothing_lost() {
         let body: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(body["error"]["type"], kind, "{body}");
     }
+}
+
+/// A Claude model that searches natively: the gateway sends Anthropic's web search server tool
+/// (with the request's domain filter and location) and shows Claude's own search and citations
+/// on every surface; no gateway search runs.
+#[tokio::test]
+async fn claude_searches_natively_on_every_surface() {
+    let (base, fake) = gateway().await;
+    let location = json!({"type": "approximate", "approximate": {"city": "Oslo", "country": "NO"}});
+    let chat = json!({"model": "c-search", "messages": [{"role": "user", "content": "When was Zorblat founded?"}],
+        "web_search_options": {"user_location": location, "filters": {"allowed_domains": ["zorblat.example"]}}});
+    let (status, _, text) = common::post_raw(&base, "/v1/chat/completions", &chat).await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    common::validate("CreateChatCompletionResponse", &body);
+    let message = &body["choices"][0]["message"];
+    let content = message["content"].as_str().unwrap();
+    assert_eq!(
+        content,
+        "Here is what I found. Zorblat was founded in 2031."
+    );
+    let annotation = &message["annotations"][0]["url_citation"];
+    assert_eq!(annotation["url"], "https://zorblat.example/history");
+    let (start, end) = (
+        usize::try_from(annotation["start_index"].as_u64().unwrap()).unwrap(),
+        usize::try_from(annotation["end_index"].as_u64().unwrap()).unwrap(),
+    );
+    let cited: String = content.chars().skip(start).take(end - start).collect();
+    assert_eq!(cited, "Zorblat was founded in 2031.");
+    let sent = fake.last().body;
+    let tools = sent["tools"].as_array().unwrap();
+    assert_eq!(
+        tools.last().unwrap(),
+        &json!({"type": "web_search_20250305", "name": "web_search",
+                "allowed_domains": ["zorblat.example"],
+                "user_location": {"type": "approximate", "city": "Oslo", "country": "NO"}})
+    );
+    assert_eq!(sent["tool_choice"], json!({"type": "auto"}));
+
+    let responses = json!({"model": "c-search", "input": "When was Zorblat founded?",
+        "tools": [{"type": "web_search"}], "include": ["web_search_call.action.sources"]});
+    let (status, _, text) = common::post_raw(&base, "/v1/responses", &responses).await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    common::validate("Response", &body);
+    assert_eq!(body["output"][0]["type"], "web_search_call");
+    assert_eq!(body["output"][0]["action"]["query"], "Zorblat founding");
+    assert_eq!(
+        body["output"][0]["action"]["sources"],
+        json!([{"type": "url", "url": "https://zorblat.example/history"},
+               {"type": "url", "url": "https://zorblat.example/food"}])
+    );
+    assert_eq!(
+        body["output"][1]["content"][0]["annotations"][0]["url"],
+        "https://zorblat.example/history"
+    );
+
+    let messages = json!({"model": "c-search", "max_tokens": 300,
+        "messages": [{"role": "user", "content": "When was Zorblat founded?"}],
+        "tools": [{"type": "web_search_20250305", "name": "web_search", "blocked_domains": ["spam.test"]}]});
+    let (status, _, text) = common::post_raw(&base, "/v1/messages", &messages).await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    let kinds: Vec<&str> = body["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["server_tool_use", "web_search_tool_result", "text"],
+        "{body}"
+    );
+    assert_eq!(
+        body["content"][0]["input"],
+        json!({"query": "Zorblat founding"})
+    );
+    assert_eq!(
+        body["content"][2]["citations"][0]["cited_text"],
+        "Zorblat was founded in 2031."
+    );
+    assert_eq!(body["usage"]["server_tool_use"]["web_search_requests"], 1);
+    assert_eq!(
+        fake.last().body["tools"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()["blocked_domains"],
+        json!(["spam.test"])
+    );
 }

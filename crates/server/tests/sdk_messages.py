@@ -117,10 +117,20 @@ except anthropic.AuthenticationError as error:
 
 try:
     client.messages.create(
-        model=MODEL, max_tokens=10, messages=question, tools=[{"type": "web_search_20250305", "name": "web_search"}]
+        model=MODEL, max_tokens=10, messages=question,
+        tools=[{"type": "code_execution_20250522", "name": "code_execution"}]
     )
     raise AssertionError("expected a 400 for a server tool")
 except anthropic.BadRequestError as error:
-    assert "web_search_20250305" in error.body["error"]["message"], error.body
+    assert "code_execution_20250522" in error.body["error"]["message"], error.body
+
+# Web search needs a search backend, which this server has not: the 400 says how to set one.
+try:
+    client.messages.create(
+        model=MODEL, max_tokens=10, messages=question, tools=[{"type": "web_search_20250305", "name": "web_search"}]
+    )
+    raise AssertionError("expected a 400 for web search without a backend")
+except anthropic.BadRequestError as error:
+    assert "[web_search]" in error.body["error"]["message"], error.body
 
 print("ALL OK")

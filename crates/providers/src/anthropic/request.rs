@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use crate::turns::{call_arguments, Turns};
 use switchboard_model::{
     CacheTarget, ContentPart, Error, ErrorKind, Family, Item, MediaSource, OutputFormat,
-    ReasoningEffort, Request, RequestField, Role, Sealed, Tool, ToolChoice,
+    ReasoningEffort, Request, RequestField, Role, Sealed, Tool, ToolChoice, WebSearch,
 };
 
 /// The name of the tool a JSON answer is forced through on models without native structured
@@ -270,6 +270,18 @@ pub fn encode_request(
     if !output_config.is_empty() {
         body.insert("output_config".into(), Value::Object(output_config));
     }
+    if let Some(search) = &request.web_search {
+        if json_through_tool {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "This model answers in JSON through a forced tool call, which cannot be \
+                 combined with web search.",
+            )
+            .with_field(RequestField::WebSearch));
+        }
+        tools.push(web_search_tool(search));
+        tool_choice.get_or_insert_with(|| json!({"type": "auto"}));
+    }
     if let Some(mut choice) = tool_choice {
         if !request.parallel_tool_calls && choice["type"] != "none" {
             choice["disable_parallel_tool_use"] = true.into();
@@ -474,6 +486,22 @@ fn user_block(part: &ContentPart) -> Result<Value, Error> {
         }
         ContentPart::Audio { .. } => unsupported("audio input"),
     }
+}
+
+/// The web search server tool for a request's search options: domain filters and the
+/// approximate location (Chat's nested `approximate` object flattened to Anthropic's shape).
+fn web_search_tool(search: &WebSearch) -> Value {
+    let mut tool = json!({"type": "web_search_20250305", "name": "web_search"});
+    if !search.allowed_domains.is_empty() {
+        tool["allowed_domains"] = json!(search.allowed_domains);
+    }
+    if !search.blocked_domains.is_empty() {
+        tool["blocked_domains"] = json!(search.blocked_domains);
+    }
+    if let Some(location) = search.user_location.as_ref().and_then(crate::flat_location) {
+        tool["user_location"] = location;
+    }
+    tool
 }
 
 #[cfg(test)]

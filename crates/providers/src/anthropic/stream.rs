@@ -5,10 +5,16 @@
 //! the block's text), `thinking` → reasoning deltas ended by the block's signature,
 //! `redacted_thinking` → an opaque reasoning block, `tool_use` → a tool call whose arguments
 //! are the `input_json_delta` fragments (or, for the forced JSON tool, the answer's text).
-//! `message_delta` carries the stop reason and the output usage; `message_stop` ends it.
+//! `server_tool_use` (the web search server tool) collects its query, and the
+//! `web_search_tool_result` that answers it becomes one `Event::WebSearch` with its pages.
+//! `message_delta` carries the stop reason and the output usage (with the searches run);
+//! `message_stop` ends it.
 
 use serde_json::Value;
-use switchboard_model::{Annotation, Error, ErrorKind, Event, Family, FinishReason, Sealed, Usage};
+use switchboard_model::{
+    Annotation, Error, ErrorKind, Event, Family, FinishReason, Sealed, SearchCall, SearchSource,
+    Usage,
+};
 
 use super::request::JSON_TOOL;
 
@@ -29,6 +35,11 @@ enum Block {
     },
     /// The forced JSON tool's input: the answer's text.
     JsonAnswer,
+    /// A web search the server runs: its id and its input's JSON so far.
+    Search {
+        id: String,
+        input: String,
+    },
     /// Blocks this decoder has no use for (server tool results…).
     Other,
 }
@@ -44,6 +55,8 @@ pub struct MessageDecoder {
     stop_reason: Option<String>,
     stop_sequence: Option<String>,
     finished: bool,
+    /// Queries of the server's web searches, by their `server_tool_use` id.
+    search_queries: Vec<(String, String)>,
 }
 
 impl MessageDecoder {
@@ -152,6 +165,14 @@ impl MessageDecoder {
         if let Some(output) = count("output_tokens") {
             self.usage.completion_tokens = output;
         }
+        let searches = usage
+            .get("server_tool_use")
+            .and_then(|tools| tools.get("web_search_requests"))
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok());
+        if let Some(searches) = searches {
+            self.usage.web_search_requests = searches;
+        }
     }
 
     fn block_start(&mut self, data: &Value, events: &mut Vec<Event>) {
@@ -187,6 +208,18 @@ impl MessageDecoder {
                 Block::Other
             }
             "tool_use" if self.json_through_tool && text("name") == JSON_TOOL => Block::JsonAnswer,
+            "server_tool_use" if text("name") == "web_search" => Block::Search {
+                id: text("id").to_owned(),
+                input: block
+                    .get("input")
+                    .filter(|input| input.as_object().is_some_and(|o| !o.is_empty()))
+                    .map(Value::to_string)
+                    .unwrap_or_default(),
+            },
+            "web_search_tool_result" => {
+                events.push(Event::WebSearch(self.search_result(block)));
+                Block::Other
+            }
             "tool_use" => {
                 let call = self.calls;
                 self.calls += 1;
@@ -204,6 +237,39 @@ impl MessageDecoder {
             _ => Block::Other,
         };
         self.blocks.push((index, state));
+    }
+
+    /// A `web_search_tool_result` block: the search its `tool_use_id` names, with the pages it
+    /// returned (none when its content is a `web_search_tool_result_error`).
+    fn search_result(&self, block: &Value) -> SearchCall {
+        let id = block
+            .get("tool_use_id")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let query = self
+            .search_queries
+            .iter()
+            .find(|(known, _)| known == id)
+            .map(|(_, query)| query.clone())
+            .unwrap_or_default();
+        let sources = block
+            .get("content")
+            .and_then(Value::as_array)
+            .map(|results| {
+                results
+                    .iter()
+                    .filter(|r| r.get("type").and_then(Value::as_str) == Some("web_search_result"))
+                    .filter_map(|r| {
+                        let field = |key: &str| r.get(key).and_then(Value::as_str);
+                        Some(SearchSource {
+                            url: field("url")?.to_owned(),
+                            title: field("title").unwrap_or("").to_owned(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        SearchCall { query, sources }
     }
 
     fn block_mut(&mut self, data: &Value) -> Option<&mut Block> {
@@ -273,6 +339,9 @@ impl MessageDecoder {
                     });
                 }
             }
+            ("input_json_delta", Block::Search { input, .. }) => {
+                input.push_str(field("partial_json"));
+            }
             ("input_json_delta", Block::JsonAnswer) => {
                 let fragment = field("partial_json").to_owned();
                 self.text(&fragment, events);
@@ -306,6 +375,18 @@ impl MessageDecoder {
                     .then(|| Sealed::new(Family::Anthropic, signature)),
                 encrypted: None,
             }),
+            Block::Search { id, input } => {
+                let query = serde_json::from_str::<Value>(&input)
+                    .ok()
+                    .and_then(|input| {
+                        input
+                            .get("query")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    })
+                    .unwrap_or_default();
+                self.search_queries.push((id, query));
+            }
             // A call without input still has arguments: an empty object.
             Block::Call {
                 index,
@@ -434,6 +515,94 @@ mod tests {
                 }),
                 Event::Done,
             ]
+        );
+    }
+
+    /// The web search server tool as Anthropic streams it: the query as input JSON, the result
+    /// block whole, then cited text blocks; the usage counts the searches.
+    #[test]
+    fn server_web_searches_become_search_events() {
+        let mut decoder = MessageDecoder::new(false);
+        let events = run(
+            &mut decoder,
+            &[
+                json!({"type": "message_start", "message": {"usage": {"input_tokens": 9, "output_tokens": 1}}}),
+                json!({"type": "content_block_start", "index": 0, "content_block":
+                    {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}}),
+                json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": "{\"query\": \"zorb"}}),
+                json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": "lat\"}"}}),
+                json!({"type": "content_block_stop", "index": 0}),
+                json!({"type": "content_block_start", "index": 1, "content_block":
+                    {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [
+                        {"type": "web_search_result", "url": "https://z.example/a", "title": "A",
+                         "encrypted_content": "E1", "page_age": "May 1, 2031"},
+                        {"type": "web_search_result", "url": "https://z.example/b", "title": "B",
+                         "encrypted_content": "E2"}]}}),
+                json!({"type": "content_block_stop", "index": 1}),
+                json!({"type": "content_block_start", "index": 2,
+                    "content_block": {"type": "text", "text": "", "citations": []}}),
+                json!({"type": "content_block_delta", "index": 2, "delta": {"type": "citations_delta",
+                    "citation": {"type": "web_search_result_location", "url": "https://z.example/a",
+                    "title": "A", "cited_text": "founded 2031", "encrypted_index": "I"}}}),
+                json!({"type": "content_block_delta", "index": 2,
+                    "delta": {"type": "text_delta", "text": "Founded in 2031."}}),
+                json!({"type": "content_block_stop", "index": 2}),
+                json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                    "usage": {"output_tokens": 20, "server_tool_use": {"web_search_requests": 1}}}),
+                json!({"type": "message_stop"}),
+            ],
+        );
+        assert_eq!(
+            events[0],
+            Event::WebSearch(SearchCall {
+                query: "zorblat".into(),
+                sources: vec![
+                    SearchSource {
+                        url: "https://z.example/a".into(),
+                        title: "A".into()
+                    },
+                    SearchSource {
+                        url: "https://z.example/b".into(),
+                        title: "B".into()
+                    },
+                ],
+            })
+        );
+        assert!(matches!(&events[1], Event::TextDelta { text, .. } if text == "Founded in 2031."));
+        assert_eq!(
+            events[2],
+            Event::Annotation {
+                choice: 0,
+                annotation: Annotation::UrlCitation {
+                    url: "https://z.example/a".into(),
+                    title: "A".into(),
+                    start_index: 0,
+                    end_index: 16
+                }
+            }
+        );
+        let Some(Event::Usage(usage)) = events.iter().find(|e| matches!(e, Event::Usage(_))) else {
+            panic!("no usage: {events:?}");
+        };
+        assert_eq!(usage.web_search_requests, 1);
+        // A failed search still shows, with no pages.
+        let mut failed = MessageDecoder::new(false);
+        let events = run(
+            &mut failed,
+            &[
+                json!({"type": "content_block_start", "index": 0, "content_block":
+                {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_9", "content":
+                    {"type": "web_search_tool_result_error", "error_code": "max_uses_exceeded"}}}),
+            ],
+        );
+        assert_eq!(
+            events,
+            [Event::WebSearch(SearchCall {
+                query: String::new(),
+                sources: vec![]
+            })]
         );
     }
 

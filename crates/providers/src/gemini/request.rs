@@ -98,11 +98,24 @@ pub fn encode_request(request: &Request, upstream_model: &str) -> Result<Value, 
         }
         declarations.push(Value::Object(declaration));
     }
+    let mut tools = Vec::new();
+    if let Some(search) = &request.web_search {
+        if !search.allowed_domains.is_empty() || !search.blocked_domains.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "Gemini's grounding with Google Search cannot keep to or leave out domains.",
+            )
+            .with_field(RequestField::WebSearch));
+        }
+        tools.push(json!({"googleSearch": {}}));
+    }
     if !declarations.is_empty() {
-        body.insert(
-            "tools".into(),
-            json!([{"functionDeclarations": declarations}]),
-        );
+        tools.push(json!({"functionDeclarations": declarations}));
+    }
+    if !tools.is_empty() {
+        body.insert("tools".into(), Value::Array(tools));
+    }
+    if !declarations.is_empty() {
         let config = match &request.tool_choice {
             ToolChoice::Auto => json!({"mode": "AUTO"}),
             ToolChoice::None => json!({"mode": "NONE"}),
@@ -446,6 +459,35 @@ mod tests {
     use switchboard_model::{FunctionTool, Sampling};
 
     use super::*;
+
+    #[test]
+    fn web_search_asks_for_google_search_grounding() {
+        let mut request = Request::text("m", vec![Item::text(Role::User, "news?")]);
+        request.web_search = Some(switchboard_model::WebSearch {
+            context_size: None,
+            user_location: None,
+            allowed_domains: vec![],
+            blocked_domains: vec![],
+        });
+        request.tools = vec![Tool::Function(FunctionTool {
+            name: "weather".into(),
+            description: None,
+            parameters: None,
+            strict: false,
+        })];
+        let body = encode_request(&request, "gemini-x").unwrap();
+        assert_eq!(body["tools"][0], json!({"googleSearch": {}}));
+        assert_eq!(
+            body["tools"][1]["functionDeclarations"][0]["name"],
+            "weather"
+        );
+        if let Some(search) = request.web_search.as_mut() {
+            search.allowed_domains = vec!["a.test".into()];
+        }
+        let error = encode_request(&request, "gemini-x").unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Unsupported);
+        assert_eq!(error.field, Some(RequestField::WebSearch));
+    }
 
     #[test]
     fn a_tool_loop_with_signatures_becomes_contents() {

@@ -6,11 +6,19 @@
 //! part is announced just before the part (see `request.rs` for the way back); a signature on
 //! a `functionCall` part belongs to that call. The stream has no end marker: the body ends
 //! after the chunk whose candidates all carry a `finishReason`; usage is the last chunk's.
+//!
+//! Grounding with Google Search reports, with a candidate's last chunk, the queries it ran, the
+//! pages (`groundingChunks`) and which segments of the answer each supports
+//! (`groundingSupports`): those become annotations over the cited segments, then one
+//! `Event::WebSearch`, just before the candidate finishes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
-use switchboard_model::{Error, ErrorKind, Event, Family, FinishReason, Sealed, Usage};
+use switchboard_model::{
+    Annotation, Error, ErrorKind, Event, Family, FinishReason, Sealed, SearchCall, SearchSource,
+    Usage,
+};
 
 use super::request::SYNTHETIC_CALL_PREFIX;
 
@@ -23,6 +31,12 @@ pub struct ContentDecoder {
     finished: BTreeSet<u32>,
     usage: Usage,
     calls_made: u32,
+    /// Per candidate: the answer's text so far (grounding segments are located in it), and
+    /// the latest grounding metadata.
+    texts: BTreeMap<u32, String>,
+    grounding: BTreeMap<u32, Value>,
+    /// Searches Google ran, over all candidates.
+    searches: u32,
 }
 
 impl ContentDecoder {
@@ -88,6 +102,9 @@ impl ContentDecoder {
             for part in parts {
                 self.part(choice, part, &mut events);
             }
+            if let Some(metadata) = candidate.get("groundingMetadata") {
+                self.grounding.insert(choice, metadata.clone());
+            }
             if let Some(reason) = candidate.get("finishReason").and_then(Value::as_str) {
                 let reason = match reason {
                     "STOP" if self.calls.get(&choice).is_some_and(|n| *n > 0) => {
@@ -117,6 +134,11 @@ impl ContentDecoder {
     }
 
     fn finish(&mut self, choice: u32, reason: FinishReason, events: &mut Vec<Event>) {
+        if !self.finished.contains(&choice) {
+            if let Some(metadata) = self.grounding.remove(&choice) {
+                self.grounded(choice, &metadata, events);
+            }
+        }
         if self.finished.insert(choice) {
             events.push(Event::Finished {
                 choice,
@@ -197,11 +219,75 @@ impl ContentDecoder {
             });
         }
         if !text.is_empty() {
+            self.texts.entry(choice).or_default().push_str(text);
             events.push(Event::TextDelta {
                 choice,
                 text: text.to_owned(),
                 logprobs: Vec::new(),
             });
+        }
+    }
+
+    /// A candidate's grounding: an annotation per page each supported segment cites, located
+    /// by the segment's text (its byte offsets count within a part, and a streamed answer's
+    /// parts arrive in pieces), then the search itself.
+    fn grounded(&mut self, choice: u32, metadata: &Value, events: &mut Vec<Event>) {
+        let list = |key: &str| {
+            metadata
+                .get(key)
+                .and_then(Value::as_array)
+                .map_or(&[][..], Vec::as_slice)
+        };
+        let pages: Vec<Option<SearchSource>> = list("groundingChunks")
+            .iter()
+            .map(|chunk| {
+                let web = chunk.get("web")?;
+                Some(SearchSource {
+                    url: web.get("uri")?.as_str()?.to_owned(),
+                    title: web
+                        .get("title")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned(),
+                })
+            })
+            .collect();
+        let text = self.texts.get(&choice).map_or("", String::as_str);
+        for support in list("groundingSupports") {
+            let segment = support.get("segment").unwrap_or(&Value::Null);
+            let Some((start, end)) = locate_segment(text, segment) else {
+                continue;
+            };
+            let cited = support
+                .get("groundingChunkIndices")
+                .and_then(Value::as_array)
+                .map_or(&[][..], Vec::as_slice);
+            for index in cited.iter().filter_map(Value::as_u64) {
+                let page = usize::try_from(index).ok().and_then(|i| pages.get(i));
+                if let Some(Some(page)) = page {
+                    events.push(Event::Annotation {
+                        choice,
+                        annotation: Annotation::UrlCitation {
+                            url: page.url.clone(),
+                            title: page.title.clone(),
+                            start_index: start,
+                            end_index: end,
+                        },
+                    });
+                }
+            }
+        }
+        let queries: Vec<&str> = list("webSearchQueries")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let count = u32::try_from(queries.len()).unwrap_or(u32::MAX);
+        self.searches = self.searches.saturating_add(count);
+        if !queries.is_empty() || pages.iter().any(Option::is_some) {
+            events.push(Event::WebSearch(SearchCall {
+                query: queries.join(" / "),
+                sources: pages.into_iter().flatten().collect(),
+            }));
         }
     }
 
@@ -216,8 +302,41 @@ impl ContentDecoder {
                 "The upstream closed the stream before it finished.",
             ));
         }
-        Ok(vec![Event::Usage(self.usage), Event::Done])
+        let mut usage = self.usage;
+        usage.web_search_requests = self.searches;
+        Ok(vec![Event::Usage(usage), Event::Done])
     }
+}
+
+/// A grounding segment's place in the answer, in characters: where its `text` occurs, the
+/// occurrence nearest its byte offset (offsets count within a part, not the whole answer);
+/// without text, the byte offsets themselves when they fall on character boundaries.
+fn locate_segment(answer: &str, segment: &Value) -> Option<(u32, u32)> {
+    let offset = |key: &str| {
+        segment
+            .get(key)
+            .and_then(Value::as_u64)
+            .and_then(|n| usize::try_from(n).ok())
+    };
+    let hint = offset("startIndex").unwrap_or(0);
+    let (start, end) = match segment.get("text").and_then(Value::as_str) {
+        Some(text) if !text.is_empty() => {
+            let start = answer
+                .match_indices(text)
+                .map(|(at, _)| at)
+                .min_by_key(|at| at.abs_diff(hint))?;
+            (start, start + text.len())
+        }
+        _ => {
+            let end = offset("endIndex")?;
+            if hint >= end || !answer.is_char_boundary(hint) || !answer.is_char_boundary(end) {
+                return None;
+            }
+            (hint, end)
+        }
+    };
+    let chars = |bytes: usize| u32::try_from(answer[..bytes].chars().count()).ok();
+    Some((chars(start)?, chars(end)?))
 }
 
 /// `candidatesTokenCount` leaves thoughts out; OpenAI's `completion_tokens` counts them.
@@ -248,6 +367,66 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// Grounding arrives with the last chunk; its segments are found in the streamed answer
+    /// (multi-byte text before them, offsets counted within a part) and cite their pages.
+    #[test]
+    fn google_search_grounding_becomes_citations_and_a_search() {
+        let mut decoder = ContentDecoder::new(1);
+        let mut events = Vec::new();
+        for chunk in [
+            json!({"candidates": [{"index": 0, "content": {"role": "model", "parts": [
+                {"text": "Café notes. Zorblat was "}]}}]}),
+            json!({"candidates": [{"index": 0, "content": {"role": "model", "parts": [
+                {"text": "founded in 2031."}]}, "finishReason": "STOP",
+                "groundingMetadata": {
+                    "webSearchQueries": ["zorblat founding year"],
+                    "groundingChunks": [
+                        {"web": {"uri": "https://vertexaisearch.example/r/1", "title": "zorblat.example"}},
+                        {"web": {"uri": "https://vertexaisearch.example/r/2", "title": "wiki.example"}}],
+                    "groundingSupports": [
+                        {"segment": {"startIndex": 0, "endIndex": 28, "text": "Zorblat was founded in 2031."},
+                         "groundingChunkIndices": [0, 1]},
+                        {"segment": {"startIndex": 0, "endIndex": 9, "text": "not there"},
+                         "groundingChunkIndices": [0]}]}}],
+                "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 9}}),
+        ] {
+            events.extend(decoder.push(&chunk).unwrap());
+        }
+        events.extend(decoder.end().unwrap());
+        let citation = |n: u32, title: &str| Event::Annotation {
+            choice: 0,
+            annotation: Annotation::UrlCitation {
+                url: format!("https://vertexaisearch.example/r/{n}"),
+                title: title.into(),
+                start_index: 12,
+                end_index: 40,
+            },
+        };
+        assert_eq!(events[2], citation(1, "zorblat.example"));
+        assert_eq!(events[3], citation(2, "wiki.example"));
+        assert_eq!(
+            events[4],
+            Event::WebSearch(SearchCall {
+                query: "zorblat founding year".into(),
+                sources: vec![
+                    SearchSource {
+                        url: "https://vertexaisearch.example/r/1".into(),
+                        title: "zorblat.example".into()
+                    },
+                    SearchSource {
+                        url: "https://vertexaisearch.example/r/2".into(),
+                        title: "wiki.example".into()
+                    },
+                ],
+            })
+        );
+        assert!(matches!(events[5], Event::Finished { .. }));
+        let Event::Usage(usage) = events[6] else {
+            panic!("{events:?}");
+        };
+        assert_eq!(usage.web_search_requests, 1);
+    }
 
     #[test]
     fn thoughts_calls_signatures_and_usage() {

@@ -6,7 +6,7 @@
 use serde_json::{json, Map, Value};
 use switchboard_model::{
     ContentPart, Error, ErrorKind, Family, Item, MediaSource, OutputFormat, Request, RequestField,
-    Role, Sealed, Tool, ToolChoice,
+    Role, Sealed, Tool, ToolChoice, WebSearch,
 };
 
 /// What the Chat Completions wire cannot carry, refused before anything is sent: a file by
@@ -147,6 +147,9 @@ pub fn encode_request(request: &Request, upstream_model: &str) -> Value {
     }
     if let Some(user) = &request.user {
         body.insert("user".into(), user.clone().into());
+    }
+    if let Some(search) = &request.web_search {
+        body.insert("web_search_options".into(), web_search_options(search));
     }
     body.insert("stream".into(), true.into());
     body.insert("stream_options".into(), json!({"include_usage": true}));
@@ -329,6 +332,33 @@ fn part(part: &ContentPart) -> Option<Value> {
     })
 }
 
+/// `web_search_options` for a model that searches natively: the context size, the location in
+/// Chat's nested shape, and the domain filter in the Responses tool's shape (which OpenAI-family
+/// models accept here too).
+fn web_search_options(search: &WebSearch) -> Value {
+    let mut options = Map::new();
+    if let Some(size) = &search.context_size {
+        options.insert("search_context_size".into(), size.clone().into());
+    }
+    if let Some(location) = search.user_location.as_ref().and_then(crate::flat_location) {
+        let mut approximate = location;
+        if let Some(fields) = approximate.as_object_mut() {
+            fields.remove("type");
+        }
+        options.insert(
+            "user_location".into(),
+            json!({"type": "approximate", "approximate": approximate}),
+        );
+    }
+    if !search.allowed_domains.is_empty() {
+        options.insert(
+            "filters".into(),
+            json!({"allowed_domains": search.allowed_domains}),
+        );
+    }
+    Value::Object(options)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -339,6 +369,29 @@ mod tests {
     };
 
     use super::encode_request;
+
+    /// A model that searches natively gets the search options in Chat's shape (the location
+    /// nested under `approximate`, whichever shape the client used).
+    #[test]
+    fn web_search_options_reach_a_model_that_searches() {
+        let mut request = Request::text("m", vec![Item::text(Role::User, "news?")]);
+        assert!(encode_request(&request, "up")
+            .get("web_search_options")
+            .is_none());
+        request.web_search = Some(switchboard_model::WebSearch {
+            context_size: Some("high".into()),
+            user_location: Some(json!({"type": "approximate", "city": "Oslo", "country": "NO"})),
+            allowed_domains: vec!["nrk.no".into()],
+            blocked_domains: vec![],
+        });
+        assert_eq!(
+            encode_request(&request, "up")["web_search_options"],
+            json!({"search_context_size": "high",
+                   "user_location": {"type": "approximate",
+                                     "approximate": {"city": "Oslo", "country": "NO"}},
+                   "filters": {"allowed_domains": ["nrk.no"]}})
+        );
+    }
 
     #[test]
     fn files_by_url_are_refused_before_sending() {
