@@ -64,6 +64,9 @@ pub struct Pricing {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cached_input_per_million: Option<f64>,
     pub output_per_million: f64,
+    /// USD per web search, on models that can search (natively or through the gateway).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_web_search: Option<f64>,
     /// Always `"USD"`.
     pub currency: &'static str,
 }
@@ -106,6 +109,7 @@ impl Pricing {
             input_per_million,
             cached_input_per_million: None,
             output_per_million,
+            per_web_search: None,
             currency: "USD",
         }
     }

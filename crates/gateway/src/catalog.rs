@@ -17,6 +17,9 @@ pub struct Pricing {
     /// Prompt tokens served from the provider's cache, where it charges less for them.
     pub cached_input_per_million: Option<f64>,
     pub output_per_million: f64,
+    /// USD per web search the provider runs natively (models with the `web_search`
+    /// capability); gateway-run searches are priced by the gateway's search instead.
+    pub per_web_search: Option<f64>,
 }
 
 pub struct CatalogEntry {

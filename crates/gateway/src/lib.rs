@@ -73,6 +73,18 @@ impl Gateway {
         Ok(search.cite(stream))
     }
 
+    /// What one web search costs on this entry: its provider's price where it searches
+    /// natively, the gateway's search otherwise; `None` when it cannot search.
+    #[must_use]
+    pub fn price_per_web_search(&self, entry: &CatalogEntry) -> Option<f64> {
+        if entry.capabilities.contains(&model::Capability::WebSearch) {
+            return Some(entry.pricing.per_web_search.unwrap_or(0.0));
+        }
+        self.web_search
+            .as_ref()
+            .map(|search| search.price_per_search)
+    }
+
     /// Whether the gateway runs the search this request asks for (the model's provider
     /// cannot). With no backend configured that is a 400 saying how to configure one.
     fn gateway_searches(

@@ -4,23 +4,25 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use switchboard_api::{ListModelsResponse, ModelEntry, Pricing};
-use switchboard_gateway::CatalogEntry;
+use switchboard_gateway::{CatalogEntry, Gateway};
 
 use crate::{ApiError, AppState};
 
 pub(crate) async fn list(State(state): State<AppState>) -> Json<ListModelsResponse> {
     let entries = state.gateway.catalog.entries();
-    Json(ListModelsResponse::new(entries.iter().map(wire).collect()))
+    Json(ListModelsResponse::new(
+        entries.iter().map(|e| wire(&state.gateway, e)).collect(),
+    ))
 }
 
 pub(crate) async fn retrieve(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ModelEntry>, ApiError> {
-    Ok(Json(wire(state.gateway.catalog.get(&id)?)))
+    Ok(Json(wire(&state.gateway, state.gateway.catalog.get(&id)?)))
 }
 
-fn wire(entry: &CatalogEntry) -> ModelEntry {
+fn wire(gateway: &Gateway, entry: &CatalogEntry) -> ModelEntry {
     ModelEntry::new(
         entry.id.clone(),
         entry.created,
@@ -33,6 +35,7 @@ fn wire(entry: &CatalogEntry) -> ModelEntry {
             .collect(),
         Pricing {
             cached_input_per_million: entry.pricing.cached_input_per_million,
+            per_web_search: gateway.price_per_web_search(entry),
             ..Pricing::usd(
                 entry.pricing.input_per_million,
                 entry.pricing.output_per_million,

@@ -727,3 +727,58 @@ async fn the_embedded_model_answers_from_the_search_and_cites_it() {
             .collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn models_list_the_price_of_a_search() {
+    let (base, _received) = fakes().await;
+    let backend = Searxng::new(&base, Duration::from_secs(1)).unwrap();
+    let mut catalog = Catalog::default();
+    let provider = OpenAiProvider::new(OpenAiConfig {
+        name: "up".into(),
+        base_url: format!("{base}/v1"),
+        api_key: None,
+        headers: vec![],
+        timeouts: Timeouts::default(),
+    })
+    .unwrap();
+    let provider: Arc<dyn switchboard_gateway::Provider> = Arc::new(provider);
+    for (id, capabilities, per_web_search) in [
+        ("plain", vec![], None),
+        ("native", vec![Capability::WebSearch], Some(0.025)),
+    ] {
+        catalog.add(CatalogEntry {
+            id: id.into(),
+            owned_by: "up".into(),
+            created: 1_700_000_000,
+            context_window: 8_000,
+            capabilities,
+            pricing: Pricing {
+                per_web_search,
+                ..Pricing::default()
+            },
+            routes: vec![Route::new("up", provider.clone(), id, 1)],
+        });
+    }
+    let with_search = Gateway::new(catalog, ApiKeys::new::<_, &str>([]))
+        .with_web_search(WebSearch::new(Arc::new(backend), 5).with_price(0.004));
+    let server = common::serve_gateway(with_search, ServerConfig::default());
+    let models: Value = client()
+        .get(format!("{server}/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let price = |id: &str| {
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .unwrap()["pricing"]["per_web_search"]
+            .clone()
+    };
+    assert_eq!(price("plain"), json!(0.004));
+    assert_eq!(price("native"), json!(0.025));
+}

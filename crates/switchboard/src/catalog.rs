@@ -76,6 +76,7 @@ pub fn add_configured_models(
                 input_per_million: model.pricing.input,
                 cached_input_per_million: model.pricing.cached_input,
                 output_per_million: model.pricing.output,
+                per_web_search: model.pricing.web_search,
             },
             routes,
         });
@@ -217,7 +218,11 @@ pub fn web_search(
     if !(1..=20).contains(&max_results) {
         bail!("[web_search]: max_results must be between 1 and 20");
     }
-    Ok(WebSearch::new(backend, max_results))
+    let price = config.price_per_search.unwrap_or(0.0);
+    if !(price.is_finite() && price >= 0.0) {
+        bail!("[web_search]: price_per_search must be a non-negative number of USD");
+    }
+    Ok(WebSearch::new(backend, max_results).with_price(price))
 }
 
 #[cfg(test)]

@@ -107,6 +107,9 @@ pub struct WebSearchConfig {
     pub max_results: Option<usize>,
     /// Seconds a search may take before the request fails [default: 10].
     pub timeout_secs: Option<u64>,
+    /// USD per gateway-run search, shown in `/v1/models` and counted as usage's cost
+    /// [default: 0].
+    pub price_per_search: Option<f64>,
 }
 
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +191,8 @@ pub struct PricingConfig {
     pub cached_input: Option<f64>,
     #[serde(default)]
     pub output: f64,
+    /// USD per search the provider runs natively (models with the `web_search` capability).
+    pub web_search: Option<f64>,
 }
 
 #[derive(Deserialize, Debug, Clone)]

@@ -36,6 +36,8 @@ const SNIPPET_CHARS: [(&str, usize); 3] = [("low", 300), ("medium", 800), ("high
 pub struct WebSearch {
     backend: Arc<dyn SearchBackend>,
     max_results: usize,
+    /// USD charged per search (what the backend costs the operator; 0 by default).
+    pub price_per_search: f64,
 }
 
 impl WebSearch {
@@ -44,7 +46,14 @@ impl WebSearch {
         Self {
             backend,
             max_results: max_results.max(1),
+            price_per_search: 0.0,
         }
+    }
+
+    #[must_use]
+    pub fn with_price(mut self, price_per_search: f64) -> Self {
+        self.price_per_search = price_per_search;
+        self
     }
 
     /// Searches for what the conversation's last user message asks, and returns the request
