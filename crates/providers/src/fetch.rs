@@ -81,6 +81,25 @@ fn refused(message: impl Into<String>) -> Error {
 /// A 400 naming why: a scheme or address that is not allowed, a redirect to one, a failed or
 /// slow fetch, a body over the size limit, bytes of another kind.
 pub async fn fetch(url: &str, expected: &str, policy: &FetchPolicy) -> Result<Fetched, Error> {
+    let (bytes, _) = download(url, policy).await?;
+    let media_type = sniff(&bytes).ok_or_else(|| {
+        refused("The media URL's content is not an image, a PDF or audio this server knows.")
+    })?;
+    if !media_type.starts_with(expected) {
+        return Err(refused(format!(
+            "The media URL holds {media_type}, not the {expected} the part says it is."
+        )));
+    }
+    Ok(Fetched { media_type, bytes })
+}
+
+/// The body of `url` and its `Content-Type`, fetched under `policy` with the SSRF checks
+/// above (every hop's addresses checked, the checked address connected to, size and time
+/// capped), for any kind of content.
+///
+/// # Errors
+/// As [`fetch`], but for the kind of content.
+pub async fn download(url: &str, policy: &FetchPolicy) -> Result<(Vec<u8>, Option<String>), Error> {
     let deadline = tokio::time::Instant::now() + policy.timeout;
     let mut current = reqwest::Url::parse(url).map_err(|_| {
         refused(format!(
@@ -125,6 +144,11 @@ pub async fn fetch(url: &str, expected: &str, policy: &FetchPolicy) -> Result<Fe
         {
             return Err(too_large(policy));
         }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let mut bytes = Vec::new();
         let mut body = response.bytes_stream();
         loop {
@@ -141,15 +165,7 @@ pub async fn fetch(url: &str, expected: &str, policy: &FetchPolicy) -> Result<Fe
                 }
             }
         }
-        let media_type = sniff(&bytes).ok_or_else(|| {
-            refused("The media URL's content is not an image, a PDF or audio this server knows.")
-        })?;
-        if !media_type.starts_with(expected) {
-            return Err(refused(format!(
-                "The media URL holds {media_type}, not the {expected} the part says it is."
-            )));
-        }
-        return Ok(Fetched { media_type, bytes });
+        return Ok((bytes, content_type));
     }
     Err(refused("The media URL redirected too many times."))
 }

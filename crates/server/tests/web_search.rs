@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use common::{assert_error, client, sse_data};
 use serde_json::{json, Value};
-use switchboard_gateway::search::{Brave, SearchBackend, Searxng, WebSearch};
+use switchboard_gateway::search::{Brave, PageReader, SearchBackend, Searxng, WebSearch};
 use switchboard_gateway::{ApiKeys, Catalog, CatalogEntry, Gateway, Pricing, Route};
 use switchboard_model::Capability;
 use switchboard_providers::openai::{OpenAiConfig, OpenAiProvider, Timeouts};
@@ -781,4 +781,142 @@ async fn models_list_the_price_of_a_search() {
     };
     assert_eq!(price("plain"), json!(0.004));
     assert_eq!(price("native"), json!(0.025));
+}
+
+/// Pages behind a SearXNG fake whose results point at them (on loopback): one page holds the
+/// answer deep in its HTML, one is a PDF, one never answers, one is a redirect to a private
+/// address that is not allowed.
+async fn pages_app() -> (String, Arc<Mutex<Vec<String>>>) {
+    let fetched: Arc<Mutex<Vec<String>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let search_base = base.clone();
+    let log = fetched.clone();
+    let app = Router::new()
+        .route(
+            "/search",
+            get(move || {
+                let base = search_base.clone();
+                async move {
+                    Json(json!({"results": [
+                        {"url": format!("{base}/pages/history"), "title": "History of Zorblat",
+                         "content": "An article about the town."},
+                        {"url": format!("{base}/pages/report.pdf"), "title": "Report", "content": "A PDF."},
+                        {"url": format!("{base}/pages/slow"), "title": "Slow page", "content": "Slow snippet."},
+                        {"url": format!("{base}/pages/elsewhere"), "title": "Moved", "content": "Moved snippet."}
+                    ]}))
+                }
+            }),
+        )
+        .route(
+            "/pages/{name}",
+            get(move |axum::extract::Path(name): axum::extract::Path<String>| {
+                let log = log.clone();
+                async move {
+                    log.lock().unwrap().push(name.clone());
+                    match name.as_str() {
+                        "history" => (
+                            [("content-type", "text/html; charset=utf-8")],
+                            "<html><head><script>var tracking = 1;</script></head><body>\
+                             <nav>Home | About</nav><p>Welcome to the archive.</p>\
+                             <p>The town of <b>Zorblat</b> was founded in 2031 by Mira Quell.</p>\
+                             <p>Its bread is purple.</p></body></html>",
+                        )
+                            .into_response(),
+                        "report.pdf" => ([("content-type", "application/pdf")], "%PDF-1.4 ...").into_response(),
+                        "slow" => {
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                            "late".into_response()
+                        }
+                        _ => (StatusCode::FOUND, [("location", "http://10.255.255.1/secret")]).into_response(),
+                    }
+                }
+            }),
+        );
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (base, fetched)
+}
+
+#[tokio::test]
+async fn result_pages_are_read_within_the_fetch_rules() {
+    let (pages, fetched) = pages_app().await;
+    let (base, received) = fakes().await;
+    let reader = |allow: &str| PageReader {
+        pages: 4,
+        policy: switchboard_providers::fetch::FetchPolicy {
+            allow: switchboard_providers::fetch::parse_allow(&[allow.to_owned()]).unwrap(),
+            max_bytes: 100_000,
+            timeout: Duration::from_secs(1),
+            max_redirects: 2,
+        },
+    };
+    let sources = |received: &Received| {
+        received.upstream.lock().unwrap().last().unwrap()["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let started = std::time::Instant::now();
+    let backend: Arc<dyn SearchBackend> =
+        Arc::new(Searxng::new(&pages, Duration::from_secs(2)).unwrap());
+    let gateway = |reader: PageReader| {
+        let provider = OpenAiProvider::new(OpenAiConfig {
+            name: "up".into(),
+            base_url: format!("{base}/v1"),
+            api_key: None,
+            headers: vec![],
+            timeouts: Timeouts::default(),
+        })
+        .unwrap();
+        let mut catalog = Catalog::default();
+        catalog.add(CatalogEntry {
+            id: "plain".into(),
+            owned_by: "up".into(),
+            created: 1_700_000_000,
+            context_window: 8_000,
+            capabilities: vec![],
+            pricing: Pricing::default(),
+            routes: vec![Route::new("up", Arc::new(provider), "upstream-model", 1)],
+        });
+        common::serve_gateway(
+            Gateway::new(catalog, ApiKeys::new::<_, &str>([]))
+                .with_web_search(WebSearch::new(backend.clone(), 5).with_pages(Some(reader))),
+            ServerConfig::default(),
+        )
+    };
+    // Loopback allowed (as an operator would allow an intranet): the HTML page is read, its
+    // passage about the question shown after the snippet; the PDF, the slow page and the
+    // redirect to a private address keep their snippets.
+    let (status, body) = call(&gateway(reader("127.0.0.1")), &request(false)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "pages are read at once, within 1 s"
+    );
+    let shown = sources(&received);
+    assert!(
+        shown.contains("[1] History of Zorblat\nURL: ")
+            && shown.contains("An article about the town.\nFrom the page:\n")
+            && shown.contains("The town of Zorblat was founded in 2031 by Mira Quell."),
+        "{shown}"
+    );
+    assert!(!shown.contains("tracking"), "{shown}");
+    assert!(
+        shown.contains("[2] Report\nURL: ") && shown.contains("A PDF.\n\n[3]"),
+        "{shown}"
+    );
+    assert!(shown.contains("Slow snippet.\n\n[4]"), "{shown}");
+    assert!(shown.ends_with("Moved snippet."), "{shown}");
+    let mut read: Vec<String> = fetched.lock().unwrap().clone();
+    read.sort();
+    assert_eq!(read, ["elsewhere", "history", "report.pdf", "slow"]);
+
+    // Without the allow-list, loopback pages are never requested: snippets only.
+    fetched.lock().unwrap().clear();
+    let (status, body) = call(&gateway(reader("192.0.2.1")), &request(false)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(fetched.lock().unwrap().is_empty());
+    assert!(!sources(&received).contains("From the page:"));
 }

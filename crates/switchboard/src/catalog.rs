@@ -186,7 +186,7 @@ pub fn web_search(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<switchboard_gateway::search::WebSearch> {
     use crate::config::SearchBackendKind;
-    use switchboard_gateway::search::{Brave, SearchBackend, Searxng, WebSearch};
+    use switchboard_gateway::search::{Brave, PageReader, SearchBackend, Searxng, WebSearch};
     let timeout = Duration::from_secs(config.timeout_secs.unwrap_or(10));
     let key = match &config.api_key_env {
         Some(name) => Some(env(name).with_context(|| {
@@ -222,7 +222,21 @@ pub fn web_search(
     if !(price.is_finite() && price >= 0.0) {
         bail!("[web_search]: price_per_search must be a non-negative number of USD");
     }
-    Ok(WebSearch::new(backend, max_results).with_price(price))
+    let mut pages = PageReader {
+        pages: config.fetch_pages.unwrap_or(3),
+        ..PageReader::default()
+    };
+    if pages.pages > 20 {
+        bail!("[web_search]: fetch_pages must be at most 20");
+    }
+    pages.policy.allow = parse_allow(&config.fetch_allow)
+        .map_err(|e| anyhow::anyhow!("[web_search] fetch_allow: {e}"))?;
+    if let Some(seconds) = config.page_timeout_secs {
+        pages.policy.timeout = Duration::from_secs(seconds.clamp(1, 60));
+    }
+    Ok(WebSearch::new(backend, max_results)
+        .with_price(price)
+        .with_pages(Some(pages)))
 }
 
 #[cfg(test)]

@@ -110,6 +110,14 @@ pub struct WebSearchConfig {
     /// USD per gateway-run search, shown in `/v1/models` and counted as usage's cost
     /// [default: 0].
     pub price_per_search: Option<f64>,
+    /// Top results whose pages are read for the model (0 keeps to the snippets) [default: 3].
+    pub fetch_pages: Option<usize>,
+    /// Seconds reading one page may take [default: 5].
+    pub page_timeout_secs: Option<u64>,
+    /// Addresses (`10.0.0.0/8`, `127.0.0.1`) result pages may be read from although they are
+    /// not public; everything private is refused otherwise.
+    #[serde(default)]
+    pub fetch_allow: Vec<String>,
 }
 
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]

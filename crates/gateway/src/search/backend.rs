@@ -203,6 +203,7 @@ fn source(url: String, title: &str, snippet: &str) -> Option<Source> {
         },
         url,
         snippet: snippet.trim().to_owned(),
+        page_text: None,
     })
 }
 

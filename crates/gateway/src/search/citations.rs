@@ -59,7 +59,10 @@ impl Citations {
     pub fn new(sources: Arc<[Source]>) -> Self {
         let wording = sources
             .iter()
-            .map(|s| Wording::of(&format!("{}\n{}", s.title, s.snippet)))
+            .map(|s| {
+                let page = s.page_text.as_deref().unwrap_or_default();
+                Wording::of(&format!("{}\n{}\n{page}", s.title, s.snippet))
+            })
             .collect();
         Self {
             sources,
@@ -309,6 +312,7 @@ mod tests {
                 url: format!("https://example.org/{i}"),
                 title: format!("Page {i}"),
                 snippet: String::new(),
+                page_text: None,
             })
             .collect()
     }

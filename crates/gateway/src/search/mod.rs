@@ -5,9 +5,11 @@
 
 mod backend;
 mod citations;
+mod pages;
 
 pub use backend::{Brave, SearchBackend, Searxng};
 pub use citations::Citations;
+pub use pages::PageReader;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +26,8 @@ pub struct Source {
     pub title: String,
     /// The backend's summary of the page.
     pub snippet: String,
+    /// Passages of the page itself, when it was read (what the model is shown of it).
+    pub page_text: Option<String>,
 }
 
 /// The longest query sent to a backend, in characters (the end of a long message is cut).
@@ -38,6 +42,8 @@ pub struct WebSearch {
     max_results: usize,
     /// USD charged per search (what the backend costs the operator; 0 by default).
     pub price_per_search: f64,
+    /// How the top results' pages are read; `None` keeps to the backend's snippets.
+    pages: Option<PageReader>,
 }
 
 impl WebSearch {
@@ -47,7 +53,16 @@ impl WebSearch {
             backend,
             max_results: max_results.max(1),
             price_per_search: 0.0,
+            pages: Some(PageReader::default()),
         }
+    }
+
+    /// Reads the top results' pages as `reader` says; `None` (or zero pages) keeps to the
+    /// backend's snippets.
+    #[must_use]
+    pub fn with_pages(mut self, reader: Option<PageReader>) -> Self {
+        self.pages = reader.filter(|reader| reader.pages > 0);
+        self
     }
 
     #[must_use]
@@ -92,12 +107,25 @@ impl WebSearch {
             });
         }
         sources.truncate(self.max_results);
+        if let Some(reader) = &self.pages {
+            reader.read(&mut sources).await;
+        }
         let limit = request
             .web_search
             .as_ref()
             .and_then(|w| w.context_size.as_deref())
             .and_then(|size| SNIPPET_CHARS.iter().find(|(name, _)| *name == size))
             .map_or(SNIPPET_CHARS[1].1, |(_, chars)| *chars);
+        // What the model is shown of each page: the snippet, then the page's passages that
+        // best match the question, within the context size's budget.
+        for source in &mut sources {
+            let room = limit.saturating_sub(source.snippet.chars().count());
+            source.page_text = source
+                .page_text
+                .take()
+                .map(|text| pages::best_passages(&text, &query, room))
+                .filter(|text| !text.trim().is_empty());
+        }
         let mut augmented = request.clone();
         augmented.web_search = None;
         insert_item(
@@ -283,6 +311,10 @@ fn sources_message(sources: &[Source], snippet_chars: usize) -> String {
             source.url,
             snippet.trim()
         ));
+        if let Some(page) = &source.page_text {
+            text.push_str("\nFrom the page:\n");
+            text.push_str(page.trim());
+        }
     }
     text
 }
