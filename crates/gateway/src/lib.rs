@@ -63,6 +63,22 @@ impl Gateway {
                 .await
                 .map_err(|error| error.locate(param_name));
         };
+        let providers: Vec<&dyn Provider> = entry.routes.iter().map(|r| &*r.provider).collect();
+        let calls_tools = entry.capabilities.contains(&model::Capability::Tools);
+        if search::WebSearch::model_may_search(&request, calls_tools, &providers) {
+            // The model chooses its queries: it gets a `web_search` function the gateway runs.
+            let first = search::WebSearch::with_search_tool(&request);
+            let served = routing::serve_on(&entry.routes, &Arc::new(first.clone()))
+                .await
+                .map_err(|error| error.locate(param_name))?;
+            return Ok(search.search_loop(
+                served.events,
+                served.provider,
+                served.model,
+                first,
+                request.web_search.clone(),
+            ));
+        }
         let (augmented, search) = search
             .prepare(&request)
             .await

@@ -138,6 +138,20 @@ fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
 
 /// Serves `request` from the first route that can, as described in the module documentation.
 pub(crate) async fn serve(routes: &[Route], request: &Arc<Request>) -> Result<EventStream, Error> {
+    serve_on(routes, request).await.map(|served| served.events)
+}
+
+/// A generation and the route that serves it, for callers that continue the conversation
+/// on the same provider (the gateway's search loop).
+pub(crate) struct Served {
+    pub events: EventStream,
+    pub provider: Arc<dyn Provider>,
+    /// The model as that provider names it.
+    pub model: String,
+}
+
+/// [`serve`], saying which route served.
+pub(crate) async fn serve_on(routes: &[Route], request: &Arc<Request>) -> Result<Served, Error> {
     let mut last_failure = None;
     for route in order(routes) {
         if !route.breaker.allows() {
@@ -155,7 +169,11 @@ pub(crate) async fn serve(routes: &[Route], request: &Arc<Request>) -> Result<Ev
             match route.provider.generate(Arc::clone(&routed)).await {
                 Ok(events) => {
                     route.breaker.record(true);
-                    return Ok(events);
+                    return Ok(Served {
+                        events,
+                        provider: Arc::clone(&route.provider),
+                        model: route.model.clone(),
+                    });
                 }
                 Err(error) if !provider_failure(&error) => return Err(error),
                 Err(error) => {

@@ -90,4 +90,11 @@ pub trait Provider: Send + Sync {
     fn count_tokens(&self, _request: Arc<Request>) -> BoxFuture<'_, Result<Option<u32>, Error>> {
         Box::pin(std::future::ready(Ok(None)))
     }
+
+    /// Whether the model is worth giving a `web_search` tool to choose its own queries (the
+    /// gateway's search loop); otherwise the gateway searches once, for the last user message.
+    /// Small local models call tools reliably only when made to, so they are searched for.
+    fn chooses_its_own_searches(&self) -> bool {
+        true
+    }
 }

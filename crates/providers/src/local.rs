@@ -37,6 +37,10 @@ impl Provider for LocalProvider {
         })
     }
 
+    fn chooses_its_own_searches(&self) -> bool {
+        false
+    }
+
     fn generate(&self, request: Arc<Request>) -> BoxFuture<'_, Result<EventStream, Error>> {
         let engine = self.engine.clone();
         Box::pin(async move {

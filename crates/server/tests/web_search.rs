@@ -101,8 +101,66 @@ async fn slow_search() -> Response {
     Json(json!({"results": []})).into_response()
 }
 
+/// The model `searcher-model` chooses its own search: first a `web_search` call with its own
+/// query, then, once the results are in the conversation, an answer citing them.
+fn searcher_turn(body: &Value) -> Response {
+    let answered = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["role"] == "tool");
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1,
+               "model": "searcher-model", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let mut chunks = vec![];
+    let client_tool = body["tools"]
+        .as_array()
+        .is_some_and(|tools| tools.iter().any(|t| t["function"]["name"] == "get_weather"));
+    if client_tool && !answered {
+        chunks.push(chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_w1", "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{\"city\": \"Zorblat\"}"}}]}),
+            Value::Null,
+        ));
+        chunks.push(chunk(json!({}), json!("tool_calls")));
+    } else if answered {
+        for piece in [
+            "Zorblat was founded in 2031 [1",
+            "]. Its mayor is Mira Quell [2].",
+        ] {
+            chunks.push(chunk(json!({"content": piece}), Value::Null));
+        }
+        chunks.push(chunk(json!({}), json!("stop")));
+    } else {
+        chunks.push(chunk(
+            json!({"content": "Let me look that up."}),
+            Value::Null,
+        ));
+        chunks.push(chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_s1", "type": "function",
+                    "function": {"name": "web_search", "arguments": "{\"query\": \"zorblat history\"}"}}]}),
+            Value::Null,
+        ));
+        chunks.push(chunk(json!({}), json!("tool_calls")));
+    }
+    let usage = json!({"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1,
+        "model": "searcher-model", "choices": [],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 10, "total_tokens": 50}});
+    chunks.push(usage);
+    let mut text = String::new();
+    for chunk in chunks {
+        text.push_str(&format!("data: {chunk}\n\n"));
+    }
+    text.push_str("data: [DONE]\n\n");
+    ([("content-type", "text/event-stream")], text).into_response()
+}
+
 async fn completions(State(received): State<Received>, Json(body): Json<Value>) -> Response {
     received.upstream.lock().unwrap().push(body.clone());
+    if body["model"] == "searcher-model" {
+        return searcher_turn(&body);
+    }
     if body["stream"] == true {
         let mut text = String::new();
         for piece in ANSWER_PIECES {
@@ -162,16 +220,24 @@ fn switchboard_with(base: &str, backend: Option<Arc<dyn SearchBackend>>) -> Stri
         timeouts: Timeouts::default(),
     })
     .unwrap();
+    let provider: Arc<dyn switchboard_gateway::Provider> = Arc::new(provider);
     let mut catalog = Catalog::default();
-    catalog.add(CatalogEntry {
-        id: "plain".into(),
-        owned_by: "up".into(),
-        created: 1_700_000_000,
-        context_window: 128_000,
-        capabilities: vec![Capability::Tools],
-        pricing: Pricing::default(),
-        routes: vec![Route::new("up", Arc::new(provider), "upstream-model", 1)],
-    });
+    // `plain` cannot call tools, so the gateway searches for it; `searcher` can, so it is
+    // given the `web_search` function and chooses its own query.
+    for (id, upstream, capabilities) in [
+        ("plain", "upstream-model", vec![]),
+        ("searcher", "searcher-model", vec![Capability::Tools]),
+    ] {
+        catalog.add(CatalogEntry {
+            id: id.into(),
+            owned_by: "up".into(),
+            created: 1_700_000_000,
+            context_window: 128_000,
+            capabilities,
+            pricing: Pricing::default(),
+            routes: vec![Route::new("up", Arc::clone(&provider), upstream, 1)],
+        });
+    }
     let mut gateway = Gateway::new(catalog, ApiKeys::new::<_, &str>([]));
     if let Some(backend) = backend {
         gateway = gateway.with_web_search(WebSearch::new(backend, 5));
@@ -919,4 +985,192 @@ async fn result_pages_are_read_within_the_fetch_rules() {
     assert_eq!(status, 200, "{body}");
     assert!(fetched.lock().unwrap().is_empty());
     assert!(!sources(&received).contains("From the page:"));
+}
+
+/// A model that can call tools chooses its own query through the `web_search` function the
+/// gateway runs; the client sees one answer with the search, its citations and the usage of
+/// both turns, on every surface.
+#[tokio::test]
+async fn a_model_with_tools_chooses_its_own_search() {
+    let (base, received) = fakes().await;
+    let server = switchboard(&base, Some(""));
+    let chat = json!({"model": "searcher", "messages": common::user(QUESTION), "web_search_options": {},
+                      "stream": true, "stream_options": {"include_usage": true}});
+    let (status, text) = post_json(format!("{server}/v1/chat/completions"), &chat).await;
+    assert_eq!(status, 200, "{text}");
+    let (mut content, mut annotations, mut usage, mut finish) =
+        (String::new(), vec![], Value::Null, Value::Null);
+    for data in sse_data(&text) {
+        if data == "[DONE]" {
+            continue;
+        }
+        let chunk: Value = serde_json::from_str(&data).unwrap();
+        common::validate("CreateChatCompletionStreamResponse", &chunk);
+        if !chunk["usage"].is_null() {
+            usage = chunk["usage"].clone();
+        }
+        let Some(choice) = chunk["choices"].get(0) else {
+            continue;
+        };
+        assert!(
+            choice["delta"]["tool_calls"].is_null(),
+            "the search call stays inside: {chunk}"
+        );
+        content.push_str(choice["delta"]["content"].as_str().unwrap_or_default());
+        annotations.extend(
+            choice["delta"]["annotations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+        );
+        if !choice["finish_reason"].is_null() {
+            finish = choice["finish_reason"].clone();
+        }
+    }
+    assert_eq!(
+        content,
+        "Let me look that up.\n\nZorblat was founded in 2031 [1]. Its mayor is Mira Quell [2]."
+    );
+    assert_eq!(finish, "stop");
+    assert_eq!(usage["prompt_tokens"], 80, "both turns count: {usage}");
+    assert_eq!(usage["completion_tokens"], 20);
+    assert_eq!(
+        cited(&content, &annotations)
+            .into_iter()
+            .map(|(url, _, span)| (url, span))
+            .collect::<Vec<_>>(),
+        [
+            (
+                "https://zorblat.example/history".to_owned(),
+                "Zorblat was founded in 2031 [1]".to_owned()
+            ),
+            (
+                "https://zorblat.example/council".to_owned(),
+                "Its mayor is Mira Quell [2]".to_owned()
+            ),
+        ]
+    );
+    // The search used the model's query; the model got the function, then the results.
+    let queries = received.queries.lock().unwrap().clone();
+    assert_eq!(queries.len(), 1);
+    assert_eq!(queries[0]["q"], "zorblat history");
+    let bodies = received.upstream.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(bodies[0]["tools"][0]["function"]["name"], "web_search");
+    assert!(bodies[0].get("web_search_options").is_none());
+    let messages = bodies[1]["messages"].as_array().unwrap();
+    let roles: Vec<&str> = messages
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "tool"], "{}", bodies[1]);
+    assert_eq!(messages[1]["content"], "Let me look that up.");
+    assert_eq!(
+        messages[1]["tool_calls"][0]["function"]["name"],
+        "web_search"
+    );
+    assert_eq!(
+        messages[2]["tool_call_id"],
+        messages[1]["tool_calls"][0]["id"]
+    );
+    let results = messages[2]["content"].as_str().unwrap();
+    assert!(
+        results.starts_with("[1] History of Zorblat\nURL: https://zorblat.example/history"),
+        "{results}"
+    );
+    assert!(results.contains("[2] Zorblat town council"), "{results}");
+
+    // Responses: the search call item carries the model's query; Messages: the server tool.
+    let (status, text) = post_json(
+        format!("{server}/v1/responses"),
+        &json!({"model": "searcher", "input": QUESTION, "tools": [{"type": "web_search"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let response: Value = serde_json::from_str(&text).unwrap();
+    common::validate("Response", &response);
+    let kinds: Vec<&str> = response["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["message", "web_search_call", "message"],
+        "{response}"
+    );
+    assert_eq!(response["output"][1]["action"]["query"], "zorblat history");
+    // Each message's annotations index its own text.
+    let answer = &response["output"][2]["content"][0];
+    assert_eq!(
+        cited_flat(
+            answer["text"].as_str().unwrap(),
+            answer["annotations"].as_array().unwrap()
+        )
+        .into_iter()
+        .map(|(_, _, span)| span)
+        .collect::<Vec<_>>(),
+        [
+            "Zorblat was founded in 2031 [1]",
+            "Its mayor is Mira Quell [2]"
+        ]
+    );
+
+    let (status, text) = post_json(
+        format!("{server}/v1/messages"),
+        &json!({"model": "searcher", "max_tokens": 100, "messages": [{"role": "user", "content": QUESTION}],
+                "tools": [{"type": "web_search_20250305", "name": "web_search"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let message: Value = serde_json::from_str(&text).unwrap();
+    let kinds: Vec<&str> = message["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["text", "server_tool_use", "web_search_tool_result", "text"],
+        "{message}"
+    );
+    assert_eq!(message["content"][1]["input"]["query"], "zorblat history");
+    assert_eq!(message["stop_reason"], "end_turn");
+    assert_eq!(
+        message["usage"]["server_tool_use"]["web_search_requests"],
+        1
+    );
+}
+
+/// The client's own tools still work beside the search function: their calls reach the client
+/// as the model made them, and no search runs.
+#[tokio::test]
+async fn the_clients_own_tool_calls_pass_through_the_search_loop() {
+    let (base, received) = fakes().await;
+    let server = switchboard(&base, Some(""));
+    let body = json!({"model": "searcher", "messages": common::user("Weather in Zorblat?"),
+        "web_search_options": {},
+        "tools": [{"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]});
+    let (status, text) = post_json(format!("{server}/v1/chat/completions"), &body).await;
+    assert_eq!(status, 200, "{text}");
+    let completion: Value = serde_json::from_str(&text).unwrap();
+    common::validate("CreateChatCompletionResponse", &completion);
+    let choice = &completion["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    let calls = choice["message"]["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    assert_eq!(calls[0]["function"]["arguments"], "{\"city\": \"Zorblat\"}");
+    assert!(received.queries.lock().unwrap().is_empty());
+    let sent = received.upstream.lock().unwrap()[0].clone();
+    let names: Vec<&str> = sent["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["get_weather", "web_search"]);
 }

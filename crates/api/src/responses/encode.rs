@@ -478,6 +478,10 @@ pub struct ResponseEncoder {
     new_id: IdSource,
     /// What events show of the output items (`include`).
     shown: Shown,
+    /// Characters of answer text so far, and where each message's text starts among them:
+    /// canonical citation indexes count the whole answer, an `output_text` part's its own.
+    text_chars: u32,
+    message_starts: Vec<(usize, u32)>,
 }
 
 impl ResponseEncoder {
@@ -553,6 +557,8 @@ impl ResponseEncoder {
             finish: None,
             shown: Shown::of(decoded),
             new_id,
+            text_chars: 0,
+            message_starts: Vec::new(),
         }
     }
 
@@ -841,9 +847,13 @@ impl ResponseEncoder {
                 });
                 let index = self.open_item(item, Some(part), out);
                 self.open = Some(OpenItem::Message(index));
+                self.message_starts.push((index, self.text_chars));
                 index
             }
         };
+        self.text_chars = self
+            .text_chars
+            .saturating_add(u32::try_from(text.chars().count()).unwrap_or(u32::MAX));
         let converted: Vec<LogProb> = logprobs.iter().map(output_logprob).collect();
         let delta_logprobs = converted.iter().map(delta_from_output).collect();
         if let StoredItem::Message { content, .. } = &mut self.response.output[output_index] {
@@ -1024,7 +1034,23 @@ impl ResponseEncoder {
                 }
             }
         };
-        let wire = annotation_wire(annotation);
+        let start = self
+            .message_starts
+            .iter()
+            .find(|(index, _)| *index == output_index)
+            .map_or(0, |(_, start)| *start);
+        let Annotation::UrlCitation {
+            url,
+            title,
+            start_index,
+            end_index,
+        } = annotation;
+        let wire = annotation_wire(&Annotation::UrlCitation {
+            url: url.clone(),
+            title: title.clone(),
+            start_index: start_index.saturating_sub(start),
+            end_index: end_index.saturating_sub(start),
+        });
         let mut annotation_index = 0;
         if let StoredItem::Message { content, .. } = &mut self.response.output[output_index] {
             if let Some(ItemContent::OutputText { annotations, .. }) = content.first_mut() {

@@ -76,6 +76,17 @@ impl Citations {
         }
     }
 
+    /// More sources the text may cite, numbered after those it had (a later search's).
+    pub fn add_sources(&mut self, more: &[Source]) {
+        let mut all = self.sources.to_vec();
+        all.extend_from_slice(more);
+        self.wording.extend(more.iter().map(|s| {
+            let page = s.page_text.as_deref().unwrap_or_default();
+            Wording::of(&format!("{}\n{}\n{page}", s.title, s.snippet))
+        }));
+        self.sources = all.into();
+    }
+
     /// Reads the next piece of the text; returns the annotations it completes.
     pub fn push(&mut self, text: &str) -> Vec<Annotation> {
         let mut found = Vec::new();

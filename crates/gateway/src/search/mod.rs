@@ -6,6 +6,7 @@
 mod backend;
 mod citations;
 mod pages;
+mod tool_loop;
 
 pub use backend::{Brave, SearchBackend, Searxng};
 pub use citations::Citations;
@@ -37,6 +38,7 @@ const MAX_QUERY_CHARS: usize = 400;
 const SNIPPET_CHARS: [(&str, usize); 3] = [("low", 300), ("medium", 800), ("high", 2000)];
 
 /// The configured search, shared by all requests.
+#[derive(Clone)]
 pub struct WebSearch {
     backend: Arc<dyn SearchBackend>,
     max_results: usize,
@@ -87,17 +89,41 @@ impl WebSearch {
             .with_field(model::RequestField::WebSearch));
         };
         let query: String = question.trim().chars().take(MAX_QUERY_CHARS).collect();
-        let filters = request.web_search.as_ref();
+        let options = request.web_search.as_ref();
+        let sources = self.find(&query, options).await?;
+        let limit = context_budget(options);
+        let mut augmented = request.clone();
+        augmented.web_search = None;
+        insert_item(
+            &mut augmented,
+            at,
+            Item::text(Role::System, sources_message(&sources, limit)),
+        );
+        Ok((augmented, Search { query, sources }))
+    }
+}
+
+impl WebSearch {
+    /// The results for `query` under the request's options: domain filters applied, the top
+    /// pages read and cut to the passages the model is shown.
+    ///
+    /// # Errors
+    /// `Upstream` when the backend fails or times out.
+    async fn find(
+        &self,
+        query: &str,
+        options: Option<&model::WebSearch>,
+    ) -> Result<Vec<Source>, model::Error> {
         let filtering =
-            filters.is_some_and(|f| !f.allowed_domains.is_empty() || !f.blocked_domains.is_empty());
+            options.is_some_and(|f| !f.allowed_domains.is_empty() || !f.blocked_domains.is_empty());
         // Filtered searches ask for more, since the filter drops some.
         let wanted = if filtering {
             (self.max_results * 4).min(20)
         } else {
             self.max_results
         };
-        let mut sources = self.backend.search(&query, wanted).await?;
-        if let Some(filters) = filters {
+        let mut sources = self.backend.search(query, wanted).await?;
+        if let Some(filters) = options {
             sources.retain(|source| {
                 domain_allowed(
                     &source.url,
@@ -110,31 +136,27 @@ impl WebSearch {
         if let Some(reader) = &self.pages {
             reader.read(&mut sources).await;
         }
-        let limit = request
-            .web_search
-            .as_ref()
-            .and_then(|w| w.context_size.as_deref())
-            .and_then(|size| SNIPPET_CHARS.iter().find(|(name, _)| *name == size))
-            .map_or(SNIPPET_CHARS[1].1, |(_, chars)| *chars);
         // What the model is shown of each page: the snippet, then the page's passages that
         // best match the question, within the context size's budget.
+        let limit = context_budget(options);
         for source in &mut sources {
             let room = limit.saturating_sub(source.snippet.chars().count());
             source.page_text = source
                 .page_text
                 .take()
-                .map(|text| pages::best_passages(&text, &query, room))
+                .map(|text| pages::best_passages(&text, query, room))
                 .filter(|text| !text.trim().is_empty());
         }
-        let mut augmented = request.clone();
-        augmented.web_search = None;
-        insert_item(
-            &mut augmented,
-            at,
-            Item::text(Role::System, sources_message(&sources, limit)),
-        );
-        Ok((augmented, Search { query, sources }))
+        Ok(sources)
     }
+}
+
+/// Characters of each source the model is shown, by `search_context_size`.
+fn context_budget(options: Option<&model::WebSearch>) -> usize {
+    options
+        .and_then(|w| w.context_size.as_deref())
+        .and_then(|size| SNIPPET_CHARS.iter().find(|(name, _)| *name == size))
+        .map_or(SNIPPET_CHARS[1].1, |(_, chars)| *chars)
 }
 
 /// A search the gateway ran for one request.
@@ -302,11 +324,19 @@ fn sources_message(sources: &[Source], snippet_chars: usize) -> String {
     if sources.is_empty() {
         text.push_str("\n\nThe search found nothing; say so if the answer depends on it.");
     }
+    text.push_str(&numbered_sources(sources, 1, snippet_chars));
+    text
+}
+
+/// The sources as the model reads them, numbered from `first`: `[n] title`, the URL, the
+/// snippet, and what was read of the page.
+fn numbered_sources(sources: &[Source], first: usize, snippet_chars: usize) -> String {
+    let mut text = String::new();
     for (i, source) in sources.iter().enumerate() {
         let snippet: String = source.snippet.chars().take(snippet_chars).collect();
         text.push_str(&format!(
             "\n\n[{}] {}\nURL: {}\n{}",
-            i + 1,
+            first + i,
             source.title.trim(),
             source.url,
             snippet.trim()
