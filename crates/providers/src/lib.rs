@@ -16,6 +16,7 @@ pub mod gemini;
 pub mod http;
 pub mod local;
 pub mod openai;
+pub mod openai_responses;
 mod turns;
 
 use std::pin::Pin;

@@ -16,6 +16,7 @@ use switchboard_providers::fetch::{parse_allow, FetchPolicy};
 use switchboard_providers::gemini::GeminiProvider;
 use switchboard_providers::http::{Timeouts, UpstreamConfig};
 use switchboard_providers::openai::OpenAiProvider;
+use switchboard_providers::openai_responses::OpenAiResponsesProvider;
 
 use crate::config::{ModelConfig, ProviderConfig, ProviderKind};
 
@@ -137,8 +138,23 @@ fn provider(
             config.name
         );
     }
+    if config.api.is_some() && config.kind != ProviderKind::Openai {
+        bail!(
+            "provider '{}': api applies to kind \"openai\" only",
+            config.name
+        );
+    }
     match config.kind {
-        ProviderKind::Openai => Ok(Arc::new(OpenAiProvider::new(upstream).map_err(failed)?)),
+        ProviderKind::Openai => match config.api.as_deref() {
+            None | Some("chat") => Ok(Arc::new(OpenAiProvider::new(upstream).map_err(failed)?)),
+            Some("responses") => Ok(Arc::new(
+                OpenAiResponsesProvider::new(upstream).map_err(failed)?,
+            )),
+            Some(other) => bail!(
+                "provider '{}': api must be \"chat\" or \"responses\", not \"{other}\"",
+                config.name
+            ),
+        },
         ProviderKind::Anthropic => Ok(Arc::new(
             AnthropicProvider::new(AnthropicConfig {
                 upstream,

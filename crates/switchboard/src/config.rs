@@ -145,6 +145,10 @@ pub struct ProviderConfig {
     pub headers: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
+    /// OpenAI only: the wire, `"chat"` (Chat Completions, the default, which every compatible
+    /// server speaks) or `"responses"` (OpenAI's Responses API: its web search tool and
+    /// encrypted reasoning).
+    pub api: Option<String>,
     /// Anthropic only: `"native"` asks for JSON answers with `output_format` (models with
     /// structured outputs), `"tool"` (the default) through a forced tool call.
     pub structured_outputs: Option<String>,

@@ -91,7 +91,12 @@ impl SseDecoder for Chunks {
 
 /// An upstream error status in canonical terms: the client's fault keeps the upstream's words
 /// (naming the provider); the operator's problems are 502s that reveal nothing secret.
-fn status_error(name: &str, status: u16, retry_after: Option<Duration>, body: &str) -> Error {
+pub(crate) fn status_error(
+    name: &str,
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &str,
+) -> Error {
     let parsed: Option<Value> = serde_json::from_str(body).ok();
     let error = parsed.as_ref().and_then(|v| v.get("error"));
     let upstream_message = error
