@@ -323,12 +323,27 @@ mod tests {
         kind = "gemini"
         base_url = "http://127.0.0.1:9003"
 
+        [[providers]]
+        name = "oai-responses"
+        kind = "openai"
+        api = "responses"
+        base_url = "http://127.0.0.1:9004/v1"
+
         [[models]]
         id = "gemini-test"
         routes = [{ provider = "gm", model = "gemini-2.5-flash" }]
+
+        [[models]]
+        id = "gpt-responses"
+        capabilities = ["web_search"]
+        pricing = { input = 1.0, output = 4.0, web_search = 0.01 }
+        routes = [{ provider = "oai-responses", model = "gpt-x" }]
         "#;
         let catalog = build(&text, &[("OAI_KEY", "k")]).unwrap();
         assert_eq!(catalog.get("gemini-test").unwrap().owned_by, "gm");
+        let responses = catalog.get("gpt-responses").unwrap();
+        assert_eq!(responses.owned_by, "oai-responses");
+        assert_eq!(responses.pricing.per_web_search, Some(0.01));
     }
 
     #[test]
@@ -377,6 +392,20 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(wrong_mode.contains("magic"), "{wrong_mode}");
+        for (api, wanted) in [
+            ("kind = \"openai\"\n        api = \"graphql\"", "graphql"),
+            (
+                "kind = \"gemini\"\n        api = \"responses\"",
+                "kind \"openai\" only",
+            ),
+        ] {
+            let text = EXAMPLE.replace(
+                "kind = \"openai\"\n        base_url = \"http://127.0.0.1:9002/v1\"",
+                &format!("{api}\n        base_url = \"http://127.0.0.1:9002/v1\""),
+            );
+            let error = build(&text, &[("OAI_KEY", "k")]).err().unwrap().to_string();
+            assert!(error.contains(wanted), "{error}");
+        }
         assert!(toml::from_str::<FileConfig>(&EXAMPLE.replace("base_url", "baseurl")).is_err());
         assert!(toml::from_str::<FileConfig>(
             &EXAMPLE.replace("kind = \"openai\"", "kind = \"cohere\"")
