@@ -88,14 +88,10 @@ async fn switchboard() -> (String, Fake) {
     let app = Router::new()
         .route("/v1/responses", post(responses))
         .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
+    let upstream = common::spawn_app(app).await;
     let provider = OpenAiResponsesProvider::new(UpstreamConfig {
         name: "oai".into(),
-        base_url: format!("http://{address}/v1"),
+        base_url: format!("{upstream}/v1"),
         api_key: Some("sk-up".into()),
         headers: Vec::new(),
         timeouts: Timeouts::default(),

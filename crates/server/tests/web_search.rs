@@ -193,12 +193,7 @@ async fn fakes() -> (String, Received) {
         .route("/brave/res/v1/web/search", get(brave_search))
         .route("/v1/chat/completions", post(completions))
         .with_state(received.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    (format!("http://{address}"), received)
+    (common::spawn_app(app).await, received)
 }
 
 /// Switchboard with the upstream model `plain` (no native search) and, when `search_path`
@@ -317,14 +312,8 @@ fn assert_fakes_received(received: &Received) {
 async fn a_model_without_search_answers_with_citations_of_the_gateways_search() {
     let (base, received) = fakes().await;
     let server = switchboard(&base, Some(""));
-    let response = client()
-        .post(format!("{server}/v1/chat/completions"))
-        .json(&request(false))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
+    let (status, body) = call(&server, &request(false)).await;
+    assert_eq!(status, 200, "{body}");
     common::validate("CreateChatCompletionResponse", &body);
     let message = &body["choices"][0]["message"];
     let content = message["content"].as_str().unwrap();
@@ -341,14 +330,8 @@ async fn a_model_without_search_answers_with_citations_of_the_gateways_search() 
 async fn streamed_citations_arrive_in_delta_annotations() {
     let (base, received) = fakes().await;
     let server = switchboard(&base, Some(""));
-    let response = client()
-        .post(format!("{server}/v1/chat/completions"))
-        .json(&request(true))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.unwrap();
+    let (status, text) = post_json(format!("{server}/v1/chat/completions"), &request(true)).await;
+    assert_eq!(status, 200, "{text}");
     let mut content = String::new();
     let mut annotations = Vec::new();
     for data in sse_data(&text) {
@@ -685,12 +668,7 @@ async fn local_search(Query(query): Query<HashMap<String, String>>) -> Response 
 /// the answer's sentences that restate a result cite it, streamed and not, on every surface.
 #[tokio::test]
 async fn the_embedded_model_answers_from_the_search_and_cites_it() {
-    let app = Router::new().route("/search", get(local_search));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
+    let search = common::spawn_app(Router::new().route("/search", get(local_search))).await;
     let engine = switchboard_engine::Engine::load(
         &common::model_path(),
         common::MODEL,
@@ -699,7 +677,7 @@ async fn the_embedded_model_answers_from_the_search_and_cites_it() {
     .unwrap();
     let mut catalog = Catalog::default();
     catalog.add(CatalogEntry::local(engine, 1_700_000_000));
-    let backend = Searxng::new(&format!("http://{address}"), Duration::from_secs(5)).unwrap();
+    let backend = Searxng::new(&search, Duration::from_secs(5)).unwrap();
     let gateway = Gateway::new(catalog, ApiKeys::new::<_, &str>([]))
         .with_web_search(WebSearch::new(Arc::new(backend), 5));
     let server = common::serve_gateway(gateway, ServerConfig::default());

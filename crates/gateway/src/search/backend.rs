@@ -34,13 +34,8 @@ impl Searxng {
     /// # Errors
     /// When the HTTP client cannot be built.
     pub fn new(base_url: &str, timeout: Duration) -> Result<Self, Error> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("search client: {e}")))?;
         Ok(Self {
-            client,
+            client: client(timeout)?,
             base_url: base_url.trim_end_matches('/').to_owned(),
         })
     }
@@ -101,13 +96,8 @@ impl Brave {
     /// # Errors
     /// When the HTTP client cannot be built.
     pub fn new(base_url: &str, api_key: String, timeout: Duration) -> Result<Self, Error> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("search client: {e}")))?;
         Ok(Self {
-            client,
+            client: client(timeout)?,
             base_url: base_url.trim_end_matches('/').to_owned(),
             api_key,
         })
@@ -170,6 +160,15 @@ impl SearchBackend for Brave {
                 .collect())
         })
     }
+}
+
+/// An HTTP client whose requests give up after `timeout`.
+fn client(timeout: Duration) -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("search client: {e}")))
 }
 
 /// The body of a successful answer, or the backend's error.

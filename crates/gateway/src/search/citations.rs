@@ -401,30 +401,7 @@ mod tests {
 
     /// `(url number, the cited text)` for every annotation, however the text was split.
     fn cite(text_pieces: &[&str], count: usize) -> Vec<(String, String)> {
-        let mut citations = Citations::new(sources(count).into());
-        let mut found = Vec::new();
-        for piece in text_pieces {
-            found.extend(citations.push(piece));
-        }
-        found.extend(citations.finish());
-        let text: String = text_pieces.concat();
-        let chars: Vec<char> = text.chars().collect();
-        found
-            .into_iter()
-            .map(
-                |Annotation::UrlCitation {
-                     url,
-                     start_index,
-                     end_index,
-                     ..
-                 }| {
-                    let span: String = chars[start_index as usize..end_index as usize]
-                        .iter()
-                        .collect();
-                    (url.rsplit('/').next().unwrap().to_owned(), span)
-                },
-            )
-            .collect()
+        cite_against(text_pieces, sources(count).into())
     }
 
     fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {

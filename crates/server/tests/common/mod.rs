@@ -53,6 +53,16 @@ pub fn serve_catalog(catalog: Catalog, keys: &[&str], server_config: ServerConfi
     serve_gateway(Gateway::new(catalog, ApiKeys::new(keys)), server_config)
 }
 
+/// Serves a fake (an upstream, a search backend, pages) on a loopback port; its base URL.
+pub async fn spawn_app(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    format!("http://{address}")
+}
+
 /// Serves `gateway`; the server's base URL.
 pub fn serve_gateway(gateway: Gateway, server_config: ServerConfig) -> String {
     init_logging();
