@@ -5,26 +5,63 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use switchboard_model::{Error, ErrorKind};
 
-/// Who made a request: the SHA-256 digest (hex) of the API key it presented, or empty when the
+/// Who made a request: `owner` scopes what it keeps (stored responses) — the SHA-256 digest
+/// (hex) of a key from flags, environment or config, a managed key's id, or empty when the
 /// server has no keys. Never the key itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Caller {
     pub owner: String,
+    /// A managed key's id (`key_…`); `None` for keys from flags, environment or config.
+    pub key_id: Option<String>,
+    /// The catalog ids this caller may use; `None` is every model.
+    pub models: Option<Vec<String>>,
+    /// The admin key: it manages keys (`/v1/account/…`) and generates nothing.
+    pub admin: bool,
 }
 
 impl Caller {
     #[must_use]
     pub fn anonymous() -> Self {
-        Self {
-            owner: String::new(),
+        Self::default()
+    }
+
+    /// Whether this caller may use `model`, worded as OpenAI words a model one may not use.
+    ///
+    /// # Errors
+    /// `ModelNotFound` outside the caller's models.
+    pub fn may_use(&self, model: &str) -> Result<(), Error> {
+        match &self.models {
+            Some(models) if !models.iter().any(|m| m == model) => Err(Error::new(
+                ErrorKind::ModelNotFound,
+                format!("The model `{model}` does not exist or you do not have access to it."),
+            )
+            .with_code("model_not_found")),
+            _ => Ok(()),
         }
     }
 }
 
-/// The configured keys; empty means authentication is off.
+/// What a presented key is to the keys this server knows from its configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// No key is configured anywhere: every request is anonymous.
+    Open,
+    /// No key was presented (or an empty one).
+    Missing,
+    /// A configured key.
+    Known(Caller),
+    /// The admin key.
+    Admin(Caller),
+    /// Not a configured key: its digest (hex), for looking up managed keys.
+    Unknown(String),
+}
+
+/// The keys from flags, environment and config, and the admin key; empty means
+/// authentication is off (unless managed keys exist, which the server knows).
 #[derive(Default)]
 pub struct ApiKeys {
     digests: Vec<[u8; 32]>,
+    admin: Option<[u8; 32]>,
 }
 
 impl ApiKeys {
@@ -36,31 +73,48 @@ impl ApiKeys {
                 .filter(|k| !k.as_ref().is_empty())
                 .map(|k| digest(k.as_ref()))
                 .collect(),
+            admin: None,
         }
+    }
+
+    /// The key that manages keys over `/v1/account/…`.
+    #[must_use]
+    pub fn with_admin_key(mut self, key: &str) -> Self {
+        self.admin = (!key.is_empty()).then(|| digest(key));
+        self
+    }
+
+    /// Whether no key is configured (flags, environment, config, admin).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.digests.is_empty() && self.admin.is_none()
     }
 
     #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.digests.is_empty()
+    pub fn has_admin_key(&self) -> bool {
+        self.admin.is_some()
     }
 
-    /// Accepts any request when no keys are configured; otherwise the presented key must match.
-    /// Returns who is calling, so per-key state (stored responses) stays with its key.
-    ///
-    /// # Errors
-    /// `Unauthorized` when a key is required and missing or wrong.
-    pub fn check(&self, presented: Option<&str>) -> Result<Caller, Error> {
-        if self.digests.is_empty() {
-            return Ok(Caller::anonymous());
+    /// What `presented` is, compared in constant time with every configured key.
+    #[must_use]
+    pub fn identify(&self, presented: Option<&str>, managed_keys_exist: bool) -> Identity {
+        if self.is_empty() && !managed_keys_exist {
+            return Identity::Open;
         }
         let Some(presented) = presented.filter(|k| !k.is_empty()) else {
-            return Err(Error::new(
-                ErrorKind::Unauthorized,
-                "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the x-api-key header.",
-            )
-            .with_code("missing_api_key"));
+            return Identity::Missing;
         };
         let presented = digest(presented);
+        let hex: String = presented.iter().map(|byte| format!("{byte:02x}")).collect();
+        if let Some(admin) = &self.admin {
+            if bool::from(admin.ct_eq(&presented)) {
+                return Identity::Admin(Caller {
+                    owner: hex,
+                    admin: true,
+                    ..Caller::default()
+                });
+            }
+        }
         let matched = self
             .digests
             .iter()
@@ -68,16 +122,53 @@ impl ApiKeys {
                 acc | d.ct_eq(&presented)
             });
         if bool::from(matched) {
-            Ok(Caller {
-                owner: presented.iter().map(|byte| format!("{byte:02x}")).collect(),
+            Identity::Known(Caller {
+                owner: hex,
+                ..Caller::default()
             })
         } else {
-            Err(
-                Error::new(ErrorKind::Unauthorized, "Incorrect API key provided.")
-                    .with_code("invalid_api_key"),
-            )
+            Identity::Unknown(hex)
         }
     }
+
+    /// Accepts any request when no keys are configured; otherwise the presented key must be a
+    /// configured one (managed keys are the server's to look up).
+    ///
+    /// # Errors
+    /// `Unauthorized` when a key is required and missing or wrong.
+    pub fn check(&self, presented: Option<&str>) -> Result<Caller, Error> {
+        match self.identify(presented, false) {
+            Identity::Open => Ok(Caller::anonymous()),
+            Identity::Known(caller) | Identity::Admin(caller) => Ok(caller),
+            Identity::Missing => Err(missing_key()),
+            Identity::Unknown(_) => Err(wrong_key()),
+        }
+    }
+}
+
+/// No key where one is required.
+#[must_use]
+pub fn missing_key() -> Error {
+    Error::new(
+        ErrorKind::Unauthorized,
+        "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the x-api-key header.",
+    )
+    .with_code("missing_api_key")
+}
+
+/// A key this server does not accept.
+#[must_use]
+pub fn wrong_key() -> Error {
+    Error::new(ErrorKind::Unauthorized, "Incorrect API key provided.").with_code("invalid_api_key")
+}
+
+/// The SHA-256 digest (hex) of a key, as managed keys are stored.
+#[must_use]
+pub fn key_digest(key: &str) -> String {
+    digest(key)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 fn digest(key: &str) -> [u8; 32] {

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::future::BoxFuture;
 use switchboard_api::{decode_chat_request, encode_chat_completion, sse, ChatStreamEncoder};
-use switchboard_gateway::EventStream;
+use switchboard_gateway::{Caller, EventStream};
 use switchboard_model::{Completion, Error, Event};
 
 use crate::stream::{sse_response, FrameEncoder};
@@ -19,11 +19,13 @@ use crate::{body_error, unix_now, ApiError, AppState, RequestId};
 
 pub(crate) async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
     let mut decoded = decode_chat_request(&body)?;
+    caller.may_use(&decoded.request.model)?;
     decoded.request.request_id = Some(request_id);
     let request = Arc::new(decoded.request);
     let events = state

@@ -5,6 +5,7 @@
 //! Business logic does not live here: what a request means is decided in `api`, whether and
 //! where it can be served in `gateway`.
 
+pub mod accounts;
 mod chat;
 mod connections;
 pub mod errors;
@@ -25,7 +26,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use switchboard_gateway::Gateway;
+use switchboard_gateway::{Gateway, Identity};
 use switchboard_model::{Error, ErrorKind};
 use switchboard_store::Store;
 use tokio::net::TcpListener;
@@ -80,16 +81,26 @@ impl Default for ServerConfig {
 pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub store: Store,
+    pub accounts: Arc<accounts::Accounts>,
 }
 
 /// The full router.
-pub fn router(gateway: Arc<Gateway>, store: Store, config: &ServerConfig) -> Router {
+pub fn router(
+    gateway: Arc<Gateway>,
+    store: Store,
+    accounts: Arc<accounts::Accounts>,
+    config: &ServerConfig,
+) -> Router {
     let origins = guard::Origins::new(config, gateway.keys.is_empty());
     let body_rules = guard::BodyRules {
         timeout: config.body_timeout,
         limit: config.body_limit,
     };
-    let state = AppState { gateway, store };
+    let state = AppState {
+        gateway,
+        store,
+        accounts,
+    };
     let api = Router::new()
         .route("/chat/completions", post(chat::create))
         .route("/responses", post(responses::create))
@@ -102,6 +113,13 @@ pub fn router(gateway: Arc<Gateway>, store: Store, config: &ServerConfig) -> Rou
         .route("/messages/count_tokens", post(messages::count_tokens))
         .route("/models", get(models::list))
         .route("/models/{id}", get(models::retrieve))
+        .route("/account/keys", post(accounts::create).get(accounts::list))
+        .route(
+            "/account/keys/{id}",
+            get(accounts::retrieve)
+                .patch(accounts::update)
+                .delete(accounts::delete),
+        )
         .fallback(not_found)
         // As OpenAI does, a known path with the wrong method is an unrecognized URL.
         .method_not_allowed_fallback(not_found)
@@ -136,7 +154,12 @@ pub async fn serve(
     config: &ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(gateway, store, config);
+    let accounts = Arc::new(
+        accounts::Accounts::new(store.clone())
+            .await
+            .map_err(|e| std::io::Error::other(e.message))?,
+    );
+    let app = router(gateway, store, accounts, config);
     connections::accept_loop(listener, app, config, shutdown).await;
     Ok(())
 }
@@ -185,21 +208,39 @@ async fn request_id(mut request: Request, next: Next) -> Response {
     response
 }
 
-/// Accepts `Authorization: Bearer KEY` or `x-api-key: KEY`.
-/// Handlers find the [`switchboard_gateway::Caller`] in the request's extensions.
+/// Accepts `Authorization: Bearer KEY` or `x-api-key: KEY`: a key from flags, environment or
+/// config, the admin key (for `/v1/account/…` only), or a managed key that is enabled and not
+/// expired. Handlers find the [`switchboard_gateway::Caller`] in the request's extensions.
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let managed = state.accounts.any_keys();
+    let required = !state.gateway.keys.is_empty() || managed;
     let presented = match presented_key(request.headers()) {
         Ok(presented) => presented,
-        Err(err) if !state.gateway.keys.is_empty() => return ApiError(err).into_response(),
+        Err(err) if required => return ApiError(err).into_response(),
         Err(_) => None,
     };
-    match state.gateway.keys.check(presented) {
-        Ok(caller) => {
-            request.extensions_mut().insert(caller);
-            next.run(request).await
-        }
-        Err(err) => ApiError(err).into_response(),
+    let caller = match state.gateway.keys.identify(presented, managed) {
+        Identity::Open => Ok(switchboard_gateway::Caller::anonymous()),
+        Identity::Missing => Err(switchboard_gateway::missing_key()),
+        Identity::Known(caller) | Identity::Admin(caller) => Ok(caller),
+        Identity::Unknown(digest) => state.accounts.authenticate(&digest).await,
+    };
+    let caller = match caller {
+        Ok(caller) => caller,
+        Err(err) => return ApiError(err).into_response(),
+    };
+    if caller.admin && !request.uri().path().starts_with("/account/") {
+        return ApiError(
+            Error::new(
+                ErrorKind::Forbidden,
+                "The admin key manages API keys; requests to models need an API key.",
+            )
+            .with_code("admin_key_not_for_requests"),
+        )
+        .into_response();
     }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
 }
 
 /// The key a request presents. An `Authorization` header, when present, is the one that

@@ -19,6 +19,7 @@ use switchboard_api::messages::{
     decode_count_tokens, decode_messages_request, error_body, param_name, MessageFold,
     MessagesStreamEncoder,
 };
+use switchboard_gateway::Caller;
 use switchboard_model::{Error, Event};
 
 use crate::stream::{sse_response, FrameEncoder};
@@ -42,12 +43,14 @@ fn betas(headers: &HeaderMap) -> Vec<String> {
 
 pub(crate) async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
     let mut decoded = decode_messages_request(&body)?;
+    caller.may_use(&decoded.request.model)?;
     decoded.request.request_id = Some(request_id.clone());
     decoded.request.anthropic_beta = betas(&headers);
     let request = Arc::new(decoded.request);
@@ -87,12 +90,14 @@ pub(crate) async fn create(
 
 pub(crate) async fn count_tokens(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
     let mut request = decode_count_tokens(&body)?;
+    caller.may_use(&request.model)?;
     request.request_id = Some(request_id);
     request.anthropic_beta = betas(&headers);
     let count = state

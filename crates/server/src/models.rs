@@ -2,23 +2,33 @@
 //! extension fields (context window, capabilities, pricing).
 
 use axum::extract::{Path, State};
-use axum::Json;
+use axum::{Extension, Json};
 use switchboard_api::{ListModelsResponse, ModelEntry, Pricing};
-use switchboard_gateway::{CatalogEntry, Gateway};
+use switchboard_gateway::{Caller, CatalogEntry, Gateway};
 
 use crate::{ApiError, AppState};
 
-pub(crate) async fn list(State(state): State<AppState>) -> Json<ListModelsResponse> {
+/// The catalog, as far as the caller's key may use it.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<ListModelsResponse> {
     let entries = state.gateway.catalog.entries();
     Json(ListModelsResponse::new(
-        entries.iter().map(|e| wire(&state.gateway, e)).collect(),
+        entries
+            .iter()
+            .filter(|e| caller.may_use(&e.id).is_ok())
+            .map(|e| wire(&state.gateway, e))
+            .collect(),
     ))
 }
 
 pub(crate) async fn retrieve(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<ModelEntry>, ApiError> {
+    caller.may_use(&id)?;
     Ok(Json(wire(&state.gateway, state.gateway.catalog.get(&id)?)))
 }
 

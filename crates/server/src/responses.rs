@@ -37,6 +37,7 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
     let mut decoded = decode_responses_request(&body, &mut new_item_id)?;
+    caller.may_use(&decoded.request.model)?;
     decoded.request.request_id = Some(request_id);
     let previous_context = match &decoded.previous_response_id {
         None => Vec::new(),

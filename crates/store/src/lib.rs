@@ -1,6 +1,6 @@
-//! Persistence for state the API keeps between requests: today, stored responses of the
-//! Responses API (`store: true`), so `previous_response_id`, retrieval, deletion and input-item
-//! listing work.
+//! Persistence for state the API keeps between requests: stored responses of the Responses API
+//! (`store: true`, so `previous_response_id`, retrieval, deletion and input-item listing work)
+//! and the API keys managed at run time (`keys.rs`). The schema is versioned (`MIGRATIONS`).
 //!
 //! The store treats what it keeps as opaque JSON documents owned by a caller identity; it knows
 //! no wire format (the Responses surface decides what a document holds) and no HTTP. Every read
@@ -17,6 +17,10 @@ use std::time::Duration;
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
+
+mod keys;
+
+pub use keys::{KeyRecord, KeyUpdate, RateLimits};
 
 /// Why a store operation failed. Callers report these as internal errors: they are environment
 /// failures (disk, corruption), never the client's doing.
@@ -94,18 +98,7 @@ impl Store {
     }
 
     async fn with_pool(pool: SqlitePool) -> Result<Self, StoreError> {
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS responses (
-                id          TEXT PRIMARY KEY NOT NULL,
-                owner       TEXT NOT NULL,
-                created_at  INTEGER NOT NULL,
-                response    TEXT NOT NULL,
-                input_items TEXT NOT NULL,
-                context     TEXT NOT NULL
-            )",
-        )
-        .execute(&pool)
-        .await?;
+        migrate(&pool).await?;
         Ok(Self { pool })
     }
 
@@ -186,6 +179,75 @@ impl Store {
 /// The database holds prompts and completions: create it readable by its owner only (SQLite
 /// gives its `-wal` and `-shm` files the database's mode), and tighten a file an older version
 /// created world-readable.
+/// The schema, one version at a time, oldest first. A database records the versions applied
+/// to it (`schema_migrations`), and each missing one is applied in its own transaction at
+/// start, so a database made by any earlier release is brought up to date.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE IF NOT EXISTS responses (
+            id          TEXT PRIMARY KEY NOT NULL,
+            owner       TEXT NOT NULL,
+            created_at  INTEGER NOT NULL,
+            response    TEXT NOT NULL,
+            input_items TEXT NOT NULL,
+            context     TEXT NOT NULL
+        )",
+    ),
+    (
+        2,
+        "CREATE TABLE api_keys (
+            id                  TEXT PRIMARY KEY NOT NULL,
+            name                TEXT NOT NULL,
+            digest              TEXT NOT NULL UNIQUE,
+            hint                TEXT NOT NULL,
+            created_at          INTEGER NOT NULL,
+            expires_at          INTEGER,
+            is_enabled          INTEGER NOT NULL,
+            credit_limit_micros INTEGER,
+            requests_per_minute INTEGER,
+            tokens_per_minute   INTEGER,
+            max_concurrent      INTEGER,
+            models              TEXT,
+            deleted_at          INTEGER
+        )",
+    ),
+];
+
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version    INTEGER PRIMARY KEY NOT NULL,
+            applied_at INTEGER NOT NULL
+        )",
+    )
+    .execute(pool)
+    .await?;
+    let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|row| row.try_get("version"))
+        .collect::<Result<_, _>>()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    for (version, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        let mut transaction = pool.begin().await?;
+        sqlx::raw_sql(sql).execute(&mut *transaction).await?;
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)")
+            .bind(version)
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+    }
+    Ok(())
+}
+
 fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
@@ -297,6 +359,41 @@ mod tests {
         std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
         drop(Store::open(&old).await.unwrap());
         assert_eq!(mode(&old), 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_versioned_migrations_is_brought_up_to_date() {
+        let dir = std::env::temp_dir().join(format!("sb-store-migrate-{}", std::process::id()));
+        let path = dir.join("old.db");
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            // What the first release made: the responses table and nothing else.
+            let options = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true);
+            let pool = SqlitePoolOptions::new()
+                .connect_with(options)
+                .await
+                .unwrap();
+            sqlx::query(MIGRATIONS[0].1).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        let store = Store::open(&path).await.unwrap();
+        store.put_response(&sample("resp_old", "")).await.unwrap();
+        assert!(!store.has_keys().await.unwrap());
+        let versions: Vec<i64> =
+            sqlx::query("SELECT version FROM schema_migrations ORDER BY version")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get("version"))
+                .collect();
+        assert_eq!(versions, [1, 2]);
+        drop(store);
+        // Opening again applies nothing twice.
+        assert!(Store::open(&path).await.is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

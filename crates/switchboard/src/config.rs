@@ -61,6 +61,9 @@ pub struct ServeArgs {
     /// Allow logs to quote prompt and generated text (for debugging only).
     #[arg(long)]
     pub log_content: bool,
+    /// The key that manages API keys over /v1/account/keys. Also SWITCHBOARD_ADMIN_KEY.
+    #[arg(long)]
+    pub admin_key: Option<String>,
 }
 
 /// The configuration file.
@@ -82,6 +85,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub cors_allowed_origins: Vec<String>,
     pub log_content: Option<bool>,
+    /// The key that manages API keys (prefer the environment or a flag to a file).
+    pub admin_key: Option<String>,
     #[serde(default)]
     pub engine: FileEngineConfig,
     /// Upstream providers the catalog's models route to.
@@ -251,6 +256,8 @@ pub struct Settings {
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
     pub web_search: Option<WebSearchConfig>,
+    /// The key that manages API keys; `None` disables `/v1/account/keys`.
+    pub admin_key: Option<String>,
 }
 
 const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
@@ -265,7 +272,15 @@ impl Settings {
             None => FileConfig::default(),
         };
         let env_keys = std::env::var("SWITCHBOARD_API_KEYS").unwrap_or_default();
-        Ok(Self::merge(file, &env_keys, args))
+        let mut settings = Self::merge(file, &env_keys, args);
+        if args.admin_key.is_none() {
+            if let Ok(key) = std::env::var("SWITCHBOARD_ADMIN_KEY") {
+                if !key.trim().is_empty() {
+                    settings.admin_key = Some(key.trim().to_owned());
+                }
+            }
+        }
+        Ok(settings)
     }
 
     fn merge(file: FileConfig, env_keys: &str, args: &ServeArgs) -> Self {
@@ -294,6 +309,11 @@ impl Settings {
             providers: file.providers,
             models: file.models,
             web_search: file.web_search,
+            admin_key: args
+                .admin_key
+                .clone()
+                .or(file.admin_key)
+                .filter(|key| !key.trim().is_empty()),
             model: args.model.clone().or(e.model),
             store: args.store.clone().or(file.store),
             model_id: args.model_id.clone().or(e.model_id),
@@ -342,7 +362,7 @@ impl Settings {
     }
 }
 
-fn load_file(path: &Path) -> Result<FileConfig> {
+pub(crate) fn load_file(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))

@@ -36,6 +36,51 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Download the default model into the model cache.
     Pull,
+    /// Manage API keys in the store (as /v1/account/keys does), without a running server.
+    Keys {
+        /// TOML configuration file (for its `store`).
+        #[arg(long, global = true)]
+        config: Option<std::path::PathBuf>,
+        /// SQLite database [default: $SWITCHBOARD_HOME/switchboard.db].
+        #[arg(long, global = true)]
+        store: Option<std::path::PathBuf>,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Make a key; its secret is printed once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// USD the key may spend.
+        #[arg(long)]
+        credit_limit: Option<f64>,
+        /// ISO-8601 UTC time (2027-01-31T00:00:00Z) or date.
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[arg(long)]
+        requests_per_minute: Option<u32>,
+        #[arg(long)]
+        tokens_per_minute: Option<u32>,
+        #[arg(long)]
+        max_concurrent: Option<u32>,
+        /// A model the key may use (repeatable; default: every model).
+        #[arg(long = "model")]
+        models: Vec<String>,
+    },
+    /// List the keys (never their secrets).
+    List,
+    /// Disable a key: it gets 401 until enabled again.
+    Disable { id: String },
+    /// Enable a disabled key.
+    Enable { id: String },
+    /// Give a key a new secret (printed once); the old one stops working.
+    Rotate { id: String },
+    /// Delete a key for good.
+    Delete { id: String },
 }
 
 fn main() -> Result<()> {
@@ -51,12 +96,112 @@ fn main() -> Result<()> {
         Command::Pull => fetch::ensure_default_model().map(|path| {
             tracing::info!(path = %path.display(), "default model ready");
         }),
+        Command::Keys {
+            config,
+            store,
+            action,
+        } => keys(config.as_deref(), store, action),
     }
+}
+
+enum Toggle {
+    Enable,
+    Disable,
+}
+
+/// `switchboard keys …`: the account endpoints' operations, on the store directly.
+fn keys(
+    config: Option<&std::path::Path>,
+    store: Option<std::path::PathBuf>,
+    action: KeysAction,
+) -> Result<()> {
+    use serde_json::json;
+    use switchboard_server::accounts::{key_json, key_with_secret, Accounts};
+    let from_file = match config {
+        Some(path) => config::load_file(path)?.store,
+        None => None,
+    };
+    let path = store
+        .or(from_file)
+        .unwrap_or_else(|| fetch::home().join("switchboard.db"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let store = Store::open(&path)
+            .await
+            .with_context(|| format!("opening the store {}", path.display()))?;
+        let accounts = Accounts::new(store)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        let failed = |e: switchboard_model::Error| match e.param {
+            Some(param) => anyhow::anyhow!("{param}: {}", e.message),
+            None => anyhow::anyhow!(e.message),
+        };
+        let action_kind = match &action {
+            KeysAction::Enable { .. } => Toggle::Enable,
+            _ => Toggle::Disable,
+        };
+        let shown = match action {
+            KeysAction::Create {
+                name,
+                credit_limit,
+                expires_at,
+                requests_per_minute,
+                tokens_per_minute,
+                max_concurrent,
+                models,
+            } => {
+                let body = json!({
+                    "name": name, "credit_limit": credit_limit, "expires_at": expires_at,
+                    "rate_limit": {"requests_per_minute": requests_per_minute,
+                                   "tokens_per_minute": tokens_per_minute,
+                                   "max_concurrent": max_concurrent},
+                    "models": (!models.is_empty()).then_some(models),
+                });
+                let (key, secret) = accounts.create(&body).await.map_err(failed)?;
+                key_with_secret(&key, &secret)
+            }
+            KeysAction::List => {
+                let keys = accounts.list().await.map_err(failed)?;
+                json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()})
+            }
+            KeysAction::Disable { id } | KeysAction::Enable { id } => {
+                let enabled = matches!(action_kind, Toggle::Enable);
+                let (key, _) = accounts
+                    .update(&id, &json!({"is_enabled": enabled}))
+                    .await
+                    .map_err(failed)?;
+                key_json(&key)
+            }
+            KeysAction::Rotate { id } => {
+                let (key, secret) = accounts
+                    .update(&id, &json!({"rotate": true}))
+                    .await
+                    .map_err(failed)?;
+                key_with_secret(&key, &secret.unwrap_or_default())
+            }
+            KeysAction::Delete { id } => {
+                accounts.delete(&id).await.map_err(failed)?;
+                json!({"id": id, "deleted": true})
+            }
+        };
+        // The command's output is its answer, for people and scripts alike.
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{}", serde_json::to_string_pretty(&shown)?);
+        }
+        Ok(())
+    })
 }
 
 fn serve(args: &ServeArgs) -> Result<()> {
     let settings = Settings::resolve(args)?;
-    let keys = ApiKeys::new(&settings.api_keys);
+    let mut keys = ApiKeys::new(&settings.api_keys);
+    if let Some(admin) = &settings.admin_key {
+        keys = keys.with_admin_key(admin);
+    }
     check_exposure(settings.listen, keys.is_empty(), settings.insecure_no_auth)?;
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -440,3 +440,69 @@ routes = [{ provider = "oai", model = "gpt-4o-mini" }]
         serde_json::json!(["text", "image"])
     );
 }
+
+/// `switchboard keys …` manages keys in the store without a server: a key made here has its
+/// secret printed once, is listed without it, can be disabled, rotated and deleted.
+#[test]
+fn keys_are_managed_from_the_command_line() {
+    let dir = std::env::temp_dir().join(format!("sb-cli-keys-{}", std::process::id()));
+    let store = dir.join("switchboard.db");
+    let keys = |args: &[&str]| -> serde_json::Value {
+        let output = binary()
+            .arg("keys")
+            .args(args)
+            .arg("--store")
+            .arg(&store)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let created = keys(&[
+        "create",
+        "--name",
+        "ci",
+        "--credit-limit",
+        "5",
+        "--requests-per-minute",
+        "30",
+        "--model",
+        "alpha",
+    ]);
+    let secret = created["key"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("sk-sb-"));
+    assert_eq!(created["credit_limit"], 5.0);
+    assert_eq!(created["rate_limit"]["requests_per_minute"], 30);
+    assert_eq!(created["models"], serde_json::json!(["alpha"]));
+    let listed = keys(&["list"]);
+    assert_eq!(listed["keys"][0]["id"], id.as_str());
+    assert!(!listed.to_string().contains(&secret));
+    assert_eq!(keys(&["disable", &id])["is_enabled"], false);
+    assert_eq!(keys(&["enable", &id])["is_enabled"], true);
+    let rotated = keys(&["rotate", &id]);
+    assert_ne!(rotated["key"].as_str().unwrap(), secret);
+    assert_eq!(keys(&["delete", &id])["deleted"], true);
+    assert_eq!(keys(&["list"])["keys"], serde_json::json!([]));
+    // Mistakes are named.
+    let output = binary()
+        .args([
+            "keys",
+            "create",
+            "--name",
+            "x",
+            "--expires-at",
+            "yesterday",
+            "--store",
+        ])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("expires_at"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

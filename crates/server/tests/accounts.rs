@@ -1,0 +1,291 @@
+//! Managed API keys over HTTP: the admin key creates, lists, changes, rotates and deletes
+//! keys (`/v1/account/keys`, NagaAI's shapes); a managed key authenticates until it is
+//! disabled, deleted or expired, and reaches only the models it may use; nothing but the admin
+//! key manages keys. Against a fake provider on SQLite.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use switchboard_gateway::{ApiKeys, Catalog, CatalogEntry, Gateway, Pricing, Route};
+use switchboard_model::{Event, FinishReason};
+use switchboard_providers::fake::{FakeProvider, Step};
+use switchboard_server::ServerConfig;
+
+const ADMIN: &str = "sk-admin-test";
+
+fn server() -> String {
+    let mut catalog = Catalog::default();
+    for id in ["alpha", "beta"] {
+        let provider = FakeProvider::new(vec![
+            Step::Emit(Event::TextDelta {
+                choice: 0,
+                text: "ok".into(),
+                logprobs: vec![],
+            }),
+            Step::Emit(Event::Finished {
+                choice: 0,
+                reason: FinishReason::Stop,
+                stop_sequence: None,
+            }),
+            Step::Emit(Event::Done),
+        ]);
+        catalog.add(CatalogEntry {
+            id: id.into(),
+            owned_by: "fake".into(),
+            created: 1_700_000_000,
+            context_window: 8_000,
+            capabilities: vec![],
+            pricing: Pricing::default(),
+            routes: vec![Route::new("fake", Arc::new(provider), id, 1)],
+        });
+    }
+    let keys = ApiKeys::new(["sk-static"]).with_admin_key(ADMIN);
+    common::serve_gateway(Gateway::new(catalog, keys), ServerConfig::default())
+}
+
+async fn call(method: &str, url: String, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let client = common::client();
+    let mut request = match method {
+        "GET" => client.get(url),
+        "POST" => client.post(url),
+        "PATCH" => client.patch(url),
+        _ => client.delete(url),
+    };
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn chat(base: &str, key: &str, model: &str) -> (u16, Value) {
+    call(
+        "POST",
+        format!("{base}/v1/chat/completions"),
+        Some(key),
+        Some(json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_managed_keys_life() {
+    let base = server();
+    let keys = format!("{base}/v1/account/keys");
+    let (status, created) = call(
+        "POST",
+        keys.clone(),
+        Some(ADMIN),
+        Some(
+            json!({"name": "ci", "credit_limit": 12.5, "expires_at": "2099-01-31T00:00:00Z",
+                    "rate_limit": {"requests_per_minute": 60, "max_concurrent": 2},
+                    "models": ["alpha"]}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let secret = created["key"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(
+        secret.starts_with("sk-sb-") && secret.len() == 46,
+        "{secret}"
+    );
+    assert!(id.starts_with("key_"));
+    assert_eq!(created["name"], "ci");
+    assert_eq!(created["credit_limit"], 12.5);
+    assert_eq!(created["expires_at"], "2099-01-31T00:00:00Z");
+    assert_eq!(created["is_enabled"], true);
+    assert_eq!(
+        created["rate_limit"],
+        json!({"requests_per_minute": 60, "tokens_per_minute": null, "max_concurrent": 2})
+    );
+    assert_eq!(
+        created["hint"],
+        format!("sk-sb-…{}", &secret[secret.len() - 4..])
+    );
+
+    // The secret appears once: never in the list or a retrieval.
+    let (status, listed) = call("GET", keys.clone(), Some(ADMIN), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["keys"].as_array().unwrap().len(), 1);
+    assert!(!listed.to_string().contains(&secret));
+    let (_, one) = call("GET", format!("{keys}/{id}"), Some(ADMIN), None).await;
+    assert_eq!(one["id"], id.as_str());
+    assert!(one.get("key").is_none());
+
+    // The key works, for its models only; the models list shows only those.
+    assert_eq!(chat(&base, &secret, "alpha").await.0, 200);
+    let (status, body) = chat(&base, &secret, "beta").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "model_not_found");
+    let (_, models) = call("GET", format!("{base}/v1/models"), Some(&secret), None).await;
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["alpha"]);
+
+    // Only the admin key manages keys; the admin key makes no requests to models.
+    for key in [secret.as_str(), "sk-static"] {
+        let (status, body) = call("GET", keys.clone(), Some(key), None).await;
+        assert_eq!(status, 403, "{body}");
+        let (status, _) = call("DELETE", format!("{keys}/{id}"), Some(key), None).await;
+        assert_eq!(status, 403);
+    }
+    assert_eq!(call("GET", keys.clone(), None, None).await.0, 401);
+    assert_eq!(
+        call("GET", keys.clone(), Some("sk-wrong"), None).await.0,
+        401
+    );
+    assert_eq!(chat(&base, ADMIN, "alpha").await.0, 403);
+
+    // Disabled: 401 at once; enabled again: back.
+    let (status, patched) = call(
+        "PATCH",
+        format!("{keys}/{id}"),
+        Some(ADMIN),
+        Some(json!({"is_enabled": false})),
+    )
+    .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["is_enabled"], false);
+    let (status, body) = chat(&base, &secret, "alpha").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("disabled"));
+    call(
+        "PATCH",
+        format!("{keys}/{id}"),
+        Some(ADMIN),
+        Some(json!({"is_enabled": true, "models": null})),
+    )
+    .await;
+    assert_eq!(
+        chat(&base, &secret, "beta").await.0,
+        200,
+        "no model list: every model"
+    );
+
+    // Rotated: the new secret works, the old one does not; the id stays.
+    let (status, rotated) = call(
+        "PATCH",
+        format!("{keys}/{id}"),
+        Some(ADMIN),
+        Some(json!({"rotate": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "{rotated}");
+    let new_secret = rotated["key"].as_str().unwrap();
+    assert_ne!(new_secret, secret);
+    assert_eq!(rotated["id"], id.as_str());
+    assert_eq!(chat(&base, &secret, "alpha").await.0, 401);
+    assert_eq!(chat(&base, new_secret, "alpha").await.0, 200);
+
+    // Deleted: gone, and 401.
+    let (status, deleted) = call("DELETE", format!("{keys}/{id}"), Some(ADMIN), None).await;
+    assert_eq!((status, deleted), (200, json!({"id": id, "deleted": true})));
+    assert_eq!(chat(&base, new_secret, "alpha").await.0, 401);
+    assert_eq!(
+        call("GET", format!("{keys}/{id}"), Some(ADMIN), None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        call("DELETE", format!("{keys}/{id}"), Some(ADMIN), None)
+            .await
+            .0,
+        404
+    );
+    // Keys from flags keep working beside managed ones.
+    assert_eq!(chat(&base, "sk-static", "beta").await.0, 200);
+}
+
+#[tokio::test]
+async fn bad_key_requests_name_the_field() {
+    let base = server();
+    let keys = format!("{base}/v1/account/keys");
+    for (body, param) in [
+        (json!({}), "name"),
+        (json!({"name": ""}), "name"),
+        (json!({"name": "x", "credit_limit": -1}), "credit_limit"),
+        (json!({"name": "x", "credit_limit": "5"}), "credit_limit"),
+        (
+            json!({"name": "x", "expires_at": "2001-01-01T00:00:00Z"}),
+            "expires_at",
+        ),
+        (
+            json!({"name": "x", "expires_at": "next tuesday"}),
+            "expires_at",
+        ),
+        (
+            json!({"name": "x", "rate_limit": {"requests_per_minute": 0}}),
+            "rate_limit.requests_per_minute",
+        ),
+        (
+            json!({"name": "x", "rate_limit": {"rpm": 5}}),
+            "rate_limit.rpm",
+        ),
+        (json!({"name": "x", "models": ["alpha", 3]}), "models[1]"),
+        (json!({"name": "x", "owner": "me"}), "owner"),
+    ] {
+        let (status, error) = call("POST", keys.clone(), Some(ADMIN), Some(body.clone())).await;
+        assert_eq!(status, 400, "{body}: {error}");
+        assert_eq!(error["error"]["param"], param, "{body}: {error}");
+    }
+    let (status, _) = call(
+        "PATCH",
+        format!("{keys}/key_nope"),
+        Some(ADMIN),
+        Some(json!({"name": "y"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    // A key that expires: accepted until its time, refused after.
+    let soon = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
+    let soon = humantime::format_rfc3339_seconds(soon).to_string();
+    let (status, created) = call(
+        "POST",
+        keys.clone(),
+        Some(ADMIN),
+        Some(json!({"name": "soon", "expires_at": soon})),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let secret = created["key"].as_str().unwrap();
+    assert_eq!(chat(&base, secret, "alpha").await.0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (status, body) = chat(&base, secret, "alpha").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{body}"
+    );
+    // A date alone is midnight UTC.
+    let (_, created) = call(
+        "POST",
+        keys.clone(),
+        Some(ADMIN),
+        Some(json!({"name": "d", "expires_at": "2099-12-31"})),
+    )
+    .await;
+    assert_eq!(created["expires_at"], "2099-12-31T00:00:00Z");
+}
