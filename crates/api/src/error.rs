@@ -42,6 +42,7 @@ pub fn error_type(kind: ErrorKind) -> &'static str {
         ErrorKind::Unauthorized => "authentication_error",
         ErrorKind::Overloaded | ErrorKind::Internal | ErrorKind::Upstream => "server_error",
         ErrorKind::RateLimited => "requests",
+        ErrorKind::InsufficientQuota => "insufficient_quota",
     }
 }
 
@@ -56,6 +57,7 @@ pub fn default_code(kind: ErrorKind) -> Option<&'static str> {
         ErrorKind::Forbidden => Some("forbidden"),
         ErrorKind::RequestTimeout => Some("request_timeout"),
         ErrorKind::RateLimited => Some("rate_limit_exceeded"),
+        ErrorKind::InsufficientQuota => Some("insufficient_quota"),
         ErrorKind::InvalidRequest
         | ErrorKind::PayloadTooLarge
         | ErrorKind::Overloaded

@@ -17,6 +17,8 @@ pub struct Caller {
     pub models: Option<Vec<String>>,
     /// The admin key: it manages keys (`/v1/account/…`) and generates nothing.
     pub admin: bool,
+    /// What a managed key may spend, in micro-USD; `None` is no limit.
+    pub credit_limit_micros: Option<i64>,
 }
 
 impl Caller {

@@ -26,6 +26,8 @@ pub enum ErrorKind {
     RateLimited,
     /// A stored object does not exist (or is not visible to this caller).
     NotFound,
+    /// The key's credit is spent.
+    InsufficientQuota,
     /// A bug or an environment failure; details stay in the logs.
     Internal,
     /// An upstream provider failed or answered what we cannot use (unreachable, timed out,

@@ -94,6 +94,7 @@ impl Accounts {
             key_id: Some(key.id),
             models: key.models,
             admin: false,
+            credit_limit_micros: key.credit_limit_micros,
         })
     }
 
@@ -503,4 +504,93 @@ pub(crate) async fn delete(
     admin_only(&caller)?;
     state.accounts.delete(&id).await?;
     Ok(Json(json!({"id": id, "deleted": true})))
+}
+
+/// USD from micro-USD, as the activity report words amounts (a decimal string).
+fn usd(micros: i64) -> String {
+    format!("{:.6}", Decimal::from(micros))
+}
+
+/// A micro-USD amount shown in dollars with six decimals, without float rounding.
+struct Decimal(i64);
+
+impl From<i64> for Decimal {
+    fn from(micros: i64) -> Self {
+        Self(micros)
+    }
+}
+
+impl std::fmt::Display for Decimal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let abs = self.0.unsigned_abs();
+        write!(f, "{sign}{}.{:06}", abs / 1_000_000, abs % 1_000_000)
+    }
+}
+
+fn totals_json(totals: &switchboard_store::UsageTotals) -> Value {
+    json!({
+        "total_requests": totals.requests,
+        "total_cost": usd(totals.cost_micros),
+        "total_input_tokens": totals.input_tokens,
+        "total_output_tokens": totals.output_tokens,
+    })
+}
+
+/// `GET /v1/account/activity?days=N` (1–30, default 30): totals, per UTC day, per model and
+/// per key, from the usage rows.
+pub(crate) async fn activity(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    admin_only(&caller)?;
+    let days = match query.get("days") {
+        None => 30,
+        Some(text) => text
+            .parse::<u64>()
+            .ok()
+            .filter(|d| (1..=30).contains(d))
+            .ok_or_else(|| {
+                ApiError(invalid("days", "days must be a whole number from 1 to 30."))
+            })?,
+    };
+    let now_ms = now().saturating_mul(1000);
+    // Whole UTC days: today and the days before it.
+    let day_ms = 86_400_000;
+    let since = (now_ms / day_ms).saturating_sub(days - 1) * day_ms;
+    let (total, by_day, by_model, by_key) = state
+        .store
+        .activity(since)
+        .await
+        .map_err(|e| ApiError(internal(e)))?;
+    let names: HashMap<String, String> = state
+        .accounts
+        .list()
+        .await?
+        .into_iter()
+        .map(|key| (key.id, key.name))
+        .collect();
+    let group = |name_key: &str, group: &switchboard_store::UsageGroup| {
+        let mut value = totals_json(&group.totals);
+        value[name_key] = group.name.clone().into();
+        value
+    };
+    Ok(Json(json!({
+        "period_days": days,
+        "total_stats": totals_json(&total),
+        "daily_stats": by_day.iter().map(|g| group("date", g)).collect::<Vec<_>>(),
+        "top_models": by_model.iter().map(|g| {
+            let mut value = group("model_name", g);
+            value["request_count"] = g.totals.requests.into();
+            value
+        }).collect::<Vec<_>>(),
+        "api_key_usage": by_key.iter().map(|g| {
+            let mut value = totals_json(&g.totals);
+            value["api_key_id"] = g.name.clone().into();
+            value["api_key_name"] = names.get(&g.name).cloned().map_or(Value::Null, Value::from);
+            value["request_count"] = g.totals.requests.into();
+            value
+        }).collect::<Vec<_>>(),
+    })))
 }

@@ -26,12 +26,30 @@ pub(crate) async fn create(
     let body = body.map_err(body_error)?;
     let mut decoded = decode_chat_request(&body)?;
     caller.may_use(&decoded.request.model)?;
+    let tracker = state.usage.begin(
+        &state.gateway,
+        &caller,
+        &decoded.request.model,
+        "chat",
+        &request_id,
+    );
+    if let Err(error) = state.usage.check_credit(&caller).await {
+        tracker.refused(&error);
+        return Err(error.into());
+    }
     decoded.request.request_id = Some(request_id);
     let request = Arc::new(decoded.request);
-    let events = state
+    let events = match state
         .gateway
         .generate(Arc::clone(&request), switchboard_api::chat::param_name)
-        .await?;
+        .await
+    {
+        Ok(events) => tracker.track(events),
+        Err(error) => {
+            tracker.refused(&error);
+            return Err(error.into());
+        }
+    };
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
     let logprobs = request.sampling.logprobs;

@@ -14,6 +14,7 @@ mod messages;
 mod models;
 mod responses;
 mod stream;
+pub mod usage;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -82,6 +83,7 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub store: Store,
     pub accounts: Arc<accounts::Accounts>,
+    pub usage: Arc<usage::UsageRecorder>,
 }
 
 /// The full router.
@@ -89,6 +91,7 @@ pub fn router(
     gateway: Arc<Gateway>,
     store: Store,
     accounts: Arc<accounts::Accounts>,
+    usage: Arc<usage::UsageRecorder>,
     config: &ServerConfig,
 ) -> Router {
     let origins = guard::Origins::new(config, gateway.keys.is_empty());
@@ -100,6 +103,7 @@ pub fn router(
         gateway,
         store,
         accounts,
+        usage,
     };
     let api = Router::new()
         .route("/chat/completions", post(chat::create))
@@ -114,6 +118,7 @@ pub fn router(
         .route("/models", get(models::list))
         .route("/models/{id}", get(models::retrieve))
         .route("/account/keys", post(accounts::create).get(accounts::list))
+        .route("/account/activity", get(accounts::activity))
         .route(
             "/account/keys/{id}",
             get(accounts::retrieve)
@@ -159,7 +164,8 @@ pub async fn serve(
             .await
             .map_err(|e| std::io::Error::other(e.message))?,
     );
-    let app = router(gateway, store, accounts, config);
+    let usage = usage::UsageRecorder::start(store.clone());
+    let app = router(gateway, store, accounts, usage, config);
     connections::accept_loop(listener, app, config, shutdown).await;
     Ok(())
 }

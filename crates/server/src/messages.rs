@@ -51,13 +51,31 @@ pub(crate) async fn create(
     let body = body.map_err(body_error)?;
     let mut decoded = decode_messages_request(&body)?;
     caller.may_use(&decoded.request.model)?;
+    let tracker = state.usage.begin(
+        &state.gateway,
+        &caller,
+        &decoded.request.model,
+        "messages",
+        &request_id,
+    );
+    if let Err(error) = state.usage.check_credit(&caller).await {
+        tracker.refused(&error);
+        return Err(error.into());
+    }
     decoded.request.request_id = Some(request_id.clone());
     decoded.request.anthropic_beta = betas(&headers);
     let request = Arc::new(decoded.request);
-    let mut events = state
+    let mut events = match state
         .gateway
         .generate(Arc::clone(&request), param_name)
-        .await?;
+        .await
+    {
+        Ok(events) => tracker.track(events),
+        Err(error) => {
+            tracker.refused(&error);
+            return Err(error.into());
+        }
+    };
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let mut encoder = MessagesStreamEncoder::new(id, request.model.clone());
     if decoded.stream {

@@ -38,6 +38,17 @@ pub(crate) async fn create(
     let body = body.map_err(body_error)?;
     let mut decoded = decode_responses_request(&body, &mut new_item_id)?;
     caller.may_use(&decoded.request.model)?;
+    let tracker = state.usage.begin(
+        &state.gateway,
+        &caller,
+        &decoded.request.model,
+        "responses",
+        &request_id,
+    );
+    if let Err(error) = state.usage.check_credit(&caller).await {
+        tracker.refused(&error);
+        return Err(error.into());
+    }
     decoded.request.request_id = Some(request_id);
     let previous_context = match &decoded.previous_response_id {
         None => Vec::new(),
@@ -56,7 +67,13 @@ pub(crate) async fn create(
         decoded.pinned_items(),
     )
     .await;
-    let events = events?;
+    let events = match events {
+        Ok(events) => tracker.track(events),
+        Err(error) => {
+            tracker.refused(&error);
+            return Err(error.into());
+        }
+    };
     let id = format!("resp_{}", uuid::Uuid::new_v4().simple());
     let encoder = ResponseEncoder::new(id, unix_now(), &decoded, &request, Box::new(new_item_id));
     let record = Record::new(&state.store, &caller, &decoded, previous_context);

@@ -18,6 +18,67 @@ const ADMIN: &str = "sk-admin-test";
 
 fn server() -> String {
     let mut catalog = Catalog::default();
+    // `priced` reports usage and has prices; `slow` streams until the client leaves.
+    let usage = Event::Usage(switchboard_model::Usage {
+        prompt_tokens: 1000,
+        completion_tokens: 500,
+        ..switchboard_model::Usage::default()
+    });
+    let text = |t: &str| {
+        Step::Emit(Event::TextDelta {
+            choice: 0,
+            text: t.into(),
+            logprobs: vec![],
+        })
+    };
+    let finished = Step::Emit(Event::Finished {
+        choice: 0,
+        reason: FinishReason::Stop,
+        stop_sequence: None,
+    });
+    for (id, script, pricing) in [
+        (
+            "priced",
+            vec![
+                text("ok"),
+                finished.clone(),
+                Step::Emit(usage),
+                Step::Emit(Event::Done),
+            ],
+            Pricing {
+                input_per_million: 2.0,
+                cached_input_per_million: None,
+                output_per_million: 4.0,
+                per_web_search: None,
+            },
+        ),
+        (
+            "slow",
+            vec![
+                text("one two three four "),
+                Step::Pause(std::time::Duration::from_secs(5)),
+                text("late"),
+                finished.clone(),
+                Step::Emit(Event::Done),
+            ],
+            Pricing::default(),
+        ),
+    ] {
+        catalog.add(CatalogEntry {
+            id: id.into(),
+            owned_by: "fake".into(),
+            created: 1_700_000_000,
+            context_window: 8_000,
+            capabilities: vec![],
+            pricing,
+            routes: vec![Route::new(
+                "fake",
+                Arc::new(FakeProvider::new(script)),
+                id,
+                1,
+            )],
+        });
+    }
     for id in ["alpha", "beta"] {
         let provider = FakeProvider::new(vec![
             Step::Emit(Event::TextDelta {
@@ -288,4 +349,117 @@ async fn bad_key_requests_name_the_field() {
     )
     .await;
     assert_eq!(created["expires_at"], "2099-12-31T00:00:00Z");
+}
+
+/// Every request that names a model leaves one usage row, priced from the catalog; a key at its
+/// credit limit gets 402 before any provider is called; a client that leaves mid-stream is
+/// charged what was generated; the activity report sums the rows.
+#[tokio::test]
+async fn usage_is_recorded_priced_and_limited() {
+    let base = server();
+    let keys = format!("{base}/v1/account/keys");
+    let (_, created) = call(
+        "POST",
+        keys.clone(),
+        Some(ADMIN),
+        Some(json!({"name": "budget", "credit_limit": 0.01})),
+    )
+    .await;
+    let secret = created["key"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    // 1000 prompt tokens at $2/M and 500 output at $4/M: $0.004 a request. Two leave $0.008
+    // spent, under the limit, so the third runs (and crosses it); the fourth is refused.
+    for _ in 0..3 {
+        assert_eq!(chat(&base, &secret, "priced").await.0, 200);
+    }
+    let (status, body) = chat(&base, &secret, "priced").await;
+    assert_eq!(status, 402, "{body}");
+    assert_eq!(body["error"]["code"], "insufficient_quota");
+    assert_eq!(body["error"]["type"], "insufficient_quota");
+
+    // A client that leaves mid-stream: the row says cancelled and counts what was generated.
+    let (_, other) = call(
+        "POST",
+        keys.clone(),
+        Some(ADMIN),
+        Some(json!({"name": "streamer"})),
+    )
+    .await;
+    let streamer = other["key"].as_str().unwrap().to_owned();
+    let response = common::client()
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(&streamer)
+        .json(&json!({"model": "slow", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    use futures::StreamExt;
+    let first = body.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("data:"));
+    drop(body);
+
+    // Rows are written within the batch window.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let (status, activity) = call(
+        "GET",
+        format!("{base}/v1/account/activity?days=1"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{activity}");
+    assert_eq!(activity["period_days"], 1);
+    assert_eq!(activity["total_stats"]["total_requests"], 5, "{activity}");
+    assert_eq!(activity["total_stats"]["total_cost"], "0.012000");
+    assert_eq!(activity["total_stats"]["total_input_tokens"], 3000);
+    assert_eq!(activity["daily_stats"].as_array().unwrap().len(), 1);
+    let top = &activity["top_models"][0];
+    assert_eq!(
+        (top["model_name"].as_str(), top["request_count"].as_u64()),
+        (Some("priced"), Some(4))
+    );
+    let budget = activity["api_key_usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["api_key_id"] == id.as_str())
+        .unwrap();
+    assert_eq!(budget["api_key_name"], "budget");
+    assert_eq!(budget["request_count"], 4);
+    assert_eq!(budget["total_cost"], "0.012000");
+    let streamed = activity["api_key_usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["api_key_name"] == "streamer")
+        .unwrap();
+    assert_eq!(streamed["request_count"], 1);
+    assert!(
+        streamed["total_output_tokens"].as_u64().unwrap() >= 1,
+        "{streamed}"
+    );
+    // Only the admin key reads activity; days are 1 to 30.
+    assert_eq!(
+        call(
+            "GET",
+            format!("{base}/v1/account/activity"),
+            Some(&secret),
+            None
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        call(
+            "GET",
+            format!("{base}/v1/account/activity?days=31"),
+            Some(ADMIN),
+            None
+        )
+        .await
+        .0,
+        400
+    );
 }

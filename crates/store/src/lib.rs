@@ -19,8 +19,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 mod keys;
+mod usage;
 
 pub use keys::{KeyRecord, KeyUpdate, RateLimits};
+pub use usage::{UsageGroup, UsageRow, UsageTotals};
 
 /// Why a store operation failed. Callers report these as internal errors: they are environment
 /// failures (disk, corruption), never the client's doing.
@@ -212,6 +214,29 @@ const MIGRATIONS: &[(i64, &str)] = &[
             deleted_at          INTEGER
         )",
     ),
+    (
+        3,
+        "CREATE TABLE usage (
+            id                 TEXT PRIMARY KEY NOT NULL,
+            at_ms              INTEGER NOT NULL,
+            key                TEXT NOT NULL,
+            model              TEXT NOT NULL,
+            provider           TEXT NOT NULL,
+            surface            TEXT NOT NULL,
+            prompt_tokens      INTEGER NOT NULL,
+            cached_tokens      INTEGER NOT NULL,
+            cache_write_tokens INTEGER NOT NULL,
+            output_tokens      INTEGER NOT NULL,
+            reasoning_tokens   INTEGER NOT NULL,
+            searches           INTEGER NOT NULL,
+            cost_micros        INTEGER NOT NULL,
+            latency_ms         INTEGER NOT NULL,
+            ttft_ms            INTEGER,
+            status             TEXT NOT NULL
+        );
+        CREATE INDEX usage_by_key ON usage (key, at_ms);
+        CREATE INDEX usage_by_time ON usage (at_ms)",
+    ),
 ];
 
 async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
@@ -390,7 +415,7 @@ mod tests {
                 .iter()
                 .map(|row| row.get("version"))
                 .collect();
-        assert_eq!(versions, [1, 2]);
+        assert_eq!(versions, [1, 2, 3]);
         drop(store);
         // Opening again applies nothing twice.
         assert!(Store::open(&path).await.is_ok());

@@ -485,6 +485,7 @@ pub fn error_type(kind: ErrorKind) -> &'static str {
         ErrorKind::PayloadTooLarge => "request_too_large",
         ErrorKind::Overloaded => "overloaded_error",
         ErrorKind::RateLimited => "rate_limit_error",
+        ErrorKind::InsufficientQuota => "billing_error",
         ErrorKind::Internal | ErrorKind::Upstream => "api_error",
     }
 }
