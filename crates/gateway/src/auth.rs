@@ -19,6 +19,16 @@ pub struct Caller {
     pub admin: bool,
     /// What a managed key may spend, in micro-USD; `None` is no limit.
     pub credit_limit_micros: Option<i64>,
+    /// A managed key's rate limits.
+    pub limits: KeyLimits,
+}
+
+/// Per-key rate limits; `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyLimits {
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u32>,
+    pub max_concurrent: Option<u32>,
 }
 
 impl Caller {

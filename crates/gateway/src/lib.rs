@@ -9,7 +9,7 @@ mod catalog;
 mod routing;
 pub mod search;
 
-pub use auth::{key_digest, missing_key, wrong_key, ApiKeys, Caller, Identity};
+pub use auth::{key_digest, missing_key, wrong_key, ApiKeys, Caller, Identity, KeyLimits};
 pub use catalog::{Catalog, CatalogEntry, EventStream, Pricing, Provider};
 pub use routing::{estimate_tokens, Route, TokenCount};
 

@@ -95,6 +95,11 @@ impl Accounts {
             models: key.models,
             admin: false,
             credit_limit_micros: key.credit_limit_micros,
+            limits: switchboard_gateway::KeyLimits {
+                requests_per_minute: key.limits.requests_per_minute,
+                tokens_per_minute: key.limits.tokens_per_minute,
+                max_concurrent: key.limits.max_concurrent,
+            },
         })
     }
 

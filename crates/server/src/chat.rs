@@ -20,23 +20,22 @@ use crate::{body_error, unix_now, ApiError, AppState, RequestId};
 pub(crate) async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(slot): Extension<crate::HeaderSlot>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
     let mut decoded = decode_chat_request(&body)?;
     caller.may_use(&decoded.request.model)?;
-    let tracker = state.usage.begin(
-        &state.gateway,
+    let tracker = crate::usage::admit(
+        &state,
         &caller,
-        &decoded.request.model,
+        &slot,
+        &decoded.request,
         "chat",
         &request_id,
-    );
-    if let Err(error) = state.usage.check_credit(&caller).await {
-        tracker.refused(&error);
-        return Err(error.into());
-    }
+    )
+    .await?;
     decoded.request.request_id = Some(request_id);
     let request = Arc::new(decoded.request);
     let events = match state

@@ -10,6 +10,7 @@ mod chat;
 mod connections;
 pub mod errors;
 mod guard;
+pub mod limits;
 mod messages;
 mod models;
 mod responses;
@@ -84,6 +85,7 @@ pub struct AppState {
     pub store: Store,
     pub accounts: Arc<accounts::Accounts>,
     pub usage: Arc<usage::UsageRecorder>,
+    pub limiter: Arc<limits::Limiter>,
 }
 
 /// The full router.
@@ -104,6 +106,7 @@ pub fn router(
         store,
         accounts,
         usage,
+        limiter: Arc::default(),
     };
     let api = Router::new()
         .route("/chat/completions", post(chat::create))
@@ -246,7 +249,30 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         .into_response();
     }
     request.extensions_mut().insert(caller);
-    next.run(request).await
+    let slot = HeaderSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let mut response = next.run(request).await;
+    if let Some(headers) = slot.take() {
+        response.headers_mut().extend(headers);
+    }
+    response
+}
+
+/// Headers a handler wants on its answer, whatever the answer is (the rate-limit headers, on
+/// successes and on 429s alike).
+#[derive(Clone, Default)]
+pub(crate) struct HeaderSlot(Arc<std::sync::Mutex<Option<HeaderMap>>>);
+
+impl HeaderSlot {
+    pub(crate) fn set(&self, headers: HeaderMap) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(headers);
+        }
+    }
+
+    fn take(&self) -> Option<HeaderMap> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
 }
 
 /// The key a request presents. An `Authorization` header, when present, is the one that

@@ -44,6 +44,7 @@ fn betas(headers: &HeaderMap) -> Vec<String> {
 pub(crate) async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(slot): Extension<crate::HeaderSlot>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -51,17 +52,15 @@ pub(crate) async fn create(
     let body = body.map_err(body_error)?;
     let mut decoded = decode_messages_request(&body)?;
     caller.may_use(&decoded.request.model)?;
-    let tracker = state.usage.begin(
-        &state.gateway,
+    let tracker = crate::usage::admit(
+        &state,
         &caller,
-        &decoded.request.model,
+        &slot,
+        &decoded.request,
         "messages",
         &request_id,
-    );
-    if let Err(error) = state.usage.check_credit(&caller).await {
-        tracker.refused(&error);
-        return Err(error.into());
-    }
+    )
+    .await?;
     decoded.request.request_id = Some(request_id.clone());
     decoded.request.anthropic_beta = betas(&headers);
     let request = Arc::new(decoded.request);

@@ -32,23 +32,22 @@ use crate::{body_error, unix_now, ApiError, AppState, RequestId};
 pub(crate) async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(slot): Extension<crate::HeaderSlot>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
     let mut decoded = decode_responses_request(&body, &mut new_item_id)?;
     caller.may_use(&decoded.request.model)?;
-    let tracker = state.usage.begin(
-        &state.gateway,
+    let tracker = crate::usage::admit(
+        &state,
         &caller,
-        &decoded.request.model,
+        &slot,
+        &decoded.request,
         "responses",
         &request_id,
-    );
-    if let Err(error) = state.usage.check_credit(&caller).await {
-        tracker.refused(&error);
-        return Err(error.into());
-    }
+    )
+    .await?;
     decoded.request.request_id = Some(request_id);
     let previous_context = match &decoded.previous_response_id {
         None => Vec::new(),

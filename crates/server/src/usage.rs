@@ -128,6 +128,45 @@ impl UsageRecorder {
             deltas: 0,
             finish: None,
             recorded: false,
+            permit: None,
+        }
+    }
+}
+
+/// The start of every generating request: its usage tracker, the key's credit (402) and its
+/// rate limits (429), whose headers go on the answer either way.
+///
+/// # Errors
+/// The refusal, recorded as a `rejected` row.
+pub(crate) async fn admit(
+    state: &crate::AppState,
+    caller: &Caller,
+    slot: &crate::HeaderSlot,
+    request: &switchboard_model::Request,
+    surface: &'static str,
+    request_id: &str,
+) -> Result<Tracker, crate::ApiError> {
+    let mut tracker =
+        state
+            .usage
+            .begin(&state.gateway, caller, &request.model, surface, request_id);
+    if let Err(error) = state.usage.check_credit(caller).await {
+        tracker.refused(&error);
+        return Err(error.into());
+    }
+    let tokens = switchboard_gateway::estimate_tokens(request)
+        .saturating_add(request.sampling.max_output_tokens.unwrap_or(0));
+    match state.limiter.admit(&caller.owner, caller.limits, tokens) {
+        Ok(admission) => {
+            slot.set(admission.headers);
+            tracker.hold(admission.permit);
+            Ok(tracker)
+        }
+        Err(refusal) => {
+            let crate::limits::Refusal { error, headers } = *refusal;
+            slot.set(headers);
+            tracker.refused(&error);
+            Err(error.into())
         }
     }
 }
@@ -155,9 +194,16 @@ pub struct Tracker {
     deltas: u32,
     finish: Option<FinishReason>,
     recorded: bool,
+    /// The request's hold on its key's rate limits, settled and released at the end.
+    permit: Option<crate::limits::Permit>,
 }
 
 impl Tracker {
+    /// Keeps the request's hold on its key's rate limits until it ends.
+    pub fn hold(&mut self, permit: Option<crate::limits::Permit>) {
+        self.permit = permit;
+    }
+
     /// The request was refused before or instead of generating.
     pub fn refused(mut self, error: &Error) {
         self.finish_with(if error.kind == ErrorKind::Upstream {
@@ -256,6 +302,9 @@ impl Tracker {
             .first_output
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         row.cost_micros = self.prices.map_or(0, |p| cost_micros(&usage, p));
+        if let Some(mut permit) = self.permit.take() {
+            permit.settle(usage.prompt_tokens.saturating_add(usage.completion_tokens));
+        }
         self.recorder.record(std::mem::take(&mut self.row));
     }
 }

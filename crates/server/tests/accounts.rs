@@ -463,3 +463,82 @@ async fn usage_is_recorded_priced_and_limited() {
         400
     );
 }
+
+/// A key's rate limits: requests per minute and requests at once, each a 429
+/// `rate_limit_exceeded` with `Retry-After` and OpenAI's headers, which answers carry too.
+#[tokio::test]
+async fn rate_limits_are_enforced_per_key() {
+    let base = server();
+    let keys = format!("{base}/v1/account/keys");
+    let (_, created) = call(
+        "POST",
+        keys.clone(),
+        Some(ADMIN),
+        Some(json!({"name": "limited", "rate_limit": {"requests_per_minute": 2, "tokens_per_minute": 100000}})),
+    )
+    .await;
+    let secret = created["key"].as_str().unwrap().to_owned();
+    let send = || {
+        common::client()
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(&secret)
+            .json(&json!({"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-ratelimit-limit-requests"], "2");
+    assert_eq!(first.headers()["x-ratelimit-remaining-requests"], "1");
+    assert_eq!(first.headers()["x-ratelimit-limit-tokens"], "100000");
+    assert!(first.headers()["x-ratelimit-reset-requests"]
+        .to_str()
+        .unwrap()
+        .ends_with('s'));
+    // The minute may turn between two requests; then the count starts again.
+    let second = send().await.unwrap();
+    assert_eq!(second.status(), 200);
+    let third = send().await.unwrap();
+    if third.status() != 200 {
+        assert_eq!(third.status(), 429);
+        assert!(third.headers().contains_key("retry-after"));
+        assert_eq!(third.headers()["x-ratelimit-remaining-requests"], "0");
+        let body: Value = third.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    }
+
+    // One request at once: a second while the first streams is refused, then admitted once
+    // the first is gone.
+    let (_, created) = call(
+        "POST",
+        keys.clone(),
+        Some(ADMIN),
+        Some(json!({"name": "single", "rate_limit": {"max_concurrent": 1}})),
+    )
+    .await;
+    let single = created["key"].as_str().unwrap().to_owned();
+    let stream = |model: &str| {
+        common::client()
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(&single)
+            .json(&json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let running = stream("slow").await.unwrap();
+    assert_eq!(running.status(), 200);
+    let refused = stream("alpha").await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    drop(running);
+    let mut admitted = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if stream("alpha").await.unwrap().status() == 200 {
+            admitted = true;
+            break;
+        }
+    }
+    assert!(
+        admitted,
+        "the slot comes back when the running request ends"
+    );
+}
