@@ -599,3 +599,22 @@ pub(crate) async fn activity(
         }).collect::<Vec<_>>(),
     })))
 }
+
+/// `GET /v1/account/balance`: the account's credit (`--account-credit`) less what every key
+/// spent, as a decimal string; `null` when no credit is set (then `spent` says what was used).
+pub(crate) async fn balance(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    admin_only(&caller)?;
+    let spent = state
+        .store
+        .spent_by_all()
+        .await
+        .map_err(|e| ApiError(internal(e)))?;
+    Ok(Json(json!({
+        "balance": state.account_credit_micros.map(|credit| usd(credit - spent)),
+        "credit": state.account_credit_micros.map(usd),
+        "spent": usd(spent),
+    })))
+}

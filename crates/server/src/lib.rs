@@ -60,6 +60,9 @@ pub struct ServerConfig {
     pub cors_allowed_origins: Vec<String>,
     /// Without API keys, serve any `Host` name (the operator passed `--insecure-no-auth`).
     pub insecure_no_auth: bool,
+    /// The account's credit in micro-USD, against which `/v1/account/balance` counts what all
+    /// keys spent; `None` when the operator set none.
+    pub account_credit_micros: Option<i64>,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +77,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(30),
             cors_allowed_origins: Vec::new(),
             insecure_no_auth: false,
+            account_credit_micros: None,
         }
     }
 }
@@ -86,6 +90,8 @@ pub struct AppState {
     pub accounts: Arc<accounts::Accounts>,
     pub usage: Arc<usage::UsageRecorder>,
     pub limiter: Arc<limits::Limiter>,
+    /// The account's credit (`/v1/account/balance`), in micro-USD.
+    pub account_credit_micros: Option<i64>,
 }
 
 /// The full router.
@@ -107,6 +113,7 @@ pub fn router(
         accounts,
         usage,
         limiter: Arc::default(),
+        account_credit_micros: config.account_credit_micros,
     };
     let api = Router::new()
         .route("/chat/completions", post(chat::create))
@@ -122,6 +129,7 @@ pub fn router(
         .route("/models/{id}", get(models::retrieve))
         .route("/account/keys", post(accounts::create).get(accounts::list))
         .route("/account/activity", get(accounts::activity))
+        .route("/account/balance", get(accounts::balance))
         .route(
             "/account/keys/{id}",
             get(accounts::retrieve)

@@ -439,6 +439,19 @@ async fn usage_is_recorded_priced_and_limited() {
         streamed["total_output_tokens"].as_u64().unwrap() >= 1,
         "{streamed}"
     );
+    // Without an account credit the balance is null and the spend is shown.
+    let (status, balance) = call(
+        "GET",
+        format!("{base}/v1/account/balance"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        balance,
+        json!({"balance": null, "credit": null, "spent": "0.012000"})
+    );
     // Only the admin key reads activity; days are 1 to 30.
     assert_eq!(
         call(

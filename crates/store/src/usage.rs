@@ -120,6 +120,17 @@ impl Store {
         Ok(row.try_get::<Option<i64>, _>("cost")?.unwrap_or(0))
     }
 
+    /// What every key together has spent, in micro-USD, over all time.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn spent_by_all(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT SUM(cost_micros) AS cost FROM usage")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>("cost")?.unwrap_or(0))
+    }
+
     /// Totals since `since_ms` (Unix milliseconds): overall, by UTC day (`YYYY-MM-DD`), by
     /// model (most requests first), by key.
     ///

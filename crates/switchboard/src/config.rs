@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// The key that manages API keys over /v1/account/keys. Also SWITCHBOARD_ADMIN_KEY.
     #[arg(long)]
     pub admin_key: Option<String>,
+    /// The account's credit in USD, against which /v1/account/balance counts all keys' spend.
+    #[arg(long, value_name = "USD")]
+    pub account_credit: Option<f64>,
 }
 
 /// The configuration file.
@@ -87,6 +90,8 @@ pub struct FileConfig {
     pub log_content: Option<bool>,
     /// The key that manages API keys (prefer the environment or a flag to a file).
     pub admin_key: Option<String>,
+    /// The account's credit in USD (`/v1/account/balance`).
+    pub account_credit: Option<f64>,
     #[serde(default)]
     pub engine: FileEngineConfig,
     /// Upstream providers the catalog's models route to.
@@ -357,6 +362,12 @@ impl Settings {
                 ),
                 cors_allowed_origins,
                 insecure_no_auth,
+                #[allow(clippy::cast_possible_truncation)]
+                account_credit_micros: args
+                    .account_credit
+                    .or(file.account_credit)
+                    .filter(|usd| usd.is_finite() && *usd >= 0.0)
+                    .map(|usd| (usd * 1e6).round() as i64),
             },
         }
     }
