@@ -12,6 +12,7 @@ pub mod errors;
 mod guard;
 pub mod limits;
 mod messages;
+pub mod metrics;
 mod models;
 mod responses;
 mod stream;
@@ -63,6 +64,8 @@ pub struct ServerConfig {
     /// The account's credit in micro-USD, against which `/v1/account/balance` counts what all
     /// keys spent; `None` when the operator set none.
     pub account_credit_micros: Option<i64>,
+    /// An extra address serving `/metrics` without a key (for a private network).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +81,7 @@ impl Default for ServerConfig {
             cors_allowed_origins: Vec::new(),
             insecure_no_auth: false,
             account_credit_micros: None,
+            metrics_listen: None,
         }
     }
 }
@@ -92,6 +96,7 @@ pub struct AppState {
     pub limiter: Arc<limits::Limiter>,
     /// The account's credit (`/v1/account/balance`), in micro-USD.
     pub account_credit_micros: Option<i64>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// The full router.
@@ -100,6 +105,7 @@ pub fn router(
     store: Store,
     accounts: Arc<accounts::Accounts>,
     usage: Arc<usage::UsageRecorder>,
+    metrics: Arc<metrics::Metrics>,
     config: &ServerConfig,
 ) -> Router {
     let origins = guard::Origins::new(config, gateway.keys.is_empty());
@@ -114,6 +120,7 @@ pub fn router(
         usage,
         limiter: Arc::default(),
         account_credit_micros: config.account_credit_micros,
+        metrics,
     };
     let api = Router::new()
         .route("/chat/completions", post(chat::create))
@@ -149,6 +156,7 @@ pub fn router(
         .layer(middleware::from_fn(request_id));
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(protected_metrics))
         .nest("/v1", api)
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
@@ -175,10 +183,62 @@ pub async fn serve(
             .await
             .map_err(|e| std::io::Error::other(e.message))?,
     );
-    let usage = usage::UsageRecorder::start(store.clone());
-    let app = router(gateway, store, accounts, usage, config);
+    let metrics = Arc::new(metrics::Metrics::default());
+    let usage = usage::UsageRecorder::start(store.clone(), Arc::clone(&metrics));
+    if let Some(address) = config.metrics_listen {
+        // The unprotected metrics address, for a private network's scraper.
+        let listener = TcpListener::bind(address).await?;
+        tracing::info!(address = %listener.local_addr()?, "metrics listening");
+        let only_metrics = Router::new().route(
+            "/metrics",
+            get({
+                let metrics = Arc::clone(&metrics);
+                move || async move { metrics_text(&metrics) }
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, only_metrics).await;
+        });
+    }
+    let app = router(gateway, store, accounts, usage, metrics, config);
     connections::accept_loop(listener, app, config, shutdown).await;
     Ok(())
+}
+
+fn metrics_text(metrics: &metrics::Metrics) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics.render(),
+    )
+        .into_response()
+}
+
+/// `/metrics` on the main listener: the admin key only.
+async fn protected_metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !state.gateway.keys.has_admin_key() {
+        return ApiError(
+            Error::new(
+                ErrorKind::Forbidden,
+                "Metrics on this address need an admin key (--admin-key); or serve them on a \
+                 private address with --metrics-listen.",
+            )
+            .with_code("admin_key_required"),
+        )
+        .into_response();
+    }
+    let presented = presented_key(&headers).ok().flatten();
+    match state.gateway.keys.identify(presented, true) {
+        Identity::Admin(_) => metrics_text(&state.metrics),
+        Identity::Missing => ApiError(switchboard_gateway::missing_key()).into_response(),
+        _ => ApiError(
+            Error::new(ErrorKind::Forbidden, "Metrics need the admin key.")
+                .with_code("admin_key_required"),
+        )
+        .into_response(),
+    }
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use switchboard_gateway::{Caller, EventStream, Gateway};
 use switchboard_model::{Error, ErrorKind, Event, FinishReason, Usage};
 use switchboard_store::{Store, UsageRow};
+
+use crate::metrics::Metrics;
 use tokio::sync::mpsc;
 
 /// Rows written together.
@@ -27,22 +29,25 @@ pub struct UsageRecorder {
     sender: mpsc::UnboundedSender<UsageRow>,
     store: Store,
     spent: Mutex<HashMap<String, i64>>,
+    metrics: Arc<Metrics>,
 }
 
 impl UsageRecorder {
     /// Starts the writer task.
     #[must_use]
-    pub fn start(store: Store) -> Arc<Self> {
+    pub fn start(store: Store, metrics: Arc<Metrics>) -> Arc<Self> {
         let (sender, receiver) = mpsc::unbounded_channel();
         tokio::spawn(write_batches(store.clone(), receiver));
         Arc::new(Self {
             sender,
             store,
             spent: Mutex::new(HashMap::new()),
+            metrics,
         })
     }
 
-    fn record(&self, row: UsageRow) {
+    fn record(&self, row: UsageRow, generated: bool) {
+        self.metrics.ended(&row, generated);
         if row.cost_micros != 0 {
             if let Ok(mut spent) = self.spent.lock() {
                 if let Some(total) = spent.get_mut(&row.key) {
@@ -129,6 +134,7 @@ impl UsageRecorder {
             finish: None,
             recorded: false,
             permit: None,
+            generating: false,
         }
     }
 }
@@ -196,6 +202,8 @@ pub struct Tracker {
     recorded: bool,
     /// The request's hold on its key's rate limits, settled and released at the end.
     permit: Option<crate::limits::Permit>,
+    /// Whether the generation started (it counts as running until it ends).
+    generating: bool,
 }
 
 impl Tracker {
@@ -215,7 +223,9 @@ impl Tracker {
 
     /// The generation's events, observed on their way to the client.
     #[must_use]
-    pub fn track(self, events: EventStream) -> EventStream {
+    pub fn track(mut self, events: EventStream) -> EventStream {
+        self.generating = true;
+        self.recorder.metrics.started();
         EventStream::new(futures::stream::unfold(
             (events, Some(self)),
             |(mut events, mut tracker)| async move {
@@ -305,7 +315,8 @@ impl Tracker {
         if let Some(mut permit) = self.permit.take() {
             permit.settle(usage.prompt_tokens.saturating_add(usage.completion_tokens));
         }
-        self.recorder.record(std::mem::take(&mut self.row));
+        self.recorder
+            .record(std::mem::take(&mut self.row), self.generating);
     }
 }
 
@@ -387,7 +398,8 @@ mod tests {
     #[tokio::test]
     async fn every_ending_records_one_row() {
         let store = Store::in_memory().await.unwrap();
-        let recorder = UsageRecorder::start(store.clone());
+        let metrics = Arc::new(Metrics::default());
+        let recorder = UsageRecorder::start(store.clone(), Arc::clone(&metrics));
         let gateway = Gateway::new(Catalog::default(), ApiKeys::default());
         let caller = Caller {
             owner: "key_t".into(),
@@ -448,5 +460,11 @@ mod tests {
             5,
             "one row per request, even with one request id"
         );
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"switchboard_requests_total{model="m",provider="",surface="chat",status="cancelled"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("switchboard_requests_running 0"), "{text}");
     }
 }

@@ -439,6 +439,52 @@ async fn usage_is_recorded_priced_and_limited() {
         streamed["total_output_tokens"].as_u64().unwrap() >= 1,
         "{streamed}"
     );
+    // The metrics count the same requests (admin key only).
+    let metrics = common::client()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains(r#"switchboard_requests_total{model="priced",provider="fake",surface="chat",status="completed"} 3"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"status="rejected"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"switchboard_input_tokens_total{model="priced",provider="fake"} 3000"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("switchboard_time_to_first_token_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"switchboard_cost_usd_total{model="priced",provider="fake"} 0.012"#),
+        "{text}"
+    );
+    let as_key = common::client()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_key.status(), 403);
+    assert_eq!(
+        common::client()
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     // Without an account credit the balance is null and the spend is shown.
     let (status, balance) = call(
         "GET",

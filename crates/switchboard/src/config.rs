@@ -67,6 +67,9 @@ pub struct ServeArgs {
     /// The account's credit in USD, against which /v1/account/balance counts all keys' spend.
     #[arg(long, value_name = "USD")]
     pub account_credit: Option<f64>,
+    /// An extra address serving /metrics without a key, for a private network.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The configuration file.
@@ -92,6 +95,8 @@ pub struct FileConfig {
     pub admin_key: Option<String>,
     /// The account's credit in USD (`/v1/account/balance`).
     pub account_credit: Option<f64>,
+    /// An extra address serving `/metrics` without a key.
+    pub metrics_listen: Option<SocketAddr>,
     #[serde(default)]
     pub engine: FileEngineConfig,
     /// Upstream providers the catalog's models route to.
@@ -368,6 +373,7 @@ impl Settings {
                     .or(file.account_credit)
                     .filter(|usd| usd.is_finite() && *usd >= 0.0)
                     .map(|usd| (usd * 1e6).round() as i64),
+                metrics_listen: args.metrics_listen.or(file.metrics_listen),
             },
         }
     }
