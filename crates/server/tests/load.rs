@@ -1,0 +1,140 @@
+//! Load, behind a flag (`SWITCHBOARD_LOAD_TEST=1 cargo test -p switchboard-server --test load`):
+//! 1,000 concurrent short requests from 10 managed keys against a fake provider. Every request
+//! is answered, and the usage rows — one per request, none lost or duplicated — sum to exactly
+//! what was served.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use switchboard_gateway::{ApiKeys, Catalog, CatalogEntry, Gateway, Pricing, Route};
+use switchboard_model::{Event, FinishReason, Usage};
+use switchboard_providers::fake::{FakeProvider, Step};
+use switchboard_server::ServerConfig;
+
+const REQUESTS: usize = 1_000;
+const KEYS: usize = 10;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_requests_leave_a_thousand_usage_rows() {
+    if std::env::var("SWITCHBOARD_LOAD_TEST").is_err() {
+        eprintln!("skipping: set SWITCHBOARD_LOAD_TEST=1 to run the load test");
+        return;
+    }
+    let provider = FakeProvider::new(vec![
+        Step::Emit(Event::TextDelta {
+            choice: 0,
+            text: "ok".into(),
+            logprobs: vec![],
+        }),
+        Step::Emit(Event::Finished {
+            choice: 0,
+            reason: FinishReason::Stop,
+            stop_sequence: None,
+        }),
+        Step::Emit(Event::Usage(Usage {
+            prompt_tokens: 7,
+            completion_tokens: 3,
+            ..Usage::default()
+        })),
+        Step::Emit(Event::Done),
+    ]);
+    let mut catalog = Catalog::default();
+    catalog.add(CatalogEntry {
+        id: "fast".into(),
+        owned_by: "fake".into(),
+        created: 1_700_000_000,
+        context_window: 8_000,
+        capabilities: vec![],
+        pricing: Pricing {
+            input_per_million: 1.0,
+            cached_input_per_million: None,
+            output_per_million: 2.0,
+            per_web_search: None,
+        },
+        routes: vec![Route::new("fake", Arc::new(provider), "fast", 1)],
+    });
+    let admin = "sk-admin-load";
+    let base = common::serve_gateway(
+        Gateway::new(catalog, ApiKeys::new::<_, &str>([]).with_admin_key(admin)),
+        ServerConfig::default(),
+    );
+    let client = common::client();
+    let mut keys = Vec::new();
+    for i in 0..KEYS {
+        let created: Value = client
+            .post(format!("{base}/v1/account/keys"))
+            .bearer_auth(admin)
+            .json(&json!({"name": format!("load-{i}")}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        keys.push(created["key"].as_str().unwrap().to_owned());
+    }
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..REQUESTS)
+        .map(|i| {
+            let client = client.clone();
+            let key = keys[i % KEYS].clone();
+            let url = format!("{base}/v1/chat/completions");
+            tokio::spawn(async move {
+                let body = json!({"model": "fast", "stream": i % 2 == 0,
+                                  "messages": [{"role": "user", "content": "hi"}]});
+                let response = client
+                    .post(url)
+                    .bearer_auth(key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                let _ = response.bytes().await.unwrap();
+                status
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "{:?}",
+        statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>()
+    );
+    eprintln!("{REQUESTS} requests in {elapsed:?}");
+    // Rows are written within the batch window.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let activity: Value = client
+        .get(format!("{base}/v1/account/activity?days=1"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let total = &activity["total_stats"];
+    assert_eq!(total["total_requests"], REQUESTS, "{activity}");
+    assert_eq!(total["total_input_tokens"], 7 * REQUESTS);
+    assert_eq!(total["total_output_tokens"], 3 * REQUESTS);
+    // 7 × $1/M + 3 × $2/M = 13 micro-USD a request.
+    assert_eq!(
+        total["total_cost"],
+        format!("{:.6}", 13.0 * REQUESTS as f64 / 1e6)
+    );
+    let per_key = activity["api_key_usage"].as_array().unwrap();
+    assert_eq!(per_key.len(), KEYS);
+    assert!(
+        per_key
+            .iter()
+            .all(|k| k["request_count"] == REQUESTS / KEYS),
+        "{activity}"
+    );
+}
