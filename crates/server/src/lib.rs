@@ -66,6 +66,9 @@ pub struct ServerConfig {
     pub account_credit_micros: Option<i64>,
     /// An extra address serving `/metrics` without a key (for a private network).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Limits on all requests together, and per catalog model, beside each key's own.
+    pub global_limits: switchboard_gateway::KeyLimits,
+    pub model_limits: std::collections::HashMap<String, switchboard_gateway::KeyLimits>,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +85,8 @@ impl Default for ServerConfig {
             insecure_no_auth: false,
             account_credit_micros: None,
             metrics_listen: None,
+            global_limits: switchboard_gateway::KeyLimits::default(),
+            model_limits: std::collections::HashMap::new(),
         }
     }
 }
@@ -97,6 +102,8 @@ pub struct AppState {
     /// The account's credit (`/v1/account/balance`), in micro-USD.
     pub account_credit_micros: Option<i64>,
     pub metrics: Arc<metrics::Metrics>,
+    pub global_limits: switchboard_gateway::KeyLimits,
+    pub model_limits: Arc<std::collections::HashMap<String, switchboard_gateway::KeyLimits>>,
 }
 
 /// The full router.
@@ -121,6 +128,8 @@ pub fn router(
         limiter: Arc::default(),
         account_credit_micros: config.account_credit_micros,
         metrics,
+        global_limits: config.global_limits,
+        model_limits: Arc::new(config.model_limits.clone()),
     };
     let api = Router::new()
         .route("/chat/completions", post(chat::create))

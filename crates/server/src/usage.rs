@@ -133,7 +133,7 @@ impl UsageRecorder {
             deltas: 0,
             finish: None,
             recorded: false,
-            permit: None,
+            permits: Vec::new(),
             generating: false,
         }
     }
@@ -162,19 +162,46 @@ pub(crate) async fn admit(
     }
     let tokens = switchboard_gateway::estimate_tokens(request)
         .saturating_add(request.sampling.max_output_tokens.unwrap_or(0));
-    match state.limiter.admit(&caller.owner, caller.limits, tokens) {
-        Ok(admission) => {
-            slot.set(admission.headers);
-            tracker.hold(admission.permit);
-            Ok(tracker)
-        }
-        Err(refusal) => {
-            let crate::limits::Refusal { error, headers } = *refusal;
-            slot.set(headers);
-            tracker.refused(&error);
-            Err(error.into())
+    // The key's limits (whose headers the answer carries), then the model's, then everyone's.
+    let scopes = [
+        (format!("key:{}", caller.owner), caller.limits),
+        (
+            format!("model:{}", request.model),
+            state
+                .model_limits
+                .get(&request.model)
+                .copied()
+                .unwrap_or_default(),
+        ),
+        ("all".to_owned(), state.global_limits),
+    ];
+    for (index, (scope, limits)) in scopes.iter().enumerate() {
+        match state.limiter.admit(scope, *limits, tokens) {
+            Ok(admission) => {
+                if index == 0 {
+                    slot.set(admission.headers);
+                }
+                tracker.hold(admission.permit);
+            }
+            Err(refusal) => {
+                let crate::limits::Refusal { mut error, headers } = *refusal;
+                if index == 0 {
+                    slot.set(headers);
+                } else {
+                    error.message = match index {
+                        1 => format!(
+                            "The model `{}` is at its rate limit; retry shortly.",
+                            request.model
+                        ),
+                        _ => "The server is at its rate limit; retry shortly.".to_owned(),
+                    };
+                }
+                tracker.refused(&error);
+                return Err(error.into());
+            }
         }
     }
+    Ok(tracker)
 }
 
 /// USD per million tokens, and per search.
@@ -200,16 +227,17 @@ pub struct Tracker {
     deltas: u32,
     finish: Option<FinishReason>,
     recorded: bool,
-    /// The request's hold on its key's rate limits, settled and released at the end.
-    permit: Option<crate::limits::Permit>,
+    /// The request's holds on its key's, model's and everyone's rate limits, settled and
+    /// released at the end.
+    permits: Vec<crate::limits::Permit>,
     /// Whether the generation started (it counts as running until it ends).
     generating: bool,
 }
 
 impl Tracker {
-    /// Keeps the request's hold on its key's rate limits until it ends.
+    /// Keeps a hold on rate limits until the request ends.
     pub fn hold(&mut self, permit: Option<crate::limits::Permit>) {
-        self.permit = permit;
+        self.permits.extend(permit);
     }
 
     /// The request was refused before or instead of generating.
@@ -312,7 +340,7 @@ impl Tracker {
             .first_output
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         row.cost_micros = self.prices.map_or(0, |p| cost_micros(&usage, p));
-        if let Some(mut permit) = self.permit.take() {
+        for mut permit in std::mem::take(&mut self.permits) {
             permit.settle(usage.prompt_tokens.saturating_add(usage.completion_tokens));
         }
         self.recorder

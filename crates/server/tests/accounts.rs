@@ -17,6 +17,10 @@ use switchboard_server::ServerConfig;
 const ADMIN: &str = "sk-admin-test";
 
 fn server() -> String {
+    server_with(ServerConfig::default())
+}
+
+fn server_with(config: ServerConfig) -> String {
     let mut catalog = Catalog::default();
     // `priced` reports usage and has prices; `slow` streams until the client leaves.
     let usage = Event::Usage(switchboard_model::Usage {
@@ -104,7 +108,7 @@ fn server() -> String {
         });
     }
     let keys = ApiKeys::new(["sk-static"]).with_admin_key(ADMIN);
-    common::serve_gateway(Gateway::new(catalog, keys), ServerConfig::default())
+    common::serve_gateway(Gateway::new(catalog, keys), config)
 }
 
 async fn call(method: &str, url: String, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
@@ -600,4 +604,56 @@ async fn rate_limits_are_enforced_per_key() {
         admitted,
         "the slot comes back when the running request ends"
     );
+}
+
+/// The server's own limits, per model and over everyone, hold beside each key's.
+#[tokio::test]
+async fn model_and_global_limits_hold_for_every_key() {
+    let at_once = |n| switchboard_gateway::KeyLimits {
+        max_concurrent: Some(n),
+        ..switchboard_gateway::KeyLimits::default()
+    };
+    let config = ServerConfig {
+        model_limits: [("slow".to_owned(), at_once(2))].into_iter().collect(),
+        global_limits: at_once(2),
+        ..ServerConfig::default()
+    };
+    let base = server_with(config);
+    let stream = |model: &'static str| {
+        common::client()
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth("sk-static")
+            .json(&json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let first = stream("slow").await.unwrap();
+    assert_eq!(first.status(), 200);
+    // Below both limits, another model runs beside it.
+    let quick = stream("alpha").await.unwrap();
+    assert_eq!(quick.status(), 200);
+    let _ = quick.bytes().await.unwrap();
+    let second = stream("slow").await.unwrap();
+    assert_eq!(second.status(), 200);
+    // The model's limit, then everyone's.
+    let refused = stream("slow").await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`slow`"),
+        "{body}"
+    );
+    let refused = stream("alpha").await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("server"),
+        "{body}"
+    );
+    drop((first, second));
 }

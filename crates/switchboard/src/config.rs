@@ -107,6 +107,29 @@ pub struct FileConfig {
     pub models: Vec<ModelConfig>,
     /// The search backend the gateway uses for models that cannot search themselves.
     pub web_search: Option<WebSearchConfig>,
+    /// Rate limits on all requests together and per model, beside each key's own.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]`: the server's own rate limits (each key has its own too).
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u32>,
+    pub max_concurrent: Option<u32>,
+    /// Per catalog id: `models = { "gpt-4o" = { requests_per_minute = 100 } }`.
+    #[serde(default)]
+    pub models: std::collections::BTreeMap<String, ModelLimitsConfig>,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ModelLimitsConfig {
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u32>,
+    pub max_concurrent: Option<u32>,
 }
 
 /// `[web_search]`: where gateway-run web search gets its results.
@@ -374,6 +397,26 @@ impl Settings {
                     .filter(|usd| usd.is_finite() && *usd >= 0.0)
                     .map(|usd| (usd * 1e6).round() as i64),
                 metrics_listen: args.metrics_listen.or(file.metrics_listen),
+                global_limits: switchboard_gateway::KeyLimits {
+                    requests_per_minute: file.limits.requests_per_minute,
+                    tokens_per_minute: file.limits.tokens_per_minute,
+                    max_concurrent: file.limits.max_concurrent,
+                },
+                model_limits: file
+                    .limits
+                    .models
+                    .iter()
+                    .map(|(id, l)| {
+                        (
+                            id.clone(),
+                            switchboard_gateway::KeyLimits {
+                                requests_per_minute: l.requests_per_minute,
+                                tokens_per_minute: l.tokens_per_minute,
+                                max_concurrent: l.max_concurrent,
+                            },
+                        )
+                    })
+                    .collect(),
             },
         }
     }
