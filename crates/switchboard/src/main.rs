@@ -202,7 +202,31 @@ fn serve(args: &ServeArgs) -> Result<()> {
     if let Some(admin) = &settings.admin_key {
         keys = keys.with_admin_key(admin);
     }
-    check_exposure(settings.listen, keys.is_empty(), settings.insecure_no_auth)?;
+    raise_file_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let store_path = settings
+        .store
+        .clone()
+        .unwrap_or_else(|| fetch::home().join("switchboard.db"));
+    // The store first: keys made with `switchboard keys` count as keys for the exposure
+    // check, which must refuse before the model is loaded.
+    let store = runtime.block_on(async {
+        let store = Store::open(&store_path)
+            .await
+            .with_context(|| format!("opening the store {}", store_path.display()))?;
+        let managed = store.has_keys().await.context("reading the key store")?;
+        anyhow::Ok((store, managed))
+    });
+    let (store, managed) = store?;
+    tracing::info!(path = %store_path.display(), "store ready");
+    check_exposure(
+        settings.listen,
+        keys.is_empty() && !managed,
+        settings.insecure_no_auth,
+    )?;
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -229,21 +253,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
         })?);
     }
     let gateway = Arc::new(gateway);
-
-    raise_file_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let store_path = settings
-        .store
-        .clone()
-        .unwrap_or_else(|| fetch::home().join("switchboard.db"));
     let served = runtime.block_on(async move {
-        let store = Store::open(&store_path)
-            .await
-            .with_context(|| format!("opening the response store {}", store_path.display()))?;
-        tracing::info!(path = %store_path.display(), "response store ready");
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;

@@ -486,6 +486,23 @@ fn keys_are_managed_from_the_command_line() {
     assert_eq!(keys(&["enable", &id])["is_enabled"], true);
     let rotated = keys(&["rotate", &id]);
     assert_ne!(rotated["key"].as_str().unwrap(), secret);
+    // With a managed key in the store, listening beyond loopback is allowed (the next
+    // failure is the model's).
+    let output = binary()
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--model",
+            "/nonexistent.gguf",
+            "--store",
+        ])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("refusing to listen"), "{stderr}");
+    assert!(stderr.contains("nonexistent.gguf"), "{stderr}");
     assert_eq!(keys(&["delete", &id])["deleted"], true);
     assert_eq!(keys(&["list"])["keys"], serde_json::json!([]));
     // Mistakes are named.
