@@ -69,6 +69,9 @@ pub struct ServerConfig {
     /// Limits on all requests together, and per catalog model, beside each key's own.
     pub global_limits: switchboard_gateway::KeyLimits,
     pub model_limits: std::collections::HashMap<String, switchboard_gateway::KeyLimits>,
+    /// Redis (`redis://…`) holding the rate limits' counts for every node that shares it;
+    /// `None` counts in this process.
+    pub redis_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +90,7 @@ impl Default for ServerConfig {
             metrics_listen: None,
             global_limits: switchboard_gateway::KeyLimits::default(),
             model_limits: std::collections::HashMap::new(),
+            redis_url: None,
         }
     }
 }
@@ -113,6 +117,7 @@ pub fn router(
     accounts: Arc<accounts::Accounts>,
     usage: Arc<usage::UsageRecorder>,
     metrics: Arc<metrics::Metrics>,
+    limiter: Arc<limits::Limiter>,
     config: &ServerConfig,
 ) -> Router {
     let origins = guard::Origins::new(config, gateway.keys.is_empty());
@@ -125,7 +130,7 @@ pub fn router(
         store,
         accounts,
         usage,
-        limiter: Arc::default(),
+        limiter,
         account_credit_micros: config.account_credit_micros,
         metrics,
         global_limits: config.global_limits,
@@ -209,7 +214,15 @@ pub async fn serve(
             let _ = axum::serve(listener, only_metrics).await;
         });
     }
-    let app = router(gateway, store, accounts, usage, metrics, config);
+    let limiter = match &config.redis_url {
+        None => Arc::new(limits::Limiter::default()),
+        Some(url) => Arc::new(
+            limits::Limiter::redis(url)
+                .await
+                .map_err(|e| std::io::Error::other(e.message))?,
+        ),
+    };
+    let app = router(gateway, store, accounts, usage, metrics, limiter, config);
     connections::accept_loop(listener, app, config, shutdown).await;
     Ok(())
 }

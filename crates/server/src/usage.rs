@@ -176,7 +176,7 @@ pub(crate) async fn admit(
         ("all".to_owned(), state.global_limits),
     ];
     for (index, (scope, limits)) in scopes.iter().enumerate() {
-        match state.limiter.admit(scope, *limits, tokens) {
+        match state.limiter.admit(scope, *limits, tokens).await {
             Ok(admission) => {
                 if index == 0 {
                     slot.set(admission.headers);

@@ -116,6 +116,8 @@ pub struct FileConfig {
 #[derive(Deserialize, Debug, Clone, Default)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
+    /// Redis (`redis://127.0.0.1:6379`) holding the limits' counts, shared by several nodes.
+    pub redis: Option<String>,
     pub requests_per_minute: Option<u32>,
     pub tokens_per_minute: Option<u32>,
     pub max_concurrent: Option<u32>,
@@ -402,6 +404,7 @@ impl Settings {
                     tokens_per_minute: file.limits.tokens_per_minute,
                     max_concurrent: file.limits.max_concurrent,
                 },
+                redis_url: file.limits.redis.clone(),
                 model_limits: file
                     .limits
                     .models

@@ -1,0 +1,150 @@
+//! Several nodes sharing one Redis for their rate limits: a real `redis-server` on loopback
+//! with a throwaway directory (scripts/test.sh installs Debian's package when it is missing),
+//! two Switchboard nodes, and the server-wide limit of N requests a minute holding across both:
+//! 3N requests spread over them get exactly N answers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+use switchboard_gateway::{ApiKeys, Catalog, CatalogEntry, Gateway, KeyLimits, Pricing, Route};
+use switchboard_model::{Event, FinishReason};
+use switchboard_providers::fake::{FakeProvider, Step};
+use switchboard_server::ServerConfig;
+
+/// A `redis-server` that is stopped (and its directory removed) when dropped.
+struct Redis {
+    child: Child,
+    dir: std::path::PathBuf,
+    url: String,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_redis() -> Option<Redis> {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        switchboard_testkit::skip_unless_ci("redis-server is not installed");
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("sb-redis-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let child = Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let redis = Redis {
+        child,
+        dir,
+        url: format!("redis://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(redis)
+}
+
+fn node(redis_url: &str, per_minute: u32) -> String {
+    let provider = FakeProvider::new(vec![
+        Step::Emit(Event::TextDelta {
+            choice: 0,
+            text: "ok".into(),
+            logprobs: vec![],
+        }),
+        Step::Emit(Event::Finished {
+            choice: 0,
+            reason: FinishReason::Stop,
+            stop_sequence: None,
+        }),
+        Step::Emit(Event::Done),
+    ]);
+    let mut catalog = Catalog::default();
+    catalog.add(CatalogEntry {
+        id: "m".into(),
+        owned_by: "fake".into(),
+        created: 1_700_000_000,
+        context_window: 8_000,
+        capabilities: vec![],
+        pricing: Pricing::default(),
+        routes: vec![Route::new("fake", Arc::new(provider), "m", 1)],
+    });
+    let config = ServerConfig {
+        redis_url: Some(redis_url.to_owned()),
+        global_limits: KeyLimits {
+            requests_per_minute: Some(per_minute),
+            ..KeyLimits::default()
+        },
+        ..ServerConfig::default()
+    };
+    common::serve_gateway(Gateway::new(catalog, ApiKeys::new(["sk-shared"])), config)
+}
+
+#[tokio::test]
+async fn the_server_wide_limit_holds_across_nodes_sharing_redis() {
+    let Some(redis) = start_redis() else { return };
+    const N: usize = 5;
+    let nodes = [node(&redis.url, 5), node(&redis.url, 5)];
+    // The window is the UTC minute: start well inside one.
+    let into_minute = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 60;
+    if into_minute > 50 {
+        tokio::time::sleep(Duration::from_secs(61 - into_minute)).await;
+    }
+    let mut answered = 0;
+    let mut refused = 0;
+    for i in 0..3 * N {
+        let response = common::client()
+            .post(format!("{}/v1/chat/completions", nodes[i % 2]))
+            .bearer_auth("sk-shared")
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            200 => answered += 1,
+            429 => {
+                assert!(response.headers().contains_key("retry-after"));
+                refused += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((answered, refused), (N, 2 * N));
+}
