@@ -6,12 +6,10 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use serde_json::{json, Value};
-use switchboard_gateway::{ApiKeys, Catalog, CatalogEntry, Gateway, Pricing, Route};
+use switchboard_gateway::{ApiKeys, Catalog, Gateway, Pricing};
 use switchboard_model::{Event, FinishReason};
-use switchboard_providers::fake::{FakeProvider, Step};
+use switchboard_providers::fake::Step;
 use switchboard_server::ServerConfig;
 
 const ADMIN: &str = "sk-admin-test";
@@ -68,44 +66,14 @@ fn server_with(config: ServerConfig) -> String {
             Pricing::default(),
         ),
     ] {
-        catalog.add(CatalogEntry {
-            id: id.into(),
-            owned_by: "fake".into(),
-            created: 1_700_000_000,
-            context_window: 8_000,
-            capabilities: vec![],
-            pricing,
-            routes: vec![Route::new(
-                "fake",
-                Arc::new(FakeProvider::new(script)),
-                id,
-                1,
-            )],
-        });
+        catalog.add(common::fake_entry(id, script, pricing));
     }
     for id in ["alpha", "beta"] {
-        let provider = FakeProvider::new(vec![
-            Step::Emit(Event::TextDelta {
-                choice: 0,
-                text: "ok".into(),
-                logprobs: vec![],
-            }),
-            Step::Emit(Event::Finished {
-                choice: 0,
-                reason: FinishReason::Stop,
-                stop_sequence: None,
-            }),
-            Step::Emit(Event::Done),
-        ]);
-        catalog.add(CatalogEntry {
-            id: id.into(),
-            owned_by: "fake".into(),
-            created: 1_700_000_000,
-            context_window: 8_000,
-            capabilities: vec![],
-            pricing: Pricing::default(),
-            routes: vec![Route::new("fake", Arc::new(provider), id, 1)],
-        });
+        catalog.add(common::fake_entry(
+            id,
+            common::answer_ok(None),
+            Pricing::default(),
+        ));
     }
     let keys = ApiKeys::new(["sk-static"]).with_admin_key(ADMIN);
     common::serve_gateway(Gateway::new(catalog, keys), config)

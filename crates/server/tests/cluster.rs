@@ -7,13 +7,10 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
-use switchboard_gateway::{ApiKeys, Catalog, CatalogEntry, Gateway, KeyLimits, Pricing, Route};
-use switchboard_model::{Event, FinishReason};
-use switchboard_providers::fake::{FakeProvider, Step};
+use switchboard_gateway::{ApiKeys, Catalog, Gateway, KeyLimits, Pricing};
 use switchboard_server::ServerConfig;
 
 /// A `redis-server` that is stopped (and its directory removed) when dropped.
@@ -79,29 +76,12 @@ fn start_redis() -> Option<Redis> {
 }
 
 fn node(redis_url: &str, per_minute: u32) -> String {
-    let provider = FakeProvider::new(vec![
-        Step::Emit(Event::TextDelta {
-            choice: 0,
-            text: "ok".into(),
-            logprobs: vec![],
-        }),
-        Step::Emit(Event::Finished {
-            choice: 0,
-            reason: FinishReason::Stop,
-            stop_sequence: None,
-        }),
-        Step::Emit(Event::Done),
-    ]);
     let mut catalog = Catalog::default();
-    catalog.add(CatalogEntry {
-        id: "m".into(),
-        owned_by: "fake".into(),
-        created: 1_700_000_000,
-        context_window: 8_000,
-        capabilities: vec![],
-        pricing: Pricing::default(),
-        routes: vec![Route::new("fake", Arc::new(provider), "m", 1)],
-    });
+    catalog.add(common::fake_entry(
+        "m",
+        common::answer_ok(None),
+        Pricing::default(),
+    ));
     let config = ServerConfig {
         redis_url: Some(redis_url.to_owned()),
         global_limits: KeyLimits {

@@ -6,12 +6,9 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use serde_json::{json, Value};
-use switchboard_gateway::{ApiKeys, Catalog, CatalogEntry, Gateway, Pricing, Route};
-use switchboard_model::{Event, FinishReason, Usage};
-use switchboard_providers::fake::{FakeProvider, Step};
+use switchboard_gateway::{ApiKeys, Catalog, Gateway, Pricing};
+use switchboard_model::Usage;
 use switchboard_server::ServerConfig;
 
 const REQUESTS: usize = 1_000;
@@ -23,39 +20,22 @@ async fn a_thousand_concurrent_requests_leave_a_thousand_usage_rows() {
         eprintln!("skipping: set SWITCHBOARD_LOAD_TEST=1 to run the load test");
         return;
     }
-    let provider = FakeProvider::new(vec![
-        Step::Emit(Event::TextDelta {
-            choice: 0,
-            text: "ok".into(),
-            logprobs: vec![],
-        }),
-        Step::Emit(Event::Finished {
-            choice: 0,
-            reason: FinishReason::Stop,
-            stop_sequence: None,
-        }),
-        Step::Emit(Event::Usage(Usage {
-            prompt_tokens: 7,
-            completion_tokens: 3,
-            ..Usage::default()
-        })),
-        Step::Emit(Event::Done),
-    ]);
+    let script = common::answer_ok(Some(Usage {
+        prompt_tokens: 7,
+        completion_tokens: 3,
+        ..Usage::default()
+    }));
     let mut catalog = Catalog::default();
-    catalog.add(CatalogEntry {
-        id: "fast".into(),
-        owned_by: "fake".into(),
-        created: 1_700_000_000,
-        context_window: 8_000,
-        capabilities: vec![],
-        pricing: Pricing {
+    catalog.add(common::fake_entry(
+        "fast",
+        script,
+        Pricing {
             input_per_million: 1.0,
             cached_input_per_million: None,
             output_per_million: 2.0,
             per_web_search: None,
         },
-        routes: vec![Route::new("fake", Arc::new(provider), "fast", 1)],
-    });
+    ));
     let admin = "sk-admin-load";
     let base = common::serve_gateway(
         Gateway::new(catalog, ApiKeys::new::<_, &str>([]).with_admin_key(admin)),

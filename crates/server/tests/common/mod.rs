@@ -53,6 +53,52 @@ pub fn serve_catalog(catalog: Catalog, keys: &[&str], server_config: ServerConfi
     serve_gateway(Gateway::new(catalog, ApiKeys::new(keys)), server_config)
 }
 
+/// The script of a fake provider that answers "ok" at once: text, a stop, `usage` when given,
+/// the end.
+pub fn answer_ok(
+    usage: Option<switchboard_model::Usage>,
+) -> Vec<switchboard_providers::fake::Step> {
+    use switchboard_model::{Event, FinishReason};
+    use switchboard_providers::fake::Step;
+    let mut script = vec![
+        Step::Emit(Event::TextDelta {
+            choice: 0,
+            text: "ok".into(),
+            logprobs: vec![],
+        }),
+        Step::Emit(Event::Finished {
+            choice: 0,
+            reason: FinishReason::Stop,
+            stop_sequence: None,
+        }),
+    ];
+    script.extend(usage.map(|usage| Step::Emit(Event::Usage(usage))));
+    script.push(Step::Emit(Event::Done));
+    script
+}
+
+/// A catalog entry served by a fake provider playing `script`.
+pub fn fake_entry(
+    id: &str,
+    script: Vec<switchboard_providers::fake::Step>,
+    pricing: switchboard_gateway::Pricing,
+) -> CatalogEntry {
+    CatalogEntry {
+        id: id.into(),
+        owned_by: "fake".into(),
+        created: 1_700_000_000,
+        context_window: 8_000,
+        capabilities: vec![],
+        pricing,
+        routes: vec![switchboard_gateway::Route::new(
+            "fake",
+            Arc::new(switchboard_providers::fake::FakeProvider::new(script)),
+            id,
+            1,
+        )],
+    }
+}
+
 /// Serves a fake (an upstream, a search backend, pages) on a loopback port; its base URL.
 pub async fn spawn_app(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
