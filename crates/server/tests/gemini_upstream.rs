@@ -174,6 +174,29 @@ async fn generate(
             json!([{"text": "{\"city\": \"Oslo\", \"celsius\": 21}"}]),
             Some("STOP"),
         ))]),
+        // Grounding with Google Search: the answer in two chunks, the grounding with the last.
+        "gemini-search" => {
+            let asked = body["tools"]
+                .as_array()
+                .is_some_and(|tools| tools.iter().any(|t| t.get("googleSearch").is_some()));
+            if !asked {
+                return error(400, "INVALID_ARGUMENT", "the fake expected googleSearch");
+            }
+            let mut last = candidate(json!([{"text": "in 2031."}]), Some("STOP"));
+            last["candidates"][0]["groundingMetadata"] = json!({
+                "webSearchQueries": ["zorblat founding year"],
+                "groundingChunks": [{"web": {"uri": "https://vertexaisearch.example/grounding/1",
+                                             "title": "zorblat.example"}}],
+                "groundingSupports": [{"segment": {"startIndex": 0, "endIndex": 27,
+                                                   "text": "Zorblat was founded in 2031."},
+                                       "groundingChunkIndices": [0], "confidenceScores": [0.9]}],
+                "searchEntryPoint": {"renderedContent": "<div></div>"}
+            });
+            stream(&[
+                candidate(json!([{"text": "Zorblat was founded "}]), None),
+                usage(last),
+            ])
+        }
         "gemini-unsafe" => stream(&[candidate(json!([]), Some("SAFETY"))]),
         "gemini-cut" => stream(&[candidate(json!([{"text": "Partial"}]), None)]),
         "gemini-busy" => error(503, "UNAVAILABLE", "The model is overloaded."),
@@ -225,6 +248,7 @@ async fn gateway() -> (String, Fake, String) {
         ("g-busy", "gemini-busy"),
         ("g-parallel", "gemini-parallel"),
         ("g-echo", "gemini-echo"),
+        ("g-search", "gemini-search"),
     ] {
         catalog.add(CatalogEntry {
             id: id.into(),
@@ -238,6 +262,8 @@ async fn gateway() -> (String, Fake, String) {
                 Capability::Vision,
                 Capability::AudioInput,
                 Capability::Files,
+                // Gemini grounds its answers with Google Search natively.
+                Capability::WebSearch,
             ],
             pricing: Pricing::default(),
             routes: vec![Route::new("gm", Arc::clone(&provider), model, 0)],
@@ -622,4 +648,86 @@ async fn the_messages_surface_runs_a_thinking_tool_loop_on_gemini() {
         turns[2]["parts"][0]["functionResponse"]["response"],
         json!({"error": "weather service down"})
     );
+}
+
+/// Grounding with Google Search on every surface: the fake is asked with `googleSearch`, and
+/// the grounding supports become citations over the cited text, the queries a search.
+#[tokio::test]
+async fn gemini_grounds_its_answer_with_google_search() {
+    let (base, fake, _) = gateway().await;
+    let question = json!([{"role": "user", "content": "When was Zorblat founded?"}]);
+    let (status, _, text) = common::post_raw(
+        &base,
+        "/v1/chat/completions",
+        &json!({"model": "g-search", "messages": question, "web_search_options": {}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    common::validate("CreateChatCompletionResponse", &body);
+    let message = &body["choices"][0]["message"];
+    assert_eq!(message["content"], "Zorblat was founded in 2031.");
+    let citation = &message["annotations"][0]["url_citation"];
+    assert_eq!(
+        citation["url"],
+        "https://vertexaisearch.example/grounding/1"
+    );
+    assert_eq!(
+        (
+            citation["start_index"].as_u64(),
+            citation["end_index"].as_u64()
+        ),
+        (Some(0), Some(28))
+    );
+    assert_eq!(fake.last_body()["tools"], json!([{"googleSearch": {}}]));
+
+    let (status, _, text) = common::post_raw(&base, "/v1/responses",
+        &json!({"model": "g-search", "input": "When was Zorblat founded?", "tools": [{"type": "web_search"}]})).await;
+    assert_eq!(status, 200, "{text}");
+    let response: Value = serde_json::from_str(&text).unwrap();
+    common::validate("Response", &response);
+    let kinds: Vec<&str> = response["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["message", "web_search_call"], "{response}");
+    assert_eq!(
+        response["output"][1]["action"]["query"],
+        "zorblat founding year"
+    );
+    assert_eq!(
+        response["output"][0]["content"][0]["annotations"][0]["end_index"],
+        28
+    );
+
+    let (status, _, text) = common::post_raw(
+        &base,
+        "/v1/messages",
+        &json!({"model": "g-search", "max_tokens": 100, "messages": question,
+                "tools": [{"type": "web_search_20250305", "name": "web_search"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let message: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        message["content"][0]["citations"][0]["cited_text"],
+        "Zorblat was founded in 2031."
+    );
+    assert_eq!(
+        message["usage"]["server_tool_use"]["web_search_requests"],
+        1
+    );
+    // Gemini cannot keep to domains: said before any call.
+    let calls = fake.received.lock().unwrap().len();
+    let (status, _, text) = common::post_raw(
+        &base,
+        "/v1/chat/completions",
+        &json!({"model": "g-search", "messages": question,
+                "web_search_options": {"filters": {"allowed_domains": ["zorblat.example"]}}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    assert_eq!(fake.received.lock().unwrap().len(), calls);
 }
