@@ -170,7 +170,7 @@ pub(crate) async fn serve_on(routes: &[Route], request: &Arc<Request>) -> Result
                 Ok(events) => {
                     route.breaker.record(true);
                     return Ok(Served {
-                        events,
+                        events: events.served_by(Some(route.provider_name.clone())),
                         provider: Arc::clone(&route.provider),
                         model: route.model.clone(),
                     });
@@ -308,6 +308,8 @@ mod tests {
             Route::new("b", working.clone(), "model-b", 0),
         ];
         let mut events = serve(&routes, &request()).await.unwrap();
+        // The stream names the route that served it (usage rows and metrics report it).
+        assert_eq!(events.route(), Some("b"));
         assert!(events.next().await.unwrap().is_ok());
         assert_eq!(failing.received().len(), ATTEMPTS_PER_ROUTE as usize);
         assert_eq!(failing.received()[0].model, "model-a");

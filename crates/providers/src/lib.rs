@@ -47,6 +47,8 @@ pub fn flat_location(location: &serde_json::Value) -> Option<serde_json::Value> 
 pub struct EventStream {
     inner: Pin<Box<dyn Stream<Item = Result<Event, Error>> + Send>>,
     ended: bool,
+    /// The route (the operator's provider name) that serves it, once routing chose one.
+    served_by: Option<String>,
 }
 
 impl EventStream {
@@ -55,7 +57,21 @@ impl EventStream {
         Self {
             inner: Box::pin(inner),
             ended: false,
+            served_by: None,
         }
+    }
+
+    /// Names the route that serves this generation.
+    #[must_use]
+    pub fn served_by(mut self, route: Option<String>) -> Self {
+        self.served_by = route;
+        self
+    }
+
+    /// The route that serves this generation, when routing named one.
+    #[must_use]
+    pub fn route(&self) -> Option<&str> {
+        self.served_by.as_deref()
     }
 
     /// The next item; `None` after the end (`Ok(Event::Done)` or an `Err`). A provider stream

@@ -253,6 +253,11 @@ impl Tracker {
     #[must_use]
     pub fn track(mut self, events: EventStream) -> EventStream {
         self.generating = true;
+        // The route that served, not just the entry's first (a fallback shows as itself).
+        if let Some(route) = events.route() {
+            self.row.provider = route.to_owned();
+        }
+        let route = events.route().map(str::to_owned);
         self.recorder.metrics.started();
         EventStream::new(futures::stream::unfold(
             (events, Some(self)),
@@ -280,6 +285,7 @@ impl Tracker {
                 Some((item, (events, tracker)))
             },
         ))
+        .served_by(route)
     }
 
     fn observe(&mut self, event: &Event) {
