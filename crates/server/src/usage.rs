@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use switchboard_gateway::{Caller, EventStream, Gateway};
+use switchboard_gateway::{Caller, EventStream, Gateway, KeyLimits};
 use switchboard_model::{Error, ErrorKind, Event, FinishReason, Usage};
 use switchboard_store::{Store, UsageRow};
 
@@ -160,8 +160,6 @@ pub(crate) async fn admit(
         tracker.refused(&error);
         return Err(error.into());
     }
-    let tokens = switchboard_gateway::estimate_tokens(request)
-        .saturating_add(request.sampling.max_output_tokens.unwrap_or(0));
     // The key's limits (whose headers the answer carries), then the model's, then everyone's.
     let scopes = [
         (format!("key:{}", caller.owner), caller.limits),
@@ -175,6 +173,15 @@ pub(crate) async fn admit(
         ),
         ("all".to_owned(), state.global_limits),
     ];
+    let limited = scopes
+        .iter()
+        .any(|(_, limits)| *limits != KeyLimits::default());
+    if !limited {
+        return Ok(tracker);
+    }
+    // The reservation walks the whole request: only limited requests pay for it.
+    let tokens = switchboard_gateway::estimate_tokens(request)
+        .saturating_add(request.sampling.max_output_tokens.unwrap_or(0));
     for (index, (scope, limits)) in scopes.iter().enumerate() {
         match state.limiter.admit(scope, *limits, tokens).await {
             Ok(admission) => {

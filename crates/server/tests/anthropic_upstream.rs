@@ -962,12 +962,7 @@ async fn claude_searches_natively_on_every_surface() {
     let (status, _, text) = common::post_raw(&base, "/v1/messages", &messages).await;
     assert_eq!(status, 200, "{text}");
     let body: Value = serde_json::from_str(&text).unwrap();
-    let kinds: Vec<&str> = body["content"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["type"].as_str().unwrap())
-        .collect();
+    let kinds = common::types_of(&body["content"]);
     assert_eq!(
         kinds,
         ["server_tool_use", "web_search_tool_result", "text"],

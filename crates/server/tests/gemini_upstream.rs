@@ -686,12 +686,7 @@ async fn gemini_grounds_its_answer_with_google_search() {
     assert_eq!(status, 200, "{text}");
     let response: Value = serde_json::from_str(&text).unwrap();
     common::validate("Response", &response);
-    let kinds: Vec<&str> = response["output"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["type"].as_str().unwrap())
-        .collect();
+    let kinds = common::types_of(&response["output"]);
     assert_eq!(kinds, ["message", "web_search_call"], "{response}");
     assert_eq!(
         response["output"][1]["action"]["query"],

@@ -190,12 +190,7 @@ async fn openai_searches_natively_through_the_responses_wire() {
     assert_eq!(status, 200, "{text}");
     let response: Value = serde_json::from_str(&text).unwrap();
     common::validate("Response", &response);
-    let kinds: Vec<&str> = response["output"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["type"].as_str().unwrap())
-        .collect();
+    let kinds = common::types_of(&response["output"]);
     assert_eq!(
         kinds,
         ["reasoning", "web_search_call", "message"],
@@ -216,7 +211,7 @@ async fn openai_searches_natively_through_the_responses_wire() {
     assert_eq!(status, 200, "{text}");
     let sent = fake.received.lock().unwrap().last().cloned().unwrap();
     let input = sent["input"].as_array().unwrap();
-    let kinds: Vec<&str> = input.iter().map(|i| i["type"].as_str().unwrap()).collect();
+    let kinds = common::types_of(&sent["input"]);
     assert_eq!(
         kinds,
         ["message", "reasoning", "message", "message"],

@@ -1067,12 +1067,7 @@ async fn a_model_with_tools_chooses_its_own_search() {
     assert_eq!(status, 200, "{text}");
     let response: Value = serde_json::from_str(&text).unwrap();
     common::validate("Response", &response);
-    let kinds: Vec<&str> = response["output"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["type"].as_str().unwrap())
-        .collect();
+    let kinds = common::types_of(&response["output"]);
     assert_eq!(
         kinds,
         ["message", "web_search_call", "message"],
@@ -1103,12 +1098,7 @@ async fn a_model_with_tools_chooses_its_own_search() {
     .await;
     assert_eq!(status, 200, "{text}");
     let message: Value = serde_json::from_str(&text).unwrap();
-    let kinds: Vec<&str> = message["content"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["type"].as_str().unwrap())
-        .collect();
+    let kinds = common::types_of(&message["content"]);
     assert_eq!(
         kinds,
         ["text", "server_tool_use", "web_search_tool_result", "text"],

@@ -100,26 +100,34 @@ impl Store {
     /// # Errors
     /// On database failure (a digest already used included).
     pub async fn create_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
-        sqlx::query(
+        self.write_key(
+            key,
             "INSERT INTO api_keys (id, name, digest, hint, created_at, expires_at, is_enabled,
                  credit_limit_micros, requests_per_minute, tokens_per_minute, max_concurrent,
                  models, deleted_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, NULL)",
         )
-        .bind(&key.id)
-        .bind(&key.name)
-        .bind(&key.digest)
-        .bind(&key.hint)
-        .bind(to_i64(key.created_at))
-        .bind(key.expires_at.map(to_i64))
-        .bind(i64::from(key.is_enabled))
-        .bind(key.credit_limit_micros)
-        .bind(key.limits.requests_per_minute.map(i64::from))
-        .bind(key.limits.tokens_per_minute.map(i64::from))
-        .bind(key.limits.max_concurrent.map(i64::from))
-        .bind(models_text(key.models.as_ref())?)
-        .execute(&self.pool)
-        .await?;
+        .await
+    }
+
+    /// Runs `sql` with the key's fields bound as `?1`…`?12`, in the column order of
+    /// `api_keys` (an update leaves `?5`, the creation time, unused).
+    async fn write_key(&self, key: &KeyRecord, sql: &str) -> Result<(), StoreError> {
+        sqlx::query(sql)
+            .bind(&key.id)
+            .bind(&key.name)
+            .bind(&key.digest)
+            .bind(&key.hint)
+            .bind(to_i64(key.created_at))
+            .bind(key.expires_at.map(to_i64))
+            .bind(i64::from(key.is_enabled))
+            .bind(key.credit_limit_micros)
+            .bind(key.limits.requests_per_minute.map(i64::from))
+            .bind(key.limits.tokens_per_minute.map(i64::from))
+            .bind(key.limits.max_concurrent.map(i64::from))
+            .bind(models_text(key.models.as_ref())?)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -206,24 +214,13 @@ impl Store {
             key.digest.clone_from(digest);
             key.hint.clone_from(hint);
         }
-        sqlx::query(
-            "UPDATE api_keys SET name = ?2, digest = ?3, hint = ?4, expires_at = ?5,
-                 is_enabled = ?6, credit_limit_micros = ?7, requests_per_minute = ?8,
-                 tokens_per_minute = ?9, max_concurrent = ?10, models = ?11
+        self.write_key(
+            &key,
+            "UPDATE api_keys SET name = ?2, digest = ?3, hint = ?4, expires_at = ?6,
+                 is_enabled = ?7, credit_limit_micros = ?8, requests_per_minute = ?9,
+                 tokens_per_minute = ?10, max_concurrent = ?11, models = ?12
              WHERE id = ?1 AND deleted_at IS NULL",
         )
-        .bind(&key.id)
-        .bind(&key.name)
-        .bind(&key.digest)
-        .bind(&key.hint)
-        .bind(key.expires_at.map(to_i64))
-        .bind(i64::from(key.is_enabled))
-        .bind(key.credit_limit_micros)
-        .bind(key.limits.requests_per_minute.map(i64::from))
-        .bind(key.limits.tokens_per_minute.map(i64::from))
-        .bind(key.limits.max_concurrent.map(i64::from))
-        .bind(models_text(key.models.as_ref())?)
-        .execute(&self.pool)
         .await?;
         Ok(Some(key))
     }

@@ -40,21 +40,38 @@ impl OpenAiProvider {
     async fn start(&self, request: Arc<Request>) -> Result<EventStream, Error> {
         request::refuse_unsendable(&request)?;
         let body = encode_request(&request, &request.model);
-        let mut call = self.config.post(
-            &self.client,
-            "chat/completions",
-            &body,
-            request.request_id.as_deref(),
-        );
-        if let Some(key) = &self.config.api_key {
-            call = call.bearer_auth(key);
-        }
         let decoder = Chunks {
             name: self.config.name.clone(),
             decoder: ChunkDecoder::default(),
         };
-        http::stream(&self.config, call, decoder, status_error).await
+        post_stream(
+            &self.config,
+            &self.client,
+            "chat/completions",
+            &body,
+            request.request_id.as_deref(),
+            decoder,
+        )
+        .await
     }
+}
+
+/// Posts `body` to `{base_url}/{path}` with OpenAI's Bearer authentication and decodes the
+/// SSE answer with `decoder`; errors worded by [`status_error`]. Both OpenAI wires (Chat
+/// Completions and Responses) go through here.
+pub(crate) async fn post_stream(
+    config: &UpstreamConfig,
+    client: &reqwest::Client,
+    path: &str,
+    body: &Value,
+    request_id: Option<&str>,
+    decoder: impl SseDecoder,
+) -> Result<EventStream, Error> {
+    let mut call = config.post(client, path, body, request_id);
+    if let Some(key) = &config.api_key {
+        call = call.bearer_auth(key);
+    }
+    http::stream(config, call, decoder, status_error).await
 }
 
 impl Provider for OpenAiProvider {
@@ -91,12 +108,7 @@ impl SseDecoder for Chunks {
 
 /// An upstream error status in canonical terms: the client's fault keeps the upstream's words
 /// (naming the provider); the operator's problems are 502s that reveal nothing secret.
-pub(crate) fn status_error(
-    name: &str,
-    status: u16,
-    retry_after: Option<Duration>,
-    body: &str,
-) -> Error {
+fn status_error(name: &str, status: u16, retry_after: Option<Duration>, body: &str) -> Error {
     let parsed: Option<Value> = serde_json::from_str(body).ok();
     let error = parsed.as_ref().and_then(|v| v.get("error"));
     let upstream_message = error

@@ -1,7 +1,7 @@
 //! OpenAI's Responses API as an upstream wire (`kind = "openai"`, `api = "responses"`): the
 //! way to OpenAI's own web search tool, its `url_citation` annotations and its encrypted
-//! reasoning across turns. Errors have the Chat Completions wire's shapes, so that module's
-//! `status_error` words them.
+//! reasoning across turns. Errors have the Chat Completions wire's shapes, so both wires send
+//! through `openai::post_stream`.
 //!
 //! `request.rs` encodes the canonical request, `stream.rs` decodes the events; this module
 //! sends it (through [`crate::http`]).
@@ -36,20 +36,19 @@ impl OpenAiResponsesProvider {
     async fn start(&self, request: Arc<Request>) -> Result<EventStream, Error> {
         request::refuse_unsendable(&request)?;
         let body = encode_request(&request, &request.model);
-        let mut call = self.config.post(
-            &self.client,
-            "responses",
-            &body,
-            request.request_id.as_deref(),
-        );
-        if let Some(key) = &self.config.api_key {
-            call = call.bearer_auth(key);
-        }
         let decoder = Events {
             name: self.config.name.clone(),
             decoder: ResponseDecoder::default(),
         };
-        http::stream(&self.config, call, decoder, crate::openai::status_error).await
+        crate::openai::post_stream(
+            &self.config,
+            &self.client,
+            "responses",
+            &body,
+            request.request_id.as_deref(),
+            decoder,
+        )
+        .await
     }
 }
 

@@ -99,6 +99,15 @@ pub fn fake_entry(
     }
 }
 
+/// The `type` of each object in a JSON list (output items, content blocks, input items).
+pub fn types_of(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .expect("a JSON list")
+        .iter()
+        .map(|item| item["type"].as_str().expect("a type"))
+        .collect()
+}
+
 /// Serves a fake (an upstream, a search backend, pages) on a loopback port; its base URL.
 pub async fn spawn_app(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
