@@ -512,7 +512,8 @@ pub(crate) async fn delete(
 }
 
 /// USD from micro-USD, as the activity report words amounts (a decimal string).
-fn usd(micros: i64) -> String {
+#[must_use]
+pub fn usd(micros: i64) -> String {
     format!("{:.6}", Decimal::from(micros))
 }
 
@@ -560,17 +561,26 @@ pub(crate) async fn activity(
                 ApiError(invalid("days", "days must be a whole number from 1 to 30."))
             })?,
     };
+    Ok(Json(
+        activity_report(&state.store, &state.accounts, days).await?,
+    ))
+}
+
+/// The activity report over the last `days` whole UTC days (today included): totals, per day,
+/// per model and per key (`/v1/account/activity`, `switchboard usage`).
+///
+/// # Errors
+/// `Internal` when the store fails.
+pub async fn activity_report(
+    store: &Store,
+    accounts: &Accounts,
+    days: u64,
+) -> Result<Value, Error> {
     let now_ms = now().saturating_mul(1000);
-    // Whole UTC days: today and the days before it.
     let day_ms = 86_400_000;
-    let since = (now_ms / day_ms).saturating_sub(days - 1) * day_ms;
-    let (total, by_day, by_model, by_key) = state
-        .store
-        .activity(since)
-        .await
-        .map_err(|e| ApiError(internal(e)))?;
-    let names: HashMap<String, String> = state
-        .accounts
+    let since = (now_ms / day_ms).saturating_sub(days.saturating_sub(1)) * day_ms;
+    let (total, by_day, by_model, by_key) = store.activity(since).await.map_err(internal)?;
+    let names: HashMap<String, String> = accounts
         .list()
         .await?
         .into_iter()
@@ -581,7 +591,7 @@ pub(crate) async fn activity(
         value[name_key] = group.name.clone().into();
         value
     };
-    Ok(Json(json!({
+    Ok(json!({
         "period_days": days,
         "total_stats": totals_json(&total),
         "daily_stats": by_day.iter().map(|g| group("date", g)).collect::<Vec<_>>(),
@@ -597,7 +607,7 @@ pub(crate) async fn activity(
             value["request_count"] = g.totals.requests.into();
             value
         }).collect::<Vec<_>>(),
-    })))
+    }))
 }
 
 /// `GET /v1/account/balance`: the account's credit (`--account-credit`) less what every key

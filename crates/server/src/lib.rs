@@ -6,6 +6,7 @@
 //! where it can be served in `gateway`.
 
 pub mod accounts;
+pub mod budget;
 mod chat;
 mod connections;
 pub mod errors;
@@ -198,7 +199,19 @@ pub async fn serve(
             .map_err(|e| std::io::Error::other(e.message))?,
     );
     let metrics = Arc::new(metrics::Metrics::default());
-    let usage = usage::UsageRecorder::start(store.clone(), Arc::clone(&metrics));
+    let limiter = match &config.redis_url {
+        None => Arc::new(limits::Limiter::default()),
+        Some(url) => Arc::new(
+            limits::Limiter::redis(url)
+                .await
+                .map_err(|e| std::io::Error::other(e.message))?,
+        ),
+    };
+    let budgets = match limiter.redis_connection() {
+        Some(connection) => budget::Budgets::redis(store.clone(), connection),
+        None => budget::Budgets::local(store.clone()),
+    };
+    let usage = usage::UsageRecorder::start(store.clone(), budgets, Arc::clone(&metrics));
     if let Some(address) = config.metrics_listen {
         // The unprotected metrics address, for a private network's scraper.
         let listener = TcpListener::bind(address).await?;
@@ -214,16 +227,19 @@ pub async fn serve(
             let _ = axum::serve(listener, only_metrics).await;
         });
     }
-    let limiter = match &config.redis_url {
-        None => Arc::new(limits::Limiter::default()),
-        Some(url) => Arc::new(
-            limits::Limiter::redis(url)
-                .await
-                .map_err(|e| std::io::Error::other(e.message))?,
-        ),
-    };
-    let app = router(gateway, store, accounts, usage, metrics, limiter, config);
+    let app = router(
+        gateway,
+        store,
+        accounts,
+        Arc::clone(&usage),
+        metrics,
+        limiter,
+        config,
+    );
     connections::accept_loop(listener, app, config, shutdown).await;
+    // Every request has ended (or was cut at the drain deadline, and recorded so): write the
+    // rows still waiting before the process exits.
+    usage.flush().await;
     Ok(())
 }
 

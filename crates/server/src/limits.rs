@@ -134,6 +134,15 @@ impl Limiter {
         })
     }
 
+    /// The Redis connection the counts live in, when they do (budgets share it).
+    #[must_use]
+    pub fn redis_connection(&self) -> Option<redis::aio::ConnectionManager> {
+        match &self.backend {
+            Backend::Redis(connection) => Some(connection.clone()),
+            Backend::Local(_) => None,
+        }
+    }
+
     fn local(&self) -> Option<std::sync::MutexGuard<'_, HashMap<String, Window>>> {
         match &self.backend {
             Backend::Local(windows) => Some(windows.lock().unwrap_or_else(PoisonError::into_inner)),

@@ -6,74 +6,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use switchboard_gateway::{ApiKeys, Catalog, Gateway, KeyLimits, Pricing};
 use switchboard_server::ServerConfig;
-
-/// A `redis-server` that is stopped (and its directory removed) when dropped.
-struct Redis {
-    child: Child,
-    dir: std::path::PathBuf,
-    url: String,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn start_redis() -> Option<Redis> {
-    let found = Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        switchboard_testkit::skip_unless_ci("redis-server is not installed");
-        return None;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = std::env::temp_dir().join(format!("sb-redis-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let child = Command::new("redis-server")
-        .args([
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let redis = Redis {
-        child,
-        dir,
-        url: format!("redis://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some(redis)
-}
 
 fn node(redis_url: &str, per_minute: u32) -> String {
     let mut catalog = Catalog::default();
@@ -95,7 +32,9 @@ fn node(redis_url: &str, per_minute: u32) -> String {
 
 #[tokio::test]
 async fn the_server_wide_limit_holds_across_nodes_sharing_redis() {
-    let Some(redis) = start_redis() else { return };
+    let Some(redis) = switchboard_testkit::servers::Redis::start() else {
+        return;
+    };
     const N: usize = 5;
     let nodes = [node(&redis.url, 5), node(&redis.url, 5)];
     // The window is the UTC minute: start well inside one.

@@ -5,9 +5,8 @@
 //! A deleted key keeps its row (its usage still names it) but never authenticates again.
 
 use serde_json::Value;
-use sqlx::Row;
 
-use crate::{Store, StoreError};
+use crate::{on_backend, Fields, Store, StoreError};
 
 /// One key as stored (never its secret).
 #[derive(Debug, Clone, PartialEq)]
@@ -60,30 +59,29 @@ fn to_u32(value: Option<i64>) -> Option<u32> {
     value.and_then(|v| u32::try_from(v).ok())
 }
 
-fn record(row: &sqlx::sqlite::SqliteRow) -> Result<KeyRecord, StoreError> {
-    let models: Option<String> = row.try_get("models")?;
-    let models = match models {
+fn record(row: &impl Fields) -> Result<KeyRecord, StoreError> {
+    let models = match row.maybe_text("models")? {
         Some(text) => Some(serde_json::from_str::<Vec<String>>(&text)?),
         None => None,
     };
     Ok(KeyRecord {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        digest: row.try_get("digest")?,
-        hint: row.try_get("hint")?,
-        created_at: u64::try_from(row.try_get::<i64, _>("created_at")?).unwrap_or(0),
+        id: row.text("id")?,
+        name: row.text("name")?,
+        digest: row.text("digest")?,
+        hint: row.text("hint")?,
+        created_at: u64::try_from(row.int("created_at")?).unwrap_or(0),
         expires_at: row
-            .try_get::<Option<i64>, _>("expires_at")?
+            .maybe_int("expires_at")?
             .and_then(|v| u64::try_from(v).ok()),
-        is_enabled: row.try_get::<i64, _>("is_enabled")? != 0,
-        credit_limit_micros: row.try_get("credit_limit_micros")?,
+        is_enabled: row.int("is_enabled")? != 0,
+        credit_limit_micros: row.maybe_int("credit_limit_micros")?,
         limits: RateLimits {
-            requests_per_minute: to_u32(row.try_get("requests_per_minute")?),
-            tokens_per_minute: to_u32(row.try_get("tokens_per_minute")?),
-            max_concurrent: to_u32(row.try_get("max_concurrent")?),
+            requests_per_minute: to_u32(row.maybe_int("requests_per_minute")?),
+            tokens_per_minute: to_u32(row.maybe_int("tokens_per_minute")?),
+            max_concurrent: to_u32(row.maybe_int("max_concurrent")?),
         },
         models,
-        deleted: row.try_get::<Option<i64>, _>("deleted_at")?.is_some(),
+        deleted: row.maybe_int("deleted_at")?.is_some(),
     })
 }
 
@@ -111,24 +109,45 @@ impl Store {
     }
 
     /// Runs `sql` with the key's fields bound as `?1`…`?12`, in the column order of
-    /// `api_keys` (an update leaves `?5`, the creation time, unused).
+    /// `api_keys` (Postgres wants every one used: an update sets the creation time unchanged).
     async fn write_key(&self, key: &KeyRecord, sql: &str) -> Result<(), StoreError> {
-        sqlx::query(sql)
-            .bind(&key.id)
-            .bind(&key.name)
-            .bind(&key.digest)
-            .bind(&key.hint)
-            .bind(to_i64(key.created_at))
-            .bind(key.expires_at.map(to_i64))
-            .bind(i64::from(key.is_enabled))
-            .bind(key.credit_limit_micros)
-            .bind(key.limits.requests_per_minute.map(i64::from))
-            .bind(key.limits.tokens_per_minute.map(i64::from))
-            .bind(key.limits.max_concurrent.map(i64::from))
-            .bind(models_text(key.models.as_ref())?)
-            .execute(&self.pool)
-            .await?;
+        let models = models_text(key.models.as_ref())?;
+        on_backend!(self, |pool, dialect| {
+            let sql = dialect.sql(sql);
+            sqlx::query(&sql)
+                .bind(&key.id)
+                .bind(&key.name)
+                .bind(&key.digest)
+                .bind(&key.hint)
+                .bind(to_i64(key.created_at))
+                .bind(key.expires_at.map(to_i64))
+                .bind(i64::from(key.is_enabled))
+                .bind(key.credit_limit_micros)
+                .bind(key.limits.requests_per_minute.map(i64::from))
+                .bind(key.limits.tokens_per_minute.map(i64::from))
+                .bind(key.limits.max_concurrent.map(i64::from))
+                .bind(&models)
+                .execute(pool)
+                .await?;
+        });
         Ok(())
+    }
+
+    /// The keys `sql` selects with `?1` bound to `value`.
+    async fn select_keys(
+        &self,
+        sql: &str,
+        value: Option<&str>,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        on_backend!(self, |pool, dialect| {
+            let sql = dialect.sql(sql);
+            let mut query = sqlx::query(&sql);
+            if let Some(value) = value {
+                query = query.bind(value);
+            }
+            let rows = query.fetch_all(pool).await?;
+            rows.iter().map(record).collect()
+        })
     }
 
     /// Every key not deleted, oldest first.
@@ -136,11 +155,11 @@ impl Store {
     /// # Errors
     /// On database failure.
     pub async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows =
-            sqlx::query("SELECT * FROM api_keys WHERE deleted_at IS NULL ORDER BY created_at, id")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(record).collect()
+        self.select_keys(
+            "SELECT * FROM api_keys WHERE deleted_at IS NULL ORDER BY created_at, id",
+            None,
+        )
+        .await
     }
 
     /// The key with this id, unless deleted.
@@ -148,11 +167,13 @@ impl Store {
     /// # Errors
     /// On database failure.
     pub async fn get_key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM api_keys WHERE id = ?1 AND deleted_at IS NULL")
-            .bind(id)
-            .fetch_optional(&self.pool)
+        let keys = self
+            .select_keys(
+                "SELECT * FROM api_keys WHERE id = ?1 AND deleted_at IS NULL",
+                Some(id),
+            )
             .await?;
-        row.as_ref().map(record).transpose()
+        Ok(keys.into_iter().next())
     }
 
     /// The key whose secret has this digest, deleted or not (the caller decides what a
@@ -161,11 +182,10 @@ impl Store {
     /// # Errors
     /// On database failure.
     pub async fn key_by_digest(&self, digest: &str) -> Result<Option<KeyRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM api_keys WHERE digest = ?1")
-            .bind(digest)
-            .fetch_optional(&self.pool)
+        let keys = self
+            .select_keys("SELECT * FROM api_keys WHERE digest = ?1", Some(digest))
             .await?;
-        row.as_ref().map(record).transpose()
+        Ok(keys.into_iter().next())
     }
 
     /// Whether any key was ever made (then authentication is on).
@@ -173,10 +193,14 @@ impl Store {
     /// # Errors
     /// On database failure.
     pub async fn has_keys(&self) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT EXISTS (SELECT 1 FROM api_keys) AS any_key")
-            .fetch_one(&self.pool)
+        on_backend!(self, |pool, _dialect| {
+            let row = sqlx::query(
+                "SELECT COUNT(*) AS keys FROM (SELECT 1 FROM api_keys LIMIT 1) AS any_key",
+            )
+            .fetch_one(pool)
             .await?;
-        Ok(row.try_get::<i64, _>("any_key")? != 0)
+            Ok(row.int("keys")? != 0)
+        })
     }
 
     /// Applies `update` to the key; the key as it is afterwards, `None` when there is no such
@@ -216,7 +240,7 @@ impl Store {
         }
         self.write_key(
             &key,
-            "UPDATE api_keys SET name = ?2, digest = ?3, hint = ?4, expires_at = ?6,
+            "UPDATE api_keys SET name = ?2, digest = ?3, hint = ?4, created_at = ?5, expires_at = ?6,
                  is_enabled = ?7, credit_limit_micros = ?8, requests_per_minute = ?9,
                  tokens_per_minute = ?10, max_concurrent = ?11, models = ?12
              WHERE id = ?1 AND deleted_at IS NULL",
@@ -230,15 +254,18 @@ impl Store {
     /// # Errors
     /// On database failure.
     pub async fn delete_key(&self, id: &str, now: u64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE api_keys SET deleted_at = ?2, is_enabled = 0
-             WHERE id = ?1 AND deleted_at IS NULL",
-        )
-        .bind(id)
-        .bind(to_i64(now))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        on_backend!(self, |pool, dialect| {
+            let sql = dialect.sql(
+                "UPDATE api_keys SET deleted_at = ?2, is_enabled = 0
+                 WHERE id = ?1 AND deleted_at IS NULL",
+            );
+            let done = sqlx::query(&sql)
+                .bind(id)
+                .bind(to_i64(now))
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() > 0)
+        })
     }
 }
 

@@ -1,31 +1,40 @@
 //! Persistence for state the API keeps between requests: stored responses of the Responses API
-//! (`store: true`, so `previous_response_id`, retrieval, deletion and input-item listing work)
-//! and the API keys managed at run time (`keys.rs`). The schema is versioned (`MIGRATIONS`).
+//! (`store: true`, so `previous_response_id`, retrieval, deletion and input-item listing work),
+//! the API keys managed at run time (`keys.rs`) and the usage rows (`usage.rs`). The schema is
+//! versioned (`schema.rs`).
 //!
 //! The store treats what it keeps as opaque JSON documents owned by a caller identity; it knows
 //! no wire format (the Responses surface decides what a document holds) and no HTTP. Every read
 //! and delete is scoped by owner, so one API key can never see another's responses: a response
 //! stored under another owner is indistinguishable from one that does not exist.
 //!
-//! SQLite through sqlx is the default backend (one file under `$SWITCHBOARD_HOME`); sqlx also
-//! speaks Postgres, which is where a multi-node deployment will go.
+//! Two backends speak the same SQL: SQLite (one file under `$SWITCHBOARD_HOME`, the default) and
+//! Postgres (`postgres://…`), which several nodes share so that any node serves any request.
+//! Statements are written once with SQLite's numbered placeholders (`?1`) and rewritten to
+//! Postgres' (`$1`); the few expressions that differ come from [`Dialect`].
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::Row;
 
 mod keys;
+mod schema;
 mod usage;
 
 pub use keys::{KeyRecord, KeyUpdate, RateLimits};
 pub use usage::{UsageGroup, UsageRow, UsageTotals};
 
 /// Why a store operation failed. Callers report these as internal errors: they are environment
-/// failures (disk, corruption), never the client's doing.
+/// failures (disk, corruption, an unreachable database), never the client's doing.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -54,10 +63,126 @@ pub struct StoredResponse {
 /// A handle on the database; cheap to clone, safe to share.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    backend: Backend,
 }
 
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Where SQL differs between the backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// `sql` (written with SQLite's `?N` placeholders) as this backend takes it.
+    fn sql(self, sql: &str) -> Cow<'_, str> {
+        match self {
+            Self::Sqlite => Cow::Borrowed(sql),
+            Self::Postgres => {
+                let mut out = String::with_capacity(sql.len());
+                let mut chars = sql.chars().peekable();
+                while let Some(c) = chars.next() {
+                    if c == '?' && chars.peek().is_some_and(char::is_ascii_digit) {
+                        out.push('$');
+                    } else {
+                        out.push(c);
+                    }
+                }
+                Cow::Owned(out)
+            }
+        }
+    }
+
+    /// The UTC day (`YYYY-MM-DD`) of a column of Unix milliseconds.
+    fn utc_day(self, millis_column: &str) -> String {
+        match self {
+            Self::Sqlite => format!("date({millis_column} / 1000, 'unixepoch')"),
+            Self::Postgres => format!(
+                "to_char(to_timestamp({millis_column} / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+            ),
+        }
+    }
+}
+
+/// Runs `$body` once for the store's backend, with `$pool` its pool and `$dialect` its
+/// [`Dialect`]; the body is the same text for both, compiled once per backend.
+macro_rules! on_backend {
+    ($store:expr, |$pool:ident, $dialect:ident| $body:expr) => {
+        match &$store.backend {
+            $crate::Backend::Sqlite($pool) => {
+                let $dialect = $crate::Dialect::Sqlite;
+                $body
+            }
+            $crate::Backend::Postgres($pool) => {
+                let $dialect = $crate::Dialect::Postgres;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use on_backend;
+
+/// A row's columns as the store's few value types, the same way for both backends.
+trait Fields {
+    fn text(&self, column: &str) -> Result<String, StoreError>;
+    fn maybe_text(&self, column: &str) -> Result<Option<String>, StoreError>;
+    fn int(&self, column: &str) -> Result<i64, StoreError>;
+    fn maybe_int(&self, column: &str) -> Result<Option<i64>, StoreError>;
+}
+
+macro_rules! fields_of {
+    ($row:ty) => {
+        impl Fields for $row {
+            fn text(&self, column: &str) -> Result<String, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+            fn maybe_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+            fn int(&self, column: &str) -> Result<i64, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+            fn maybe_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+        }
+    };
+}
+fields_of!(SqliteRow);
+fields_of!(PgRow);
+
 impl Store {
+    /// Opens the store at `location`: a `postgres://` (or `postgresql://`) URL, or else the
+    /// path of a SQLite file (an optional `sqlite://` prefix is dropped).
+    ///
+    /// # Errors
+    /// When the database cannot be reached, opened or created, or its schema brought up to date.
+    pub async fn connect(location: &str) -> Result<Self, StoreError> {
+        if is_postgres(location) {
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(location)
+                .await?;
+            let store = Self {
+                backend: Backend::Postgres(pool),
+            };
+            store.migrate().await?;
+            return Ok(store);
+        }
+        let path = location
+            .strip_prefix("sqlite://")
+            .or_else(|| location.strip_prefix("sqlite:"))
+            .unwrap_or(location);
+        Self::open(Path::new(path)).await
+    }
+
     /// Opens (creating if needed) the SQLite database at `path` and applies the schema.
     ///
     /// # Errors
@@ -79,7 +204,7 @@ impl Store {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        Self::with_pool(pool).await
+        Self::with_sqlite(pool).await
     }
 
     /// A private in-memory database, for tests and `--no-store` style set-ups.
@@ -96,12 +221,24 @@ impl Store {
             .max_lifetime(None)
             .connect_with(options)
             .await?;
-        Self::with_pool(pool).await
+        Self::with_sqlite(pool).await
     }
 
-    async fn with_pool(pool: SqlitePool) -> Result<Self, StoreError> {
-        migrate(&pool).await?;
-        Ok(Self { pool })
+    async fn with_sqlite(pool: SqlitePool) -> Result<Self, StoreError> {
+        let store = Self {
+            backend: Backend::Sqlite(pool),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Which backend this is, for logs: `sqlite` or `postgres`.
+    #[must_use]
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
     }
 
     /// Saves a response, replacing one with the same id and owner.
@@ -110,23 +247,29 @@ impl Store {
     /// On database failure.
     pub async fn put_response(&self, stored: &StoredResponse) -> Result<(), StoreError> {
         let created_at = i64::try_from(stored.created_at).unwrap_or(i64::MAX);
-        sqlx::query(
-            "INSERT INTO responses (id, owner, created_at, response, input_items, context)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT(id) DO UPDATE SET
-                response = excluded.response,
-                input_items = excluded.input_items,
-                context = excluded.context
-             WHERE responses.owner = excluded.owner",
-        )
-        .bind(&stored.id)
-        .bind(&stored.owner)
-        .bind(created_at)
-        .bind(serde_json::to_string(&stored.response)?)
-        .bind(serde_json::to_string(&stored.input_items)?)
-        .bind(serde_json::to_string(&stored.context)?)
-        .execute(&self.pool)
-        .await?;
+        let response = serde_json::to_string(&stored.response)?;
+        let input_items = serde_json::to_string(&stored.input_items)?;
+        let context = serde_json::to_string(&stored.context)?;
+        on_backend!(self, |pool, dialect| {
+            let sql = dialect.sql(
+                "INSERT INTO responses (id, owner, created_at, response, input_items, context)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(id) DO UPDATE SET
+                    response = excluded.response,
+                    input_items = excluded.input_items,
+                    context = excluded.context
+                 WHERE responses.owner = excluded.owner",
+            );
+            sqlx::query(&sql)
+                .bind(&stored.id)
+                .bind(&stored.owner)
+                .bind(created_at)
+                .bind(&response)
+                .bind(&input_items)
+                .bind(&context)
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 
@@ -139,29 +282,18 @@ impl Store {
         id: &str,
         owner: &str,
     ) -> Result<Option<StoredResponse>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, owner, created_at, response, input_items, context
-             FROM responses WHERE id = ?1 AND owner = ?2",
-        )
-        .bind(id)
-        .bind(owner)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let created_at: i64 = row.try_get("created_at")?;
-        let response: String = row.try_get("response")?;
-        let input_items: String = row.try_get("input_items")?;
-        let context: String = row.try_get("context")?;
-        Ok(Some(StoredResponse {
-            id: row.try_get("id")?,
-            owner: row.try_get("owner")?,
-            created_at: u64::try_from(created_at).unwrap_or(0),
-            response: serde_json::from_str(&response)?,
-            input_items: serde_json::from_str(&input_items)?,
-            context: serde_json::from_str(&context)?,
-        }))
+        on_backend!(self, |pool, dialect| {
+            let sql = dialect.sql(
+                "SELECT id, owner, created_at, response, input_items, context
+                 FROM responses WHERE id = ?1 AND owner = ?2",
+            );
+            let row = sqlx::query(&sql)
+                .bind(id)
+                .bind(owner)
+                .fetch_optional(pool)
+                .await?;
+            row.as_ref().map(stored_response).transpose()
+        })
     }
 
     /// Deletes the response if `owner` created it; says whether there was one.
@@ -169,110 +301,48 @@ impl Store {
     /// # Errors
     /// On database failure.
     pub async fn delete_response(&self, id: &str, owner: &str) -> Result<bool, StoreError> {
-        let result = sqlx::query("DELETE FROM responses WHERE id = ?1 AND owner = ?2")
-            .bind(id)
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected() > 0)
+        on_backend!(self, |pool, dialect| {
+            let sql = dialect.sql("DELETE FROM responses WHERE id = ?1 AND owner = ?2");
+            let result = sqlx::query(&sql).bind(id).bind(owner).execute(pool).await?;
+            Ok(result.rows_affected() > 0)
+        })
     }
+}
+
+/// `location` fit for logs and errors: a URL's password replaced by `***`.
+#[must_use]
+pub fn redacted(location: &str) -> String {
+    let Some((scheme, rest)) = location.split_once("://") else {
+        return location.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => location.to_owned(),
+        },
+        None => location.to_owned(),
+    }
+}
+
+fn is_postgres(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+fn stored_response(row: &impl Fields) -> Result<StoredResponse, StoreError> {
+    Ok(StoredResponse {
+        id: row.text("id")?,
+        owner: row.text("owner")?,
+        created_at: u64::try_from(row.int("created_at")?).unwrap_or(0),
+        response: serde_json::from_str(&row.text("response")?)?,
+        input_items: serde_json::from_str(&row.text("input_items")?)?,
+        context: serde_json::from_str(&row.text("context")?)?,
+    })
 }
 
 /// The database holds prompts and completions: create it readable by its owner only (SQLite
 /// gives its `-wal` and `-shm` files the database's mode), and tighten a file an older version
 /// created world-readable.
-/// The schema, one version at a time, oldest first. A database records the versions applied
-/// to it (`schema_migrations`), and each missing one is applied in its own transaction at
-/// start, so a database made by any earlier release is brought up to date.
-const MIGRATIONS: &[(i64, &str)] = &[
-    (
-        1,
-        "CREATE TABLE IF NOT EXISTS responses (
-            id          TEXT PRIMARY KEY NOT NULL,
-            owner       TEXT NOT NULL,
-            created_at  INTEGER NOT NULL,
-            response    TEXT NOT NULL,
-            input_items TEXT NOT NULL,
-            context     TEXT NOT NULL
-        )",
-    ),
-    (
-        2,
-        "CREATE TABLE api_keys (
-            id                  TEXT PRIMARY KEY NOT NULL,
-            name                TEXT NOT NULL,
-            digest              TEXT NOT NULL UNIQUE,
-            hint                TEXT NOT NULL,
-            created_at          INTEGER NOT NULL,
-            expires_at          INTEGER,
-            is_enabled          INTEGER NOT NULL,
-            credit_limit_micros INTEGER,
-            requests_per_minute INTEGER,
-            tokens_per_minute   INTEGER,
-            max_concurrent      INTEGER,
-            models              TEXT,
-            deleted_at          INTEGER
-        )",
-    ),
-    (
-        3,
-        "CREATE TABLE usage (
-            id                 TEXT PRIMARY KEY NOT NULL,
-            at_ms              INTEGER NOT NULL,
-            key                TEXT NOT NULL,
-            model              TEXT NOT NULL,
-            provider           TEXT NOT NULL,
-            surface            TEXT NOT NULL,
-            prompt_tokens      INTEGER NOT NULL,
-            cached_tokens      INTEGER NOT NULL,
-            cache_write_tokens INTEGER NOT NULL,
-            output_tokens      INTEGER NOT NULL,
-            reasoning_tokens   INTEGER NOT NULL,
-            searches           INTEGER NOT NULL,
-            cost_micros        INTEGER NOT NULL,
-            latency_ms         INTEGER NOT NULL,
-            ttft_ms            INTEGER,
-            status             TEXT NOT NULL
-        );
-        CREATE INDEX usage_by_key ON usage (key, at_ms);
-        CREATE INDEX usage_by_time ON usage (at_ms)",
-    ),
-];
-
-async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-            version    INTEGER PRIMARY KEY NOT NULL,
-            applied_at INTEGER NOT NULL
-        )",
-    )
-    .execute(pool)
-    .await?;
-    let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|row| row.try_get("version"))
-        .collect::<Result<_, _>>()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    for (version, sql) in MIGRATIONS {
-        if applied.contains(version) {
-            continue;
-        }
-        let mut transaction = pool.begin().await?;
-        sqlx::raw_sql(sql).execute(&mut *transaction).await?;
-        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)")
-            .bind(version)
-            .bind(now)
-            .execute(&mut *transaction)
-            .await?;
-        transaction.commit().await?;
-    }
-    Ok(())
-}
-
 fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
@@ -315,6 +385,19 @@ mod tests {
                 json!({"type": "message", "role": "assistant"}),
             ],
         }
+    }
+
+    #[test]
+    fn locations_are_logged_without_passwords() {
+        assert_eq!(
+            redacted("postgres://sb:hunter2@db.internal:5432/switchboard?sslmode=require"),
+            "postgres://sb:***@db.internal:5432/switchboard?sslmode=require"
+        );
+        assert_eq!(redacted("postgres://sb@db/x"), "postgres://sb@db/x");
+        assert_eq!(
+            redacted("/var/lib/switchboard.db"),
+            "/var/lib/switchboard.db"
+        );
     }
 
     #[tokio::test]
@@ -401,21 +484,16 @@ mod tests {
                 .connect_with(options)
                 .await
                 .unwrap();
-            sqlx::query(MIGRATIONS[0].1).execute(&pool).await.unwrap();
+            sqlx::query(schema::MIGRATIONS[0].1)
+                .execute(&pool)
+                .await
+                .unwrap();
             pool.close().await;
         }
         let store = Store::open(&path).await.unwrap();
         store.put_response(&sample("resp_old", "")).await.unwrap();
         assert!(!store.has_keys().await.unwrap());
-        let versions: Vec<i64> =
-            sqlx::query("SELECT version FROM schema_migrations ORDER BY version")
-                .fetch_all(&store.pool)
-                .await
-                .unwrap()
-                .iter()
-                .map(|row| row.get("version"))
-                .collect();
-        assert_eq!(versions, [1, 2, 3]);
+        assert_eq!(store.schema_versions().await.unwrap(), [1, 2, 3, 4]);
         drop(store);
         // Opening again applies nothing twice.
         assert!(Store::open(&path).await.is_ok());

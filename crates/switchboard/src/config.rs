@@ -43,9 +43,10 @@ pub struct ServeArgs {
     /// Largest accepted request body in bytes [default: 16 MiB].
     #[arg(long)]
     pub body_limit: Option<usize>,
-    /// SQLite database for stored responses [default: $SWITCHBOARD_HOME/switchboard.db].
-    #[arg(long)]
-    pub store: Option<PathBuf>,
+    /// Where keys, usage and stored responses live: a SQLite file, or `postgres://…` for a
+    /// database several nodes share [default: $SWITCHBOARD_HOME/switchboard.db].
+    #[arg(long, env = "SWITCHBOARD_STORE")]
+    pub store: Option<String>,
     /// Connections open at once [default: 1024].
     #[arg(long)]
     pub max_connections: Option<usize>,
@@ -81,7 +82,7 @@ pub struct FileConfig {
     pub api_keys: Vec<String>,
     pub insecure_no_auth: Option<bool>,
     pub body_limit: Option<usize>,
-    pub store: Option<PathBuf>,
+    pub store: Option<String>,
     pub header_timeout_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
     pub write_timeout_secs: Option<u64>,
@@ -284,8 +285,9 @@ pub struct Settings {
     pub model_id: Option<String>,
     pub engine: EngineConfig,
     pub server: ServerConfig,
-    /// SQLite file for stored responses; `None` means the default under `$SWITCHBOARD_HOME`.
-    pub store: Option<PathBuf>,
+    /// The store's location (a SQLite file or a `postgres://` URL); `None` means the default
+    /// SQLite file under `$SWITCHBOARD_HOME`.
+    pub store: Option<String>,
     /// Whether the embedded model is in the catalog.
     pub local_model: bool,
     pub providers: Vec<ProviderConfig>,

@@ -41,11 +41,25 @@ enum Command {
         /// TOML configuration file (for its `store`).
         #[arg(long, global = true)]
         config: Option<std::path::PathBuf>,
-        /// SQLite database [default: $SWITCHBOARD_HOME/switchboard.db].
-        #[arg(long, global = true)]
-        store: Option<std::path::PathBuf>,
+        /// The store: a SQLite file or a `postgres://` URL
+        /// [default: $SWITCHBOARD_HOME/switchboard.db].
+        #[arg(long, global = true, env = "SWITCHBOARD_STORE")]
+        store: Option<String>,
         #[command(subcommand)]
         action: KeysAction,
+    },
+    /// Usage and spend from the store (as /v1/account/activity and /balance report them).
+    Usage {
+        /// TOML configuration file (for its `store`).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        /// The store: a SQLite file or a `postgres://` URL
+        /// [default: $SWITCHBOARD_HOME/switchboard.db].
+        #[arg(long, env = "SWITCHBOARD_STORE")]
+        store: Option<String>,
+        /// Whole UTC days to report, today included (1–366).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=366))]
+        days: u64,
     },
 }
 
@@ -101,6 +115,11 @@ fn main() -> Result<()> {
             store,
             action,
         } => keys(config.as_deref(), store, action),
+        Command::Usage {
+            config,
+            store,
+            days,
+        } => usage(config.as_deref(), store, days),
     }
 }
 
@@ -109,29 +128,66 @@ enum Toggle {
     Disable,
 }
 
-/// `switchboard keys …`: the account endpoints' operations, on the store directly.
-fn keys(
-    config: Option<&std::path::Path>,
-    store: Option<std::path::PathBuf>,
-    action: KeysAction,
-) -> Result<()> {
-    use serde_json::json;
-    use switchboard_server::accounts::{key_json, key_with_secret, Accounts};
+/// The store's location: as configured, else the SQLite file under `$SWITCHBOARD_HOME`.
+fn store_location(configured: Option<String>) -> String {
+    configured.unwrap_or_else(|| {
+        fetch::home()
+            .join("switchboard.db")
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
+async fn open_store(location: &str) -> Result<Store> {
+    Store::connect(location).await.with_context(|| {
+        format!(
+            "opening the store {}",
+            switchboard_store::redacted(location)
+        )
+    })
+}
+
+/// The store named by `--store`, else by the config file's `store`, else the default.
+fn configured_store(config: Option<&std::path::Path>, store: Option<String>) -> Result<String> {
     let from_file = match config {
         Some(path) => config::load_file(path)?.store,
         None => None,
     };
-    let path = store
-        .or(from_file)
-        .unwrap_or_else(|| fetch::home().join("switchboard.db"));
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    Ok(store_location(store.or(from_file)))
+}
+
+fn one_thread_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async move {
-        let store = Store::open(&path)
+        .context("starting the async runtime")
+}
+
+/// `switchboard usage`: the activity report and what all keys spent, as JSON.
+fn usage(config: Option<&std::path::Path>, store: Option<String>, days: u64) -> Result<()> {
+    use switchboard_server::accounts::{activity_report, Accounts};
+    let location = configured_store(config, store)?;
+    one_thread_runtime()?.block_on(async move {
+        let store = open_store(&location).await?;
+        let accounts = Accounts::new(store.clone())
             .await
-            .with_context(|| format!("opening the store {}", path.display()))?;
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        let mut report = activity_report(&store, &accounts, days)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        let spent = store.spent_by_all().await.context("reading the spend")?;
+        report["spent"] = switchboard_server::accounts::usd(spent).into();
+        println_json(&report)
+    })
+}
+
+/// `switchboard keys …`: the account endpoints' operations, on the store directly.
+fn keys(config: Option<&std::path::Path>, store: Option<String>, action: KeysAction) -> Result<()> {
+    use serde_json::json;
+    use switchboard_server::accounts::{key_json, key_with_secret, Accounts};
+    let location = configured_store(config, store)?;
+    one_thread_runtime()?.block_on(async move {
+        let store = open_store(&location).await?;
         let accounts = Accounts::new(store)
             .await
             .map_err(|e| anyhow::anyhow!(e.message))?;
@@ -187,13 +243,17 @@ fn keys(
                 json!({"id": id, "deleted": true})
             }
         };
-        // The command's output is its answer, for people and scripts alike.
-        #[allow(clippy::print_stdout)]
-        {
-            println!("{}", serde_json::to_string_pretty(&shown)?);
-        }
-        Ok(())
+        println_json(&shown)
     })
+}
+
+/// A command's answer on stdout, for people and scripts alike.
+fn println_json(value: &serde_json::Value) -> Result<()> {
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    }
+    Ok(())
 }
 
 fn serve(args: &ServeArgs) -> Result<()> {
@@ -207,21 +267,20 @@ fn serve(args: &ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let store_path = settings
-        .store
-        .clone()
-        .unwrap_or_else(|| fetch::home().join("switchboard.db"));
+    let location = store_location(settings.store.clone());
     // The store first: keys made with `switchboard keys` count as keys for the exposure
     // check, which must refuse before the model is loaded.
     let store = runtime.block_on(async {
-        let store = Store::open(&store_path)
-            .await
-            .with_context(|| format!("opening the store {}", store_path.display()))?;
+        let store = open_store(&location).await?;
         let managed = store.has_keys().await.context("reading the key store")?;
         anyhow::Ok((store, managed))
     });
     let (store, managed) = store?;
-    tracing::info!(path = %store_path.display(), "store ready");
+    tracing::info!(
+        store = %switchboard_store::redacted(&location),
+        backend = store.backend_name(),
+        "store ready"
+    );
     check_exposure(
         settings.listen,
         keys.is_empty() && !managed,

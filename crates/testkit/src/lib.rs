@@ -11,6 +11,8 @@
 //! OpenAPI 3.0 `nullable: true` keyword in places; it is rewritten on load into
 //! `anyOf: [<schema>, {type: null}]`, which is what it means.
 
+pub mod servers;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
