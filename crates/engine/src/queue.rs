@@ -47,6 +47,11 @@ impl<J: Waiting> JobQueue<J> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Jobs waiting (abandoned ones not yet dropped included).
+    pub(crate) fn len(&self) -> usize {
+        self.lock().jobs.len()
+    }
+
     /// Queues a job unless the queue is full of requests whose clients are still waiting.
     pub(crate) fn push(&self, job: J) -> Result<(), Refused<J>> {
         let mut state = self.lock();

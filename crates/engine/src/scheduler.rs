@@ -259,10 +259,16 @@ impl Engine {
         self.shared.tokenizer.token_bytes(id).to_vec()
     }
 
-    /// Requests currently admitted by the scheduler (prefilling or decoding).
+    /// Requests currently admitted by the scheduler (prefilling or decoding): the batch.
     #[must_use]
     pub fn running_requests(&self) -> usize {
         self.shared.active.load(Ordering::Relaxed)
+    }
+
+    /// Requests queued for the scheduler, not yet admitted.
+    #[must_use]
+    pub fn queued_requests(&self) -> usize {
+        self.shared.queue.len()
     }
 
     /// Renders the prompt exactly as the model will see it, as token ids.

@@ -11,7 +11,8 @@ pub mod search;
 
 pub use auth::{key_digest, missing_key, wrong_key, ApiKeys, Caller, Identity, KeyLimits};
 pub use catalog::{Catalog, CatalogEntry, EventStream, Pricing, Provider};
-pub use routing::{estimate_tokens, Route, TokenCount};
+pub use routing::{estimate_tokens, Route, RouteHealth, TokenCount};
+pub use switchboard_providers::{Load, Served};
 
 use std::sync::Arc;
 

@@ -6,6 +6,7 @@
 //! later. Client errors (a bad request the upstream refused) are answered at once: another
 //! route would refuse them too.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,31 @@ pub struct Route {
     /// Share of traffic among routes of equal standing; 0 = only as a fallback, in order.
     pub weight: u32,
     breaker: Breaker,
+    stats: RouteStats,
+}
+
+/// What happened on a route since start, for metrics.
+#[derive(Default)]
+struct RouteStats {
+    attempts: AtomicU64,
+    failures: AtomicU64,
+    retries: AtomicU64,
+    fallbacks: AtomicU64,
+}
+
+/// A route's counts since start and its circuit, as metrics report them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteHealth {
+    /// Calls to the provider (each retry counts).
+    pub attempts: u64,
+    /// Calls that failed in a way another attempt or route might avoid.
+    pub failures: u64,
+    /// Calls made again on this route after a failure.
+    pub retries: u64,
+    /// Requests that gave up on this route after its failures (for the next route, if any).
+    pub fallbacks: u64,
+    /// Whether the circuit is open (the route is skipped).
+    pub circuit_open: bool,
 }
 
 impl Route {
@@ -49,6 +75,20 @@ impl Route {
             model: model.into(),
             weight,
             breaker: Breaker::default(),
+            stats: RouteStats::default(),
+        }
+    }
+
+    /// Its counts since start and whether its circuit is open.
+    #[must_use]
+    pub fn health(&self) -> RouteHealth {
+        let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        RouteHealth {
+            attempts: count(&self.stats.attempts),
+            failures: count(&self.stats.failures),
+            retries: count(&self.stats.retries),
+            fallbacks: count(&self.stats.fallbacks),
+            circuit_open: self.breaker.is_open(),
         }
     }
 }
@@ -66,6 +106,11 @@ struct BreakerState {
 }
 
 impl Breaker {
+    fn is_open(&self) -> bool {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.open_until.is_some_and(|until| Instant::now() < until)
+    }
+
     fn allows(&self) -> bool {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         match state.open_until {
@@ -153,6 +198,9 @@ pub(crate) struct Served {
 /// [`serve`], saying which route served.
 pub(crate) async fn serve_on(routes: &[Route], request: &Arc<Request>) -> Result<Served, Error> {
     let mut last_failure = None;
+    let mut failed_attempts = 0;
+    let mut fallbacks = 0;
+    let mut first_call = None;
     for route in order(routes) {
         if !route.breaker.allows() {
             continue;
@@ -166,11 +214,19 @@ pub(crate) async fn serve_on(routes: &[Route], request: &Arc<Request>) -> Result
             Arc::new(renamed)
         };
         for attempt in 0..ATTEMPTS_PER_ROUTE {
+            first_call.get_or_insert_with(Instant::now);
+            route.stats.attempts.fetch_add(1, Ordering::Relaxed);
             match route.provider.generate(Arc::clone(&routed)).await {
                 Ok(events) => {
                     route.breaker.record(true);
+                    let served = switchboard_providers::Served {
+                        route: route.provider_name.clone(),
+                        failed_attempts,
+                        fallbacks,
+                        first_call: first_call.unwrap_or_else(Instant::now),
+                    };
                     return Ok(Served {
-                        events: events.served_by(Some(route.provider_name.clone())),
+                        events: events.served_by(Some(served)),
                         provider: Arc::clone(&route.provider),
                         model: route.model.clone(),
                     });
@@ -183,6 +239,8 @@ pub(crate) async fn serve_on(routes: &[Route], request: &Arc<Request>) -> Result
                         message = %error.message,
                         "route failed"
                     );
+                    failed_attempts += 1;
+                    route.stats.failures.fetch_add(1, Ordering::Relaxed);
                     let retry = error.retryable
                         && attempt + 1 < ATTEMPTS_PER_ROUTE
                         && error.retry_after.is_none_or(|wait| wait <= RETRY_AFTER_MAX);
@@ -191,11 +249,14 @@ pub(crate) async fn serve_on(routes: &[Route], request: &Arc<Request>) -> Result
                     if !retry {
                         break;
                     }
+                    route.stats.retries.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(wait).await;
                 }
             }
         }
         route.breaker.record(false);
+        route.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+        fallbacks += 1;
     }
     Err(last_failure.unwrap_or_else(|| {
         Error::new(
@@ -308,10 +369,29 @@ mod tests {
             Route::new("b", working.clone(), "model-b", 0),
         ];
         let mut events = serve(&routes, &request()).await.unwrap();
-        // The stream names the route that served it (usage rows and metrics report it).
+        // The stream names the route that served it (usage rows and metrics report it), and
+        // what it took to get there.
         assert_eq!(events.route(), Some("b"));
+        let served = events.served().unwrap();
+        assert_eq!(
+            (served.failed_attempts, served.fallbacks),
+            (ATTEMPTS_PER_ROUTE, 1)
+        );
         assert!(events.next().await.unwrap().is_ok());
         assert_eq!(failing.received().len(), ATTEMPTS_PER_ROUTE as usize);
+        let failed = routes[0].health();
+        let attempts = u64::from(ATTEMPTS_PER_ROUTE);
+        assert_eq!(
+            (
+                failed.attempts,
+                failed.failures,
+                failed.retries,
+                failed.fallbacks
+            ),
+            (attempts, attempts, attempts - 1, 1)
+        );
+        assert!(!failed.circuit_open);
+        assert_eq!(routes[1].health().attempts, 1);
         assert_eq!(failing.received()[0].model, "model-a");
         assert_eq!(working.received()[0].model, "model-b");
     }
@@ -346,6 +426,8 @@ mod tests {
         }
         // Not retried (not retryable), and no longer tried once the circuit opened.
         assert_eq!(failing.received().len(), BREAKER_THRESHOLD as usize);
+        assert!(routes[0].health().circuit_open);
+        assert_eq!(routes[0].health().retries, 0);
     }
 
     #[test]

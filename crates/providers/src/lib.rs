@@ -43,12 +43,35 @@ pub fn flat_location(location: &serde_json::Value) -> Option<serde_json::Value> 
     (flat.len() > 1).then_some(serde_json::Value::Object(flat))
 }
 
+/// How routing found the provider serving a generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    /// The route: the operator's name for the provider.
+    pub route: String,
+    /// Attempts that failed before the one that serves (retries and other routes together).
+    pub failed_attempts: u32,
+    /// Routes given up on before this one.
+    pub fallbacks: u32,
+    /// When routing first called a provider for this request (the gateway's own work ends
+    /// there; from then on it waits on providers).
+    pub first_call: std::time::Instant,
+}
+
 /// One generation's events. Dropping it cancels the generation.
 pub struct EventStream {
     inner: Pin<Box<dyn Stream<Item = Result<Event, Error>> + Send>>,
     ended: bool,
-    /// The route (the operator's provider name) that serves it, once routing chose one.
-    served_by: Option<String>,
+    /// How it is served, once routing chose a route.
+    served: Option<Served>,
+}
+
+/// What the embedded engine is doing, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    /// Requests waiting for the scheduler.
+    pub queued: usize,
+    /// Requests in the running batch.
+    pub running: usize,
 }
 
 impl EventStream {
@@ -57,21 +80,27 @@ impl EventStream {
         Self {
             inner: Box::pin(inner),
             ended: false,
-            served_by: None,
+            served: None,
         }
     }
 
-    /// Names the route that serves this generation.
+    /// Says how this generation is served (routing does; wrappers pass it on).
     #[must_use]
-    pub fn served_by(mut self, route: Option<String>) -> Self {
-        self.served_by = route;
+    pub fn served_by(mut self, served: Option<Served>) -> Self {
+        self.served = served;
         self
+    }
+
+    /// How this generation is served, when routing said.
+    #[must_use]
+    pub fn served(&self) -> Option<&Served> {
+        self.served.as_ref()
     }
 
     /// The route that serves this generation, when routing named one.
     #[must_use]
     pub fn route(&self) -> Option<&str> {
-        self.served_by.as_deref()
+        self.served.as_ref().map(|s| s.route.as_str())
     }
 
     /// The next item; `None` after the end (`Ok(Event::Done)` or an `Err`). A provider stream
@@ -113,5 +142,10 @@ pub trait Provider: Send + Sync {
     /// Small local models call tools reliably only when made to, so they are searched for.
     fn chooses_its_own_searches(&self) -> bool {
         true
+    }
+
+    /// Its queue and batch, for a provider that has them (the embedded engine).
+    fn load(&self) -> Option<Load> {
+        None
     }
 }

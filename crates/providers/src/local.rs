@@ -27,6 +27,13 @@ impl LocalProvider {
 }
 
 impl Provider for LocalProvider {
+    fn load(&self) -> Option<crate::Load> {
+        Some(crate::Load {
+            queued: self.engine.queued_requests(),
+            running: self.engine.running_requests(),
+        })
+    }
+
     fn count_tokens(&self, request: Arc<Request>) -> BoxFuture<'_, Result<Option<u32>, Error>> {
         let engine = self.engine.clone();
         Box::pin(async move {

@@ -177,8 +177,26 @@ pub fn router(
         .method_not_allowed_fallback(not_found)
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(middleware::from_fn(messages::anthropic_dialect))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state.metrics),
+            count_errors,
+        ))
         .layer(origins.cors())
         .with_state(state)
+}
+
+/// Counts each error answer by status and type (the error travels in the response's
+/// extensions, whatever dialect words it).
+async fn count_errors(
+    State(metrics): State<Arc<metrics::Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    if let Some(error) = response.extensions().get::<Error>() {
+        metrics.answered_error(response.status().as_u16(), error.kind);
+    }
+    response
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests (streams included) for at
@@ -198,7 +216,7 @@ pub async fn serve(
             .await
             .map_err(|e| std::io::Error::other(e.message))?,
     );
-    let metrics = Arc::new(metrics::Metrics::default());
+    let metrics = Arc::new(metrics::Metrics::new(Some(Arc::clone(&gateway))));
     let limiter = match &config.redis_url {
         None => Arc::new(limits::Limiter::default()),
         Some(url) => Arc::new(

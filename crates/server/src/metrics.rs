@@ -1,9 +1,20 @@
 //! `GET /metrics` in Prometheus' text format: every request that named a model, by model,
 //! provider, surface and ending; tokens in and out; cost; latency and time to first token; web
-//! searches; requests running. Fed by the usage tracker when a request ends (and starts), so
-//! the metrics and the usage rows never disagree.
+//! searches; requests running; the gateway's own overhead before it calls a provider. Fed by
+//! the usage tracker when a request ends (and starts), so the metrics and the usage rows never
+//! disagree. Error answers are counted by status and type as they leave; each scrape also reads
+//! the routes (attempts, failures, retries, fallbacks, open circuits) and the embedded engine
+//! (queue depth, batch size) as they are at that moment.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use switchboard_gateway::Gateway;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -27,6 +38,17 @@ struct Served {
     provider: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Answered {
+    status: u16,
+    r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabel {
+    model: String,
+}
+
 /// The metrics this server keeps.
 pub struct Metrics {
     registry: Registry,
@@ -38,6 +60,8 @@ pub struct Metrics {
     cost: Family<Served, Counter<f64, AtomicU64>>,
     latency: Family<Served, Histogram>,
     first_token: Family<Served, Histogram>,
+    overhead: Family<Served, Histogram>,
+    errors: Family<Answered, Counter>,
     running: Gauge,
 }
 
@@ -48,6 +72,14 @@ fn seconds_histogram() -> Histogram {
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl Metrics {
+    /// The metrics, reading `gateway`'s routes and engine at each scrape when given.
+    #[must_use]
+    pub fn new(gateway: Option<Arc<Gateway>>) -> Self {
         let mut registry = Registry::with_prefix("switchboard");
         let requests = Family::<Ending, Counter>::default();
         let input_tokens = Family::<Served, Counter>::default();
@@ -57,6 +89,11 @@ impl Default for Metrics {
         let cost = Family::<Served, Counter<f64, AtomicU64>>::default();
         let latency = Family::<Served, Histogram>::new_with_constructor(seconds_histogram);
         let first_token = Family::<Served, Histogram>::new_with_constructor(seconds_histogram);
+        let overhead = Family::<Served, Histogram>::new_with_constructor(|| {
+            // 50 µs to about 1.6 s.
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+        });
+        let errors = Family::<Answered, Counter>::default();
         let running = Gauge::default();
         registry.register(
             "requests",
@@ -91,6 +128,21 @@ impl Default for Metrics {
             "Requests being generated now",
             running.clone(),
         );
+        registry.register(
+            "gateway_overhead_seconds",
+            "Time from a request's admission to the gateway's first call to a provider: keys, \
+             budgets, rate limits and routing, the part of the time to first token not spent \
+             waiting on a provider",
+            overhead.clone(),
+        );
+        registry.register(
+            "errors",
+            "Error answers, by HTTP status and error type",
+            errors.clone(),
+        );
+        if let Some(gateway) = gateway {
+            registry.register_collector(Box::new(Routes { gateway }));
+        }
         Self {
             registry,
             requests,
@@ -101,12 +153,36 @@ impl Default for Metrics {
             cost,
             latency,
             first_token,
+            overhead,
+            errors,
             running,
         }
     }
-}
 
-impl Metrics {
+    /// An error answer left the server.
+    pub(crate) fn answered_error(&self, status: u16, kind: switchboard_model::ErrorKind) {
+        self.errors
+            .get_or_create(&Answered {
+                status,
+                r#type: switchboard_api::error_type(kind).to_owned(),
+            })
+            .inc();
+    }
+
+    /// A request's provider was first called `overhead` after its admission.
+    pub(crate) fn gateway_overhead(
+        &self,
+        model: &str,
+        provider: &str,
+        overhead: std::time::Duration,
+    ) {
+        self.overhead
+            .get_or_create(&Served {
+                model: model.to_owned(),
+                provider: provider.to_owned(),
+            })
+            .observe(overhead.as_secs_f64());
+    }
     pub(crate) fn started(&self) {
         self.running.inc();
     }
@@ -165,5 +241,168 @@ impl Metrics {
             text.clear();
         }
         text
+    }
+}
+
+/// The routes' counts and circuits, and the embedded engine's queue and batch, read at each
+/// scrape.
+struct Routes {
+    gateway: Arc<Gateway>,
+}
+
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Routes")
+    }
+}
+
+impl Collector for Routes {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let routes: Vec<(Served, switchboard_gateway::RouteHealth)> = self
+            .gateway
+            .catalog
+            .entries()
+            .iter()
+            .flat_map(|entry| {
+                entry.routes.iter().map(|route| {
+                    (
+                        Served {
+                            model: entry.id.clone(),
+                            provider: route.provider_name.clone(),
+                        },
+                        route.health(),
+                    )
+                })
+            })
+            .collect();
+        type Read = fn(&switchboard_gateway::RouteHealth) -> u64;
+        let counters: [(&str, &str, Read); 4] = [
+            (
+                "upstream_attempts",
+                "Calls to a route's provider, each retry included",
+                |h| h.attempts,
+            ),
+            (
+                "upstream_failures",
+                "Calls to a route's provider that failed",
+                |h| h.failures,
+            ),
+            (
+                "upstream_retries",
+                "Calls made again on the same route after a failure",
+                |h| h.retries,
+            ),
+            (
+                "upstream_fallbacks",
+                "Requests that gave up on a route after its failures",
+                |h| h.fallbacks,
+            ),
+        ];
+        for (name, help, read) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (labels, health) in &routes {
+                ConstCounter::new(read(health)).encode(family.encode_family(labels)?)?;
+            }
+        }
+        let mut open = encoder.encode_descriptor(
+            "upstream_circuit_open",
+            "Whether a route's circuit breaker is open (the route is skipped)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (labels, health) in &routes {
+            ConstGauge::new(i64::from(health.circuit_open)).encode(open.encode_family(labels)?)?;
+        }
+        let engines: Vec<(ModelLabel, switchboard_gateway::Load)> = self
+            .gateway
+            .catalog
+            .entries()
+            .iter()
+            .filter_map(|entry| {
+                let load = entry.routes.iter().find_map(|r| r.provider.load())?;
+                Some((
+                    ModelLabel {
+                        model: entry.id.clone(),
+                    },
+                    load,
+                ))
+            })
+            .collect();
+        type Size = fn(&switchboard_gateway::Load) -> usize;
+        let gauges: [(&str, &str, Size); 2] = [
+            (
+                "engine_queued_requests",
+                "Requests waiting for the embedded engine's scheduler",
+                |l| l.queued,
+            ),
+            (
+                "engine_batch_size",
+                "Requests in the embedded engine's running batch",
+                |l| l.running,
+            ),
+        ];
+        for (name, help, read) in gauges {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (labels, load) in &engines {
+                let size = i64::try_from(read(load)).unwrap_or(i64::MAX);
+                ConstGauge::new(size).encode(family.encode_family(labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_gateway::{ApiKeys, Catalog, CatalogEntry, EventStream, Pricing, Provider};
+    use switchboard_model::{Error, Request};
+
+    /// A provider with a queue and a batch, as the embedded engine has.
+    struct Busy;
+
+    impl Provider for Busy {
+        fn generate(
+            &self,
+            _request: Arc<Request>,
+        ) -> futures::future::BoxFuture<'_, Result<EventStream, Error>> {
+            Box::pin(async { Err(Error::internal("not in this test")) })
+        }
+
+        fn load(&self) -> Option<switchboard_gateway::Load> {
+            Some(switchboard_gateway::Load {
+                queued: 2,
+                running: 3,
+            })
+        }
+    }
+
+    #[test]
+    fn a_scrape_reads_the_engine_and_the_routes_as_they_are() {
+        let mut catalog = Catalog::default();
+        catalog.add(CatalogEntry {
+            id: "m".into(),
+            owned_by: "switchboard".into(),
+            created: 0,
+            context_window: 8_000,
+            capabilities: vec![],
+            pricing: Pricing::default(),
+            routes: vec![switchboard_gateway::Route::new(
+                "local",
+                Arc::new(Busy),
+                "m",
+                1,
+            )],
+        });
+        let gateway = Arc::new(Gateway::new(catalog, ApiKeys::default()));
+        let text = Metrics::new(Some(gateway)).render();
+        for line in [
+            r#"switchboard_engine_queued_requests{model="m"} 2"#,
+            r#"switchboard_engine_batch_size{model="m"} 3"#,
+            r#"switchboard_upstream_attempts_total{model="m",provider="local"} 0"#,
+            r#"switchboard_upstream_circuit_open{model="m",provider="local"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
     }
 }

@@ -28,6 +28,7 @@ pub const BATCH_ROWS: usize = 256;
 pub const BATCH_WINDOW: Duration = Duration::from_millis(200);
 
 /// What the writer task is sent.
+#[allow(clippy::large_enum_variant)] // rows are the traffic; a flush is once per shutdown
 enum Message {
     Row(UsageRow),
     /// Write everything sent before this now, then say so.
@@ -275,11 +276,17 @@ impl Tracker {
     pub fn track(mut self, events: EventStream) -> EventStream {
         self.generating = true;
         // The route that served, not just the entry's first (a fallback shows as itself).
-        if let Some(route) = events.route() {
-            self.row.provider = route.to_owned();
+        if let Some(served) = events.served() {
+            self.row.provider.clone_from(&served.route);
+            self.row.attempts = served.failed_attempts + 1;
+            self.recorder.metrics.gateway_overhead(
+                &self.row.model,
+                &served.route,
+                served.first_call.saturating_duration_since(self.started),
+            );
         }
         self.recorder.record_start(&self.row);
-        let route = events.route().map(str::to_owned);
+        let served = events.served().cloned();
         self.recorder.metrics.started();
         EventStream::new(futures::stream::unfold(
             (events, Some(self)),
@@ -307,7 +314,7 @@ impl Tracker {
                 Some((item, (events, tracker)))
             },
         ))
-        .served_by(route)
+        .served_by(served)
     }
 
     fn observe(&mut self, event: &Event) {

@@ -441,6 +441,26 @@ async fn usage_is_recorded_priced_and_limited() {
         text.contains(r#"switchboard_cost_usd_total{model="priced",provider="fake"} 0.012"#),
         "{text}"
     );
+    // The 402 answered above, the gateway's own time before calling the provider, and the
+    // route's calls, read at the scrape.
+    assert!(
+        text.contains(r#"switchboard_errors_total{status="402",type="insufficient_quota"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"switchboard_gateway_overhead_seconds_count{model="priced",provider="fake"} 3"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"switchboard_upstream_attempts_total{model="priced",provider="fake"} 3"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"switchboard_upstream_circuit_open{model="priced",provider="fake"} 0"#),
+        "{text}"
+    );
     let as_key = common::client()
         .get(format!("{base}/metrics"))
         .bearer_auth(&secret)

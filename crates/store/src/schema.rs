@@ -73,6 +73,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         INSERT INTO key_spend (key, cost_micros)
             SELECT key, CAST(SUM(cost_micros) AS INTEGER) FROM usage GROUP BY key",
     ),
+    (
+        // Provider calls per request (retries and fallbacks show as more than one).
+        5,
+        "ALTER TABLE usage ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+    ),
 ];
 
 /// The lock Postgres nodes take while migrating (any constant; this one spells "switchbd").

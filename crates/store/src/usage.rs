@@ -31,6 +31,9 @@ pub struct UsageRow {
     pub latency_ms: u64,
     /// Time to the first generated event; `None` when nothing was generated.
     pub ttft_ms: Option<u64>,
+    /// Provider calls made for it: 1, more after retries and fallbacks, 0 when none was
+    /// (refused, or every route failed).
+    pub attempts: u32,
     /// `completed`, `length`, `failed`, `cancelled`, `rejected`; `in_progress` until the
     /// request's final row replaces it.
     pub status: String,
@@ -97,6 +100,7 @@ fn usage_row(row: &impl Fields) -> Result<UsageRow, StoreError> {
             .maybe_int("ttft_ms")?
             .and_then(|v| u64::try_from(v).ok()),
         status: row.text("status")?,
+        attempts: count("attempts")?,
     })
 }
 
@@ -113,8 +117,9 @@ impl Store {
             let insert = dialect.sql(
                 "INSERT INTO usage (id, at_ms, key, model, provider, surface, prompt_tokens,
                      cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, searches,
-                     cost_micros, latency_ms, ttft_ms, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                     cost_micros, latency_ms, ttft_ms, status, attempts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                     ?17)
                  ON CONFLICT(id) DO UPDATE SET
                      provider = excluded.provider, prompt_tokens = excluded.prompt_tokens,
                      cached_tokens = excluded.cached_tokens,
@@ -122,7 +127,8 @@ impl Store {
                      output_tokens = excluded.output_tokens,
                      reasoning_tokens = excluded.reasoning_tokens, searches = excluded.searches,
                      cost_micros = excluded.cost_micros, latency_ms = excluded.latency_ms,
-                     ttft_ms = excluded.ttft_ms, status = excluded.status
+                     ttft_ms = excluded.ttft_ms, status = excluded.status,
+                     attempts = excluded.attempts
                  WHERE usage.status = 'in_progress'",
             );
             let add = dialect.sql(
@@ -150,6 +156,7 @@ impl Store {
                     .bind(to_i64(row.latency_ms))
                     .bind(row.ttft_ms.map(to_i64))
                     .bind(&row.status)
+                    .bind(i64::from(row.attempts))
                     .execute(&mut *transaction)
                     .await?;
                 if written.rows_affected() > 0 && row.cost_micros != 0 {

@@ -51,6 +51,7 @@ fn usage(id: &str, key: &str, model: &str, at_ms: u64, cost: i64) -> UsageRow {
         latency_ms: 12,
         ttft_ms: Some(3),
         status: "completed".into(),
+        attempts: 2,
         ..UsageRow::default()
     }
 }
@@ -64,7 +65,7 @@ async fn the_store_works_the_same_on_postgres() {
     let (a, b) = tokio::join!(Store::connect(&postgres.url), Store::connect(&postgres.url));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.backend_name(), "postgres");
-    assert_eq!(a.schema_versions().await.unwrap(), [1, 2, 3, 4]);
+    assert_eq!(a.schema_versions().await.unwrap(), [1, 2, 3, 4, 5]);
 
     // Stored responses: written on one, read on the other, scoped by owner.
     a.put_response(&response("resp_a", "alice")).await.unwrap();
@@ -153,5 +154,5 @@ async fn the_store_works_the_same_on_postgres() {
     // Opening again applies nothing twice.
     drop((a, b));
     let again = Store::connect(&postgres.url).await.unwrap();
-    assert_eq!(again.schema_versions().await.unwrap(), [1, 2, 3, 4]);
+    assert_eq!(again.schema_versions().await.unwrap(), [1, 2, 3, 4, 5]);
 }

@@ -186,7 +186,7 @@ impl Search {
         let mut choices: HashMap<u32, Citations> = HashMap::new();
         let mut usage_seen = false;
         let announced = futures::stream::iter([Ok(Event::WebSearch(call))]);
-        let route = stream.route().map(str::to_owned);
+        let served = stream.served().cloned();
         let events = futures::stream::unfold(stream, |mut stream| async move {
             stream.next().await.map(|item| (item, stream))
         });
@@ -236,7 +236,7 @@ impl Search {
             }
             futures::stream::iter(out)
         });
-        EventStream::new(announced.chain(cited)).served_by(route)
+        EventStream::new(announced.chain(cited)).served_by(served)
     }
 }
 

@@ -73,7 +73,7 @@ impl WebSearch {
         request: Request,
         options: Option<model::WebSearch>,
     ) -> EventStream {
-        let route = first.route().map(str::to_owned);
+        let served = first.served().cloned();
         let (sender, mut receiver) = mpsc::channel(64);
         let search = self.clone();
         let driver = Driver {
@@ -90,7 +90,7 @@ impl WebSearch {
         };
         tokio::spawn(driver.run(first, upstream_model));
         EventStream::new(futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)))
-            .served_by(route)
+            .served_by(served)
     }
 }
 
