@@ -52,8 +52,14 @@ fn store_failed(error: switchboard_store::StoreError) -> Error {
     Error::internal(format!("reading the key's spend: {error}"))
 }
 
+/// Fails closed, as a retryable 503: the budget cannot be checked.
 fn redis_failed(error: &redis::RedisError) -> Error {
-    Error::internal(format!("reading the key's spend from Redis: {error}"))
+    tracing::error!(%error, "reading a key's spend from Redis failed");
+    Error::new(
+        switchboard_model::ErrorKind::Overloaded,
+        "Credit limits cannot be checked right now; retry shortly.",
+    )
+    .retryable(Some(Duration::from_secs(1)))
 }
 
 impl Budgets {
@@ -78,7 +84,7 @@ impl Budgets {
     /// What `key` has spent so far.
     ///
     /// # Errors
-    /// `Internal` when the store or Redis fails.
+    /// `Internal` when the store fails, `Overloaded` (503) when Redis does.
     pub async fn spent(&self, key: &str) -> Result<i64, Error> {
         match &self.backend {
             Backend::Local(seen) => {

@@ -154,7 +154,7 @@ impl Limiter {
     ///
     /// # Errors
     /// `RateLimited` (429) naming the limit, with the wait until it resets, and the headers
-    /// the refusal carries; `Internal` when Redis fails.
+    /// the refusal carries; `Overloaded` (503, retryable) when Redis fails.
     pub async fn admit(
         self: &Arc<Self>,
         scope: &str,
@@ -195,8 +195,14 @@ impl Limiter {
                     .invoke_async(&mut connection)
                     .await;
                 answer.map_err(|e| {
+                    // Fail closed, but as a retryable 503: the limits cannot be checked.
+                    tracing::error!(error = %e, "the Redis rate limiter failed");
                     Box::new(Refusal {
-                        error: Error::internal(format!("the Redis rate limiter failed: {e}")),
+                        error: Error::new(
+                            ErrorKind::Overloaded,
+                            "Rate limits cannot be checked right now; retry shortly.",
+                        )
+                        .retryable(Some(Duration::from_secs(1))),
                         headers: HeaderMap::new(),
                     })
                 })?
@@ -277,6 +283,40 @@ impl Limiter {
 }
 
 impl Permit {
+    /// The request was refused after this admission (by another scope's limit): it takes
+    /// back the request and the tokens it counted.
+    pub fn refund(mut self) {
+        let tokens = i64::from(self.reserved);
+        self.reserved = 0;
+        if let Some(mut windows) = self.limiter.local() {
+            if let Some(window) = windows.get_mut(&self.scope) {
+                if window.minute == self.minute {
+                    window.requests = window.requests.saturating_sub(1);
+                    window.tokens =
+                        u32::try_from((i64::from(window.tokens) - tokens).max(0)).unwrap_or(0);
+                }
+            }
+            return;
+        }
+        if let Backend::Redis(connection) = &self.limiter.backend {
+            let mut connection = connection.clone();
+            let key = window_key(&self.scope, self.minute);
+            spawn(async move {
+                let _: Result<(), _> = redis::pipe()
+                    .cmd("HINCRBY")
+                    .arg(&key)
+                    .arg("r")
+                    .arg(-1)
+                    .cmd("HINCRBY")
+                    .arg(&key)
+                    .arg("t")
+                    .arg(-tokens)
+                    .query_async(&mut connection)
+                    .await;
+            });
+        }
+    }
+
     /// The request really used `tokens`: the window keeps that instead of the reservation.
     pub fn settle(&mut self, tokens: u32) {
         let delta = i64::from(tokens) - i64::from(self.reserved);
@@ -372,6 +412,27 @@ fn headers_for(limits: KeyLimits, requests: u32, tokens: u32, reset: u64) -> Hea
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_refund_gives_back_the_request_and_its_tokens() {
+        let limiter = Arc::new(Limiter::default());
+        let limits = KeyLimits {
+            requests_per_minute: Some(1),
+            tokens_per_minute: Some(100),
+            max_concurrent: None,
+        };
+        let permit = limiter
+            .admit("k", limits, 60)
+            .await
+            .unwrap()
+            .permit
+            .unwrap();
+        // Refused by a later scope: as if it never came.
+        permit.refund();
+        let again = limiter.admit("k", limits, 60).await.unwrap();
+        assert_eq!(again.headers["x-ratelimit-remaining-requests"], "0");
+        assert_eq!(again.headers["x-ratelimit-remaining-tokens"], "40");
+    }
 
     #[tokio::test]
     async fn each_limit_refuses_past_its_count_and_frees_what_ends() {

@@ -207,6 +207,8 @@ pub(crate) async fn admit(
             }
             Err(refusal) => {
                 let crate::limits::Refusal { mut error, headers } = *refusal;
+                // The scopes that admitted it take it back: a refused request uses no share.
+                tracker.refund_holds();
                 if index == 0 {
                     slot.set(headers);
                 } else {
@@ -260,6 +262,13 @@ impl Tracker {
     /// Keeps a hold on rate limits until the request ends.
     pub fn hold(&mut self, permit: Option<crate::limits::Permit>) {
         self.permits.extend(permit);
+    }
+
+    /// Gives back what the holds counted (the request was refused after all).
+    fn refund_holds(&mut self) {
+        for permit in std::mem::take(&mut self.permits) {
+            permit.refund();
+        }
     }
 
     /// The request was refused before or instead of generating.

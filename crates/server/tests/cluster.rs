@@ -1,7 +1,8 @@
 //! Several nodes sharing one Redis for their rate limits: a real `redis-server` on loopback
 //! with a throwaway directory (scripts/test.sh installs Debian's package when it is missing),
 //! two Switchboard nodes, and the server-wide limit of N requests a minute holding across both:
-//! 3N requests spread over them get exactly N answers.
+//! 3N requests spread over them get exactly N answers; without Redis a request gets a retryable
+//! 503, never an unchecked answer.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -66,4 +67,16 @@ async fn the_server_wide_limit_holds_across_nodes_sharing_redis() {
         }
     }
     assert_eq!((answered, refused), (N, 2 * N));
+
+    // Without Redis the limits cannot be checked: a retryable 503, never an unlimited answer.
+    drop(redis);
+    let response = common::client()
+        .post(format!("{}/v1/chat/completions", nodes[0]))
+        .bearer_auth("sk-shared")
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
 }
