@@ -187,6 +187,8 @@ pub(crate) async fn anthropic_dialect(request: Request, next: Next) -> Response 
                 reworded.headers_mut().insert(name.clone(), value.clone());
             }
         }
+        // The error stays with the answer (the metrics count it).
+        reworded.extensions_mut().insert(error);
         response = reworded;
     } else if response.status() == StatusCode::METHOD_NOT_ALLOWED {
         let error = Error::new(switchboard_model::ErrorKind::NotFound, "Not found");
@@ -195,6 +197,7 @@ pub(crate) async fn anthropic_dialect(request: Request, next: Next) -> Response 
             Json(error_body(&error, request_id.as_deref())),
         )
             .into_response();
+        response.extensions_mut().insert(error);
     }
     if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
         response.headers_mut().insert("request-id", id);

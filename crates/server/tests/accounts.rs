@@ -348,6 +348,20 @@ async fn usage_is_recorded_priced_and_limited() {
     assert_eq!(status, 402, "{body}");
     assert_eq!(body["error"]["code"], "insufficient_quota");
     assert_eq!(body["error"]["type"], "insufficient_quota");
+    // The Messages surface refuses it in Anthropic's words.
+    let refused = common::client()
+        .post(format!("{base}/v1/messages"))
+        .header("x-api-key", &secret)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "priced", "max_tokens": 16,
+                      "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 402);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], "billing_error", "{body}");
 
     // A client that leaves mid-stream: the row says cancelled and counts what was generated.
     let (_, other) = call(
@@ -382,14 +396,14 @@ async fn usage_is_recorded_priced_and_limited() {
     .await;
     assert_eq!(status, 200, "{activity}");
     assert_eq!(activity["period_days"], 1);
-    assert_eq!(activity["total_stats"]["total_requests"], 5, "{activity}");
+    assert_eq!(activity["total_stats"]["total_requests"], 6, "{activity}");
     assert_eq!(activity["total_stats"]["total_cost"], "0.012000");
     assert_eq!(activity["total_stats"]["total_input_tokens"], 3000);
     assert_eq!(activity["daily_stats"].as_array().unwrap().len(), 1);
     let top = &activity["top_models"][0];
     assert_eq!(
         (top["model_name"].as_str(), top["request_count"].as_u64()),
-        (Some("priced"), Some(4))
+        (Some("priced"), Some(5))
     );
     let budget = activity["api_key_usage"]
         .as_array()
@@ -398,7 +412,7 @@ async fn usage_is_recorded_priced_and_limited() {
         .find(|k| k["api_key_id"] == id.as_str())
         .unwrap();
     assert_eq!(budget["api_key_name"], "budget");
-    assert_eq!(budget["request_count"], 4);
+    assert_eq!(budget["request_count"], 5);
     assert_eq!(budget["total_cost"], "0.012000");
     let streamed = activity["api_key_usage"]
         .as_array()
@@ -444,7 +458,7 @@ async fn usage_is_recorded_priced_and_limited() {
     // The 402 answered above, the gateway's own time before calling the provider, and the
     // route's calls, read at the scrape.
     assert!(
-        text.contains(r#"switchboard_errors_total{status="402",type="insufficient_quota"} 1"#),
+        text.contains(r#"switchboard_errors_total{status="402",type="insufficient_quota"} 2"#),
         "{text}"
     );
     assert!(

@@ -465,6 +465,21 @@ fn keys_are_managed_from_the_command_line() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("refusing to listen"), "{stderr}");
     assert!(stderr.contains("nonexistent.gguf"), "{stderr}");
+    // `switchboard usage` reports from the same store (nothing served yet).
+    let output = binary()
+        .args(["usage", "--days", "7", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["period_days"], 7);
+    assert_eq!(report["total_stats"]["total_requests"], 0);
+    assert_eq!(report["spent"], "0.000000");
     assert_eq!(keys(&["delete", &id])["deleted"], true);
     assert_eq!(keys(&["list"])["keys"], serde_json::json!([]));
     // Mistakes are named.
