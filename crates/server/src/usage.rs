@@ -62,9 +62,9 @@ impl UsageRecorder {
         })
     }
 
-    fn record(&self, row: UsageRow, generated: bool) {
+    fn record(&self, row: UsageRow, generated: bool, hold: Option<crate::budget::CreditHold>) {
         self.metrics.ended(&row, generated);
-        self.budgets.add(&row.key, row.cost_micros);
+        self.budgets.settle(&row.key, hold, row.cost_micros);
         self.send(row);
     }
 
@@ -90,23 +90,21 @@ impl UsageRecorder {
         }
     }
 
-    /// Refuses a managed key that has spent its credit.
+    /// Admits a managed key's request against its credit and holds `estimate` of it
+    /// (see [`crate::budget`]); nothing for a key without a credit limit.
     ///
     /// # Errors
-    /// `InsufficientQuota` (402) at the limit; `Internal` when the store fails.
-    pub async fn check_credit(&self, caller: &Caller) -> Result<(), Error> {
+    /// `InsufficientQuota` (402) at the limit; `Internal` or `Overloaded` when the store or
+    /// Redis fails.
+    pub async fn reserve_credit(
+        &self,
+        caller: &Caller,
+        estimate: i64,
+    ) -> Result<Option<crate::budget::CreditHold>, Error> {
         let (Some(key), Some(limit)) = (&caller.key_id, caller.credit_limit_micros) else {
-            return Ok(());
+            return Ok(None);
         };
-        let spent = self.budgets.spent(key).await?;
-        if spent >= limit {
-            return Err(Error::new(
-                ErrorKind::InsufficientQuota,
-                "This API key has used up its credit limit; raise the limit or use another key.",
-            )
-            .with_code("insufficient_quota"));
-        }
-        Ok(())
+        self.budgets.reserve(key, limit, estimate).await.map(Some)
     }
 
     /// What one request is: who, which model, which surface, since when.
@@ -150,6 +148,7 @@ impl UsageRecorder {
             recorded: false,
             permits: Vec::new(),
             generating: false,
+            credit: None,
         }
     }
 }
@@ -171,32 +170,41 @@ pub(crate) async fn admit(
         state
             .usage
             .begin(&state.gateway, caller, &request.model, surface, request_id);
-    if let Err(error) = state.usage.check_credit(caller).await {
-        tracker.refused(&error);
-        return Err(error.into());
+    let model_limits = state
+        .model_limits
+        .get(&request.model)
+        .copied()
+        .unwrap_or_default();
+    let limited = [caller.limits, model_limits, state.global_limits]
+        .iter()
+        .any(|limits| *limits != KeyLimits::default());
+    let budgeted = caller.credit_limit_micros.is_some();
+    if !limited && !budgeted {
+        return Ok(tracker);
+    }
+    // The estimate walks the whole request: only limited or budgeted requests pay for it.
+    let prompt = switchboard_gateway::estimate_tokens(request);
+    let most_output = request.sampling.max_output_tokens.unwrap_or(0);
+    if budgeted {
+        let estimate = tracker.estimated_cost(prompt, most_output);
+        match state.usage.reserve_credit(caller, estimate).await {
+            Ok(hold) => tracker.credit = hold,
+            Err(error) => {
+                tracker.refused(&error);
+                return Err(error.into());
+            }
+        }
+    }
+    if !limited {
+        return Ok(tracker);
     }
     // The key's limits (whose headers the answer carries), then the model's, then everyone's.
     let scopes = [
         (format!("key:{}", caller.owner), caller.limits),
-        (
-            format!("model:{}", request.model),
-            state
-                .model_limits
-                .get(&request.model)
-                .copied()
-                .unwrap_or_default(),
-        ),
+        (format!("model:{}", request.model), model_limits),
         ("all".to_owned(), state.global_limits),
     ];
-    let limited = scopes
-        .iter()
-        .any(|(_, limits)| *limits != KeyLimits::default());
-    if !limited {
-        return Ok(tracker);
-    }
-    // The reservation walks the whole request: only limited requests pay for it.
-    let tokens = switchboard_gateway::estimate_tokens(request)
-        .saturating_add(request.sampling.max_output_tokens.unwrap_or(0));
+    let tokens = prompt.saturating_add(most_output);
     for (index, (scope, limits)) in scopes.iter().enumerate() {
         match state.limiter.admit(scope, *limits, tokens).await {
             Ok(admission) => {
@@ -256,12 +264,28 @@ pub struct Tracker {
     permits: Vec<crate::limits::Permit>,
     /// Whether the generation started (it counts as running until it ends).
     generating: bool,
+    /// Its hold on its key's credit, given back with its cost when it ends.
+    credit: Option<crate::budget::CreditHold>,
 }
 
 impl Tracker {
     /// Keeps a hold on rate limits until the request ends.
     pub fn hold(&mut self, permit: Option<crate::limits::Permit>) {
         self.permits.extend(permit);
+    }
+
+    /// What the request may cost as far as is known before it runs: its prompt's estimate at
+    /// the input price and its `max_tokens` at the output price.
+    fn estimated_cost(&self, prompt_tokens: u32, max_output_tokens: u32) -> i64 {
+        let Some(prices) = self.prices else {
+            return 0;
+        };
+        let usage = Usage {
+            prompt_tokens,
+            completion_tokens: max_output_tokens,
+            ..Usage::default()
+        };
+        cost_micros(&usage, prices)
     }
 
     /// Gives back what the holds counted (the request was refused after all).
@@ -387,8 +411,11 @@ impl Tracker {
         for mut permit in std::mem::take(&mut self.permits) {
             permit.settle(usage.prompt_tokens.saturating_add(usage.completion_tokens));
         }
-        self.recorder
-            .record(std::mem::take(&mut self.row), self.generating);
+        self.recorder.record(
+            std::mem::take(&mut self.row),
+            self.generating,
+            self.credit.take(),
+        );
     }
 }
 

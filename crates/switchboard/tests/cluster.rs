@@ -163,6 +163,7 @@ routes = [{{ provider = "up", model = "fast" }}]
 [[models]]
 id = "slow"
 context_window = 8000
+pricing = {{ input = 1000.0, output = 1000.0 }}
 routes = [{{ provider = "up", model = "slow" }}]
 "#,
             store = postgres.url,
@@ -294,6 +295,23 @@ routes = [{{ provider = "up", model = "slow" }}]
     assert_eq!(second.status(), 402);
     let error: Value = second.json().await.unwrap();
     assert_eq!(error["error"]["code"], "insufficient_quota");
+
+    // A request running on one node holds its estimated cost ($0.001 a token, `max_tokens` 20:
+    // over the $0.01 credit) on both: a second one, elsewhere, is refused while it runs.
+    let (_, burst) = create_key(&a, json!({"name": "burst", "credit_limit": 0.01})).await;
+    let mut running = client
+        .post(format!("{}/v1/chat/completions", a.base))
+        .bearer_auth(&burst)
+        .json(&json!({"model": "slow", "stream": true, "max_tokens": 20,
+                      "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(running.status(), 200);
+    assert!(running.chunk().await.unwrap().is_some());
+    let elsewhere = chat(&b, &burst, "fast").await;
+    assert_eq!(elsewhere.status(), 402);
+    drop(running);
 
     // A node killed mid-stream: the rows of what it finished, and of what it was generating,
     // are in the store.
