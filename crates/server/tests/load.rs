@@ -1,7 +1,8 @@
 //! Load, behind a flag (`SWITCHBOARD_LOAD_TEST=1 cargo test -p switchboard-server --test load`):
-//! 1,000 concurrent short requests from 10 managed keys against a fake provider. Every request
-//! is answered, and the usage rows — one per request, none lost or duplicated — sum to exactly
-//! what was served.
+//! 1,000 concurrent short requests from 10 managed keys against a fake provider, on one node
+//! (SQLite) and spread over two nodes sharing Postgres and Redis. Every request is answered,
+//! and the usage rows — one per request, none lost or duplicated — sum to exactly what was
+//! served.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -14,12 +15,18 @@ use switchboard_server::ServerConfig;
 const REQUESTS: usize = 1_000;
 const KEYS: usize = 10;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_concurrent_requests_leave_a_thousand_usage_rows() {
+fn load_test_wanted() -> bool {
     if std::env::var("SWITCHBOARD_LOAD_TEST").is_err() {
         eprintln!("skipping: set SWITCHBOARD_LOAD_TEST=1 to run the load test");
-        return;
+        return false;
     }
+    true
+}
+
+const ADMIN: &str = "sk-admin-load";
+
+/// A node serving the priced fake model `fast`, on `store` (private when `None`).
+fn node(store: Option<String>, redis: Option<String>) -> String {
     let script = common::answer_ok(Some(Usage {
         prompt_tokens: 7,
         completion_tokens: 3,
@@ -36,18 +43,54 @@ async fn a_thousand_concurrent_requests_leave_a_thousand_usage_rows() {
             per_web_search: None,
         },
     ));
-    let admin = "sk-admin-load";
-    let base = common::serve_gateway(
-        Gateway::new(catalog, ApiKeys::new::<_, &str>([]).with_admin_key(admin)),
-        ServerConfig::default(),
-    );
+    let config = ServerConfig {
+        redis_url: redis,
+        ..ServerConfig::default()
+    };
+    common::serve_gateway_on(
+        Gateway::new(catalog, ApiKeys::new::<_, &str>([]).with_admin_key(ADMIN)),
+        config,
+        store,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_requests_leave_a_thousand_usage_rows() {
+    if !load_test_wanted() {
+        return;
+    }
+    load(&[node(None, None)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_postgres_and_redis_leave_a_thousand_usage_rows() {
+    if !load_test_wanted() {
+        return;
+    }
+    let Some(postgres) = switchboard_testkit::servers::Postgres::start() else {
+        return;
+    };
+    let Some(redis) = switchboard_testkit::servers::Redis::start() else {
+        return;
+    };
+    let nodes = [
+        node(Some(postgres.url.clone()), Some(redis.url.clone())),
+        node(Some(postgres.url.clone()), Some(redis.url.clone())),
+    ];
+    load(&nodes).await;
+}
+
+/// 1,000 requests from 10 keys (made on the first node), spread over `nodes`.
+async fn load(nodes: &[String]) {
     let client = common::client();
     let mut keys = Vec::new();
     for i in 0..KEYS {
         let created: Value = client
-            .post(format!("{base}/v1/account/keys"))
-            .bearer_auth(admin)
-            .json(&json!({"name": format!("load-{i}")}))
+            .post(format!("{}/v1/account/keys", nodes[0]))
+            .bearer_auth(ADMIN)
+            // Limits and a credit no request reaches, so every admission runs them.
+            .json(&json!({"name": format!("load-{i}"), "credit_limit": 100.0,
+                          "rate_limit": {"requests_per_minute": 10_000, "max_concurrent": 1_000}}))
             .send()
             .await
             .unwrap()
@@ -61,7 +104,7 @@ async fn a_thousand_concurrent_requests_leave_a_thousand_usage_rows() {
         .map(|i| {
             let client = client.clone();
             let key = keys[i % KEYS].clone();
-            let url = format!("{base}/v1/chat/completions");
+            let url = format!("{}/v1/chat/completions", nodes[i % nodes.len()]);
             tokio::spawn(async move {
                 let body = json!({"model": "fast", "stream": i % 2 == 0,
                                   "messages": [{"role": "user", "content": "hi"}]});
@@ -88,12 +131,18 @@ async fn a_thousand_concurrent_requests_leave_a_thousand_usage_rows() {
         "{:?}",
         statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>()
     );
-    eprintln!("{REQUESTS} requests in {elapsed:?}");
+    eprintln!(
+        "{REQUESTS} requests over {} node(s) in {elapsed:?}",
+        nodes.len()
+    );
     // Rows are written within the batch window.
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     let activity: Value = client
-        .get(format!("{base}/v1/account/activity?days=1"))
-        .bearer_auth(admin)
+        .get(format!(
+            "{}/v1/account/activity?days=1",
+            nodes[nodes.len() - 1]
+        ))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()

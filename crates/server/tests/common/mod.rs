@@ -118,8 +118,18 @@ pub async fn spawn_app(app: axum::Router) -> String {
     format!("http://{address}")
 }
 
-/// Serves `gateway`; the server's base URL.
+/// Serves `gateway` on a private in-memory store; the server's base URL.
 pub fn serve_gateway(gateway: Gateway, server_config: ServerConfig) -> String {
+    serve_gateway_on(gateway, server_config, None)
+}
+
+/// Serves `gateway` on the store at `store` (a `postgres://` URL several nodes share), or on a
+/// private in-memory one; the server's base URL.
+pub fn serve_gateway_on(
+    gateway: Gateway,
+    server_config: ServerConfig,
+    store: Option<String>,
+) -> String {
     init_logging();
     let gateway = Arc::new(gateway);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -130,7 +140,10 @@ pub fn serve_gateway(gateway: Gateway, server_config: ServerConfig) -> String {
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let store = switchboard_store::Store::in_memory().await.unwrap();
+            let store = match store {
+                Some(location) => switchboard_store::Store::connect(&location).await.unwrap(),
+                None => switchboard_store::Store::in_memory().await.unwrap(),
+            };
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
             switchboard_server::serve(
