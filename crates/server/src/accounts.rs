@@ -117,7 +117,14 @@ impl Accounts {
         let fields = object(body)?;
         known(
             fields,
-            &["name", "credit_limit", "expires_at", "rate_limit", "models"],
+            &[
+                "name",
+                "credit_limit",
+                "expires_at",
+                "rate_limit",
+                "models",
+                "owner",
+            ],
         )?;
         let name = match fields.get("name") {
             Some(Value::String(name)) => name_of(name)?,
@@ -136,6 +143,7 @@ impl Accounts {
             credit_limit_micros: credit_limit(fields.get("credit_limit"))?,
             limits: rate_limits(fields.get("rate_limit"))?.unwrap_or_default(),
             models: models(fields.get("models"))?,
+            owner: owner(fields.get("owner"))?,
             deleted: false,
         };
         self.store.create_key(&key).await.map_err(internal)?;
@@ -163,6 +171,7 @@ impl Accounts {
                 "expires_at",
                 "rate_limit",
                 "models",
+                "owner",
                 "rotate",
             ],
         )?;
@@ -191,6 +200,9 @@ impl Accounts {
         }
         if fields.contains_key("models") {
             update.models = Some(models(fields.get("models"))?);
+        }
+        if fields.contains_key("owner") {
+            update.owner = Some(owner(fields.get("owner"))?);
         }
         let mut secret = None;
         match fields.get("rotate") {
@@ -284,6 +296,20 @@ fn name_of(name: &str) -> Result<String, Error> {
         return Err(invalid("name", "The name must have 1 to 255 characters."));
     }
     Ok(name.to_owned())
+}
+
+/// Who a key belongs to: 1 to 255 characters, or null (the account itself).
+fn owner(value: Option<&Value>) -> Result<Option<String>, Error> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) if (1..=255).contains(&text.trim().chars().count()) => {
+            Ok(Some(text.trim().to_owned()))
+        }
+        Some(_) => Err(invalid(
+            "owner",
+            "The owner must be a string of 1 to 255 characters, or null.",
+        )),
+    }
 }
 
 /// USD as a number ≥ 0 (or null: no limit), kept in millionths.
@@ -424,6 +450,7 @@ pub fn key_json(key: &KeyRecord) -> Value {
             "max_concurrent": key.limits.max_concurrent,
         },
         "models": key.models,
+        "owner": key.owner,
     })
 }
 

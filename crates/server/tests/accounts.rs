@@ -123,11 +123,12 @@ async fn a_managed_keys_life() {
         Some(
             json!({"name": "ci", "credit_limit": 12.5, "expires_at": "2099-01-31T00:00:00Z",
                     "rate_limit": {"requests_per_minute": 60, "max_concurrent": 2},
-                    "models": ["alpha"]}),
+                    "models": ["alpha"], "owner": "ci-team"}),
         ),
     )
     .await;
     assert_eq!(status, 200, "{created}");
+    assert_eq!(created["owner"], "ci-team");
     let secret = created["key"].as_str().unwrap().to_owned();
     let id = created["id"].as_str().unwrap().to_owned();
     assert!(
@@ -275,7 +276,9 @@ async fn bad_key_requests_name_the_field() {
             "rate_limit.rpm",
         ),
         (json!({"name": "x", "models": ["alpha", 3]}), "models[1]"),
-        (json!({"name": "x", "owner": "me"}), "owner"),
+        (json!({"name": "x", "owner": ""}), "owner"),
+        (json!({"name": "x", "owner": 7}), "owner"),
+        (json!({"name": "x", "team": "me"}), "team"),
     ] {
         let (status, error) = call("POST", keys.clone(), Some(ADMIN), Some(body.clone())).await;
         assert_eq!(status, 400, "{body}: {error}");

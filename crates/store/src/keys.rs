@@ -27,6 +27,8 @@ pub struct KeyRecord {
     pub limits: RateLimits,
     /// The catalog ids it may use; `None` is every model.
     pub models: Option<Vec<String>>,
+    /// Who the key belongs to (a person, a team, an application); `None` is the account.
+    pub owner: Option<String>,
     pub deleted: bool,
 }
 
@@ -47,6 +49,7 @@ pub struct KeyUpdate {
     pub credit_limit_micros: Option<Option<i64>>,
     pub limits: Option<RateLimits>,
     pub models: Option<Option<Vec<String>>>,
+    pub owner: Option<Option<String>>,
     /// A new secret's digest and hint (rotation).
     pub secret: Option<(String, String)>,
 }
@@ -81,6 +84,7 @@ fn record(row: &impl Fields) -> Result<KeyRecord, StoreError> {
             max_concurrent: to_u32(row.maybe_int("max_concurrent")?),
         },
         models,
+        owner: row.maybe_text("owner")?,
         deleted: row.maybe_int("deleted_at")?.is_some(),
     })
 }
@@ -102,13 +106,13 @@ impl Store {
             key,
             "INSERT INTO api_keys (id, name, digest, hint, created_at, expires_at, is_enabled,
                  credit_limit_micros, requests_per_minute, tokens_per_minute, max_concurrent,
-                 models, deleted_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, NULL)",
+                 models, owner, deleted_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, NULL)",
         )
         .await
     }
 
-    /// Runs `sql` with the key's fields bound as `?1`…`?12`, in the column order of
+    /// Runs `sql` with the key's fields bound as `?1`…`?13`, in the column order of
     /// `api_keys` (Postgres wants every one used: an update sets the creation time unchanged).
     async fn write_key(&self, key: &KeyRecord, sql: &str) -> Result<(), StoreError> {
         let models = models_text(key.models.as_ref())?;
@@ -127,6 +131,7 @@ impl Store {
                 .bind(key.limits.tokens_per_minute.map(i64::from))
                 .bind(key.limits.max_concurrent.map(i64::from))
                 .bind(&models)
+                .bind(&key.owner)
                 .execute(pool)
                 .await?;
         });
@@ -234,6 +239,9 @@ impl Store {
         if let Some(models) = &update.models {
             key.models.clone_from(models);
         }
+        if let Some(owner) = &update.owner {
+            key.owner.clone_from(owner);
+        }
         if let Some((digest, hint)) = &update.secret {
             key.digest.clone_from(digest);
             key.hint.clone_from(hint);
@@ -242,7 +250,7 @@ impl Store {
             &key,
             "UPDATE api_keys SET name = ?2, digest = ?3, hint = ?4, created_at = ?5, expires_at = ?6,
                  is_enabled = ?7, credit_limit_micros = ?8, requests_per_minute = ?9,
-                 tokens_per_minute = ?10, max_concurrent = ?11, models = ?12
+                 tokens_per_minute = ?10, max_concurrent = ?11, models = ?12, owner = ?13
              WHERE id = ?1 AND deleted_at IS NULL",
         )
         .await?;
@@ -271,10 +279,10 @@ impl Store {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn key(id: &str, digest: &str) -> KeyRecord {
+    pub(crate) fn key(id: &str, digest: &str) -> KeyRecord {
         KeyRecord {
             id: id.into(),
             name: format!("{id} name"),
@@ -290,6 +298,7 @@ mod tests {
                 max_concurrent: Some(2),
             },
             models: Some(vec!["m1".into()]),
+            owner: Some("team-a".into()),
             deleted: false,
         }
     }

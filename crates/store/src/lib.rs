@@ -26,6 +26,8 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
+#[cfg(test)]
+mod contract;
 mod keys;
 mod schema;
 mod usage;
@@ -367,13 +369,13 @@ fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
     use serde_json::json;
 
-    fn sample(id: &str, owner: &str) -> StoredResponse {
+    pub(crate) fn sample(id: &str, owner: &str) -> StoredResponse {
         StoredResponse {
             id: id.into(),
             owner: owner.into(),
@@ -493,7 +495,7 @@ mod tests {
         let store = Store::open(&path).await.unwrap();
         store.put_response(&sample("resp_old", "")).await.unwrap();
         assert!(!store.has_keys().await.unwrap());
-        assert_eq!(store.schema_versions().await.unwrap(), [1, 2, 3, 4, 5]);
+        assert_eq!(store.schema_versions().await.unwrap(), [1, 2, 3, 4, 5, 6]);
         drop(store);
         // Opening again applies nothing twice.
         assert!(Store::open(&path).await.is_ok());

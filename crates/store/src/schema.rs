@@ -78,6 +78,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         5,
         "ALTER TABLE usage ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
     ),
+    (
+        // Who a managed key belongs to.
+        6,
+        "ALTER TABLE api_keys ADD COLUMN owner TEXT",
+    ),
 ];
 
 /// The lock Postgres nodes take while migrating (any constant; this one spells "switchbd").

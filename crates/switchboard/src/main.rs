@@ -84,6 +84,9 @@ enum KeysAction {
         /// A model the key may use (repeatable; default: every model).
         #[arg(long = "model")]
         models: Vec<String>,
+        /// Who the key belongs to (a person, a team, an application).
+        #[arg(long)]
+        owner: Option<String>,
     },
     /// List the keys (never their secrets).
     List,
@@ -208,9 +211,11 @@ fn keys(config: Option<&std::path::Path>, store: Option<String>, action: KeysAct
                 tokens_per_minute,
                 max_concurrent,
                 models,
+                owner,
             } => {
                 let body = json!({
                     "name": name, "credit_limit": credit_limit, "expires_at": expires_at,
+                    "owner": owner,
                     "rate_limit": {"requests_per_minute": requests_per_minute,
                                    "tokens_per_minute": tokens_per_minute,
                                    "max_concurrent": max_concurrent},

@@ -434,6 +434,8 @@ fn keys_are_managed_from_the_command_line() {
         "30",
         "--model",
         "alpha",
+        "--owner",
+        "platform team",
     ]);
     let secret = created["key"].as_str().unwrap().to_owned();
     let id = created["id"].as_str().unwrap().to_owned();
@@ -441,6 +443,7 @@ fn keys_are_managed_from_the_command_line() {
     assert_eq!(created["credit_limit"], 5.0);
     assert_eq!(created["rate_limit"]["requests_per_minute"], 30);
     assert_eq!(created["models"], serde_json::json!(["alpha"]));
+    assert_eq!(created["owner"], "platform team");
     let listed = keys(&["list"]);
     assert_eq!(listed["keys"][0]["id"], id.as_str());
     assert!(!listed.to_string().contains(&secret));

@@ -212,7 +212,7 @@ routes = [{{ provider = "up", model = "slow" }}]
     );
 
     // A stored response made on one node is read, and continued, on the other.
-    let (_, plain) = create_key(&b, json!({"name": "plain"})).await;
+    let (plain_id, plain) = create_key(&b, json!({"name": "plain"})).await;
     let client = reqwest::Client::new();
     let made: Value = client
         .post(format!("{}/v1/responses", a.base))
@@ -245,24 +245,6 @@ routes = [{{ provider = "up", model = "slow" }}]
     assert_eq!(follow_up.status(), 200);
 
     // A key disabled on one node stops working on the other within its look-up cache (2 s).
-    let plain_id = {
-        let listed: Value = client
-            .get(format!("{}/v1/account/keys", b.base))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let key = listed["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|k| k["name"] == "plain")
-            .unwrap();
-        key["id"].as_str().unwrap().to_owned()
-    };
     let disabled = client
         .patch(format!("{}/v1/account/keys/{plain_id}", a.base))
         .bearer_auth(ADMIN)

@@ -1,41 +1,13 @@
-//! The store's contract on a real Postgres server (Debian's package, started on loopback with a
-//! throwaway data directory): what the SQLite tests check, on the backend several nodes share.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! What several nodes rely on, checked on both backends: two handles on one database (two
+//! nodes) see each other's responses, keys, usage and spend at once. Postgres is a real server
+//! (Debian's package, started on loopback with a throwaway data directory).
+#![allow(clippy::unwrap_used)]
 
 use serde_json::json;
-use switchboard_store::{KeyRecord, KeyUpdate, RateLimits, Store, StoredResponse, UsageRow};
-use switchboard_testkit::servers::Postgres;
 
-fn response(id: &str, owner: &str) -> StoredResponse {
-    StoredResponse {
-        id: id.into(),
-        owner: owner.into(),
-        created_at: 1_700_000_000,
-        response: json!({"id": id, "object": "response", "output": [{"type": "message"}]}),
-        input_items: vec![json!({"id": "msg_1", "type": "message", "role": "user"})],
-        context: vec![json!({"type": "message", "role": "assistant"})],
-    }
-}
-
-fn key(id: &str, digest: &str) -> KeyRecord {
-    KeyRecord {
-        id: id.into(),
-        name: format!("{id} name"),
-        digest: digest.into(),
-        hint: "sk-sb-…0000".into(),
-        created_at: 1_700_000_000,
-        expires_at: Some(1_800_000_000),
-        is_enabled: true,
-        credit_limit_micros: Some(5_000_000),
-        limits: RateLimits {
-            requests_per_minute: Some(60),
-            tokens_per_minute: None,
-            max_concurrent: Some(2),
-        },
-        models: Some(vec!["m1".into()]),
-        deleted: false,
-    }
-}
+use crate::keys::tests::key;
+use crate::tests::sample;
+use crate::{KeyUpdate, Store, UsageRow};
 
 fn usage(id: &str, key: &str, model: &str, at_ms: u64, cost: i64) -> UsageRow {
     UsageRow {
@@ -56,25 +28,17 @@ fn usage(id: &str, key: &str, model: &str, at_ms: u64, cost: i64) -> UsageRow {
     }
 }
 
-#[tokio::test]
-async fn the_store_works_the_same_on_postgres() {
-    let Some(postgres) = Postgres::start() else {
-        return;
-    };
-    // Two nodes starting together migrate once.
-    let (a, b) = tokio::join!(Store::connect(&postgres.url), Store::connect(&postgres.url));
-    let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.backend_name(), "postgres");
-    assert_eq!(a.schema_versions().await.unwrap(), [1, 2, 3, 4, 5]);
+async fn two_handles_share_everything(a: &Store, b: &Store) {
+    assert_eq!(a.schema_versions().await.unwrap(), [1, 2, 3, 4, 5, 6]);
 
-    // Stored responses: written on one, read on the other, scoped by owner.
-    a.put_response(&response("resp_a", "alice")).await.unwrap();
+    // Stored responses: written by one, read by the other, scoped by owner.
+    a.put_response(&sample("resp_a", "alice")).await.unwrap();
     assert_eq!(
         b.get_response("resp_a", "alice").await.unwrap(),
-        Some(response("resp_a", "alice"))
+        Some(sample("resp_a", "alice"))
     );
     assert_eq!(b.get_response("resp_a", "bob").await.unwrap(), None);
-    let mut forged = response("resp_a", "mallory");
+    let mut forged = sample("resp_a", "mallory");
     forged.response = json!({"forged": true});
     b.put_response(&forged).await.unwrap();
     assert_eq!(
@@ -83,7 +47,7 @@ async fn the_store_works_the_same_on_postgres() {
             .unwrap()
             .unwrap()
             .response,
-        response("resp_a", "alice").response
+        sample("resp_a", "alice").response
     );
     assert!(!b.delete_response("resp_a", "bob").await.unwrap());
     assert!(b.delete_response("resp_a", "alice").await.unwrap());
@@ -91,19 +55,22 @@ async fn the_store_works_the_same_on_postgres() {
 
     // Keys.
     assert!(!a.has_keys().await.unwrap());
-    a.create_key(&key("key_a", "d1")).await.unwrap();
+    let mut made = key("key_a", "d1");
+    made.expires_at = Some(1_800_000_000);
+    a.create_key(&made).await.unwrap();
     assert!(
         b.create_key(&key("key_c", "d1")).await.is_err(),
         "digests are unique"
     );
     assert!(b.has_keys().await.unwrap());
-    assert_eq!(b.get_key("key_a").await.unwrap(), Some(key("key_a", "d1")));
+    assert_eq!(b.get_key("key_a").await.unwrap(), Some(made));
     let updated = b
         .update_key(
             "key_a",
             &KeyUpdate {
                 is_enabled: Some(false),
                 credit_limit_micros: Some(None),
+                owner: Some(None),
                 secret: Some(("d9".into(), "sk-sb-…9999".into())),
                 ..KeyUpdate::default()
             },
@@ -117,7 +84,8 @@ async fn the_store_works_the_same_on_postgres() {
     assert!(a.list_keys().await.unwrap().is_empty());
     assert!(a.key_by_digest("d9").await.unwrap().unwrap().deleted);
 
-    // Usage: rows once, spend kept per key, activity grouped by UTC day, model and key.
+    // Usage: rows once (whichever node writes them), spend kept per key, activity grouped by
+    // UTC day, model and key.
     let day = 86_400_000;
     a.record_usage(&[
         usage("r1", "key_a", "m1", day, 100),
@@ -150,9 +118,32 @@ async fn the_store_works_the_same_on_postgres() {
     assert_eq!(keys[0].name, "key_a");
     let rows = a.usage_of("key_a").await.unwrap();
     assert_eq!(rows[0], usage("r1", "key_a", "m1", day, 100));
+}
 
-    // Opening again applies nothing twice.
+#[tokio::test]
+async fn two_handles_on_one_sqlite_file() {
+    let dir = std::env::temp_dir().join(format!("sb-store-shared-{}", std::process::id()));
+    let path = dir.join("shared.db");
+    let a = Store::open(&path).await.unwrap();
+    let b = Store::open(&path).await.unwrap();
+    assert_eq!(a.backend_name(), "sqlite");
+    two_handles_share_everything(&a, &b).await;
     drop((a, b));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_postgres() {
+    let Some(postgres) = switchboard_testkit::servers::Postgres::start() else {
+        return;
+    };
+    // Nodes starting together migrate once.
+    let (a, b) = tokio::join!(Store::connect(&postgres.url), Store::connect(&postgres.url));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.backend_name(), "postgres");
+    two_handles_share_everything(&a, &b).await;
+    drop((a, b));
+    // Opening again applies nothing twice.
     let again = Store::connect(&postgres.url).await.unwrap();
-    assert_eq!(again.schema_versions().await.unwrap(), [1, 2, 3, 4, 5]);
+    assert_eq!(again.schema_versions().await.unwrap(), [1, 2, 3, 4, 5, 6]);
 }
