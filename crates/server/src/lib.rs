@@ -256,8 +256,10 @@ pub async fn serve(
     );
     connections::accept_loop(listener, app, config, shutdown).await;
     // Every request has ended (or was cut at the drain deadline, and recorded so): write the
-    // rows still waiting before the process exits.
-    usage.flush().await;
+    // rows still waiting before the process exits (not forever if the store is down).
+    if !usage.flush(Duration::from_secs(10)).await {
+        tracing::error!("the store did not take the last usage rows before shutdown");
+    }
     Ok(())
 }
 

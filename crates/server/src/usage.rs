@@ -26,6 +26,8 @@ use tokio::sync::mpsc;
 pub const BATCH_ROWS: usize = 256;
 /// The longest a row waits before it is written.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(200);
+/// How long a batch is retried while the store fails (an outage) before its rows are given up.
+pub const WRITE_RETRY_FOR: Duration = Duration::from_secs(300);
 
 /// What the writer task is sent.
 #[allow(clippy::large_enum_variant)] // rows are the traffic; a flush is once per shutdown
@@ -82,12 +84,16 @@ impl UsageRecorder {
         }
     }
 
-    /// Writes every row recorded so far (at shutdown, after the last request ended).
-    pub async fn flush(&self) {
+    /// Writes every row recorded so far (at shutdown, after the last request ended), waiting
+    /// at most `limit` (the store may be down); whether it was done.
+    pub async fn flush(&self, limit: Duration) -> bool {
         let (done, written) = tokio::sync::oneshot::channel();
-        if self.sender.send(Message::Flush(done)).is_ok() {
-            let _ = written.await;
+        if self.sender.send(Message::Flush(done)).is_err() {
+            return false;
         }
+        tokio::time::timeout(limit, written)
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Admits a managed key's request against its credit and holds `estimate` of it
@@ -487,21 +493,26 @@ impl Batch {
 }
 
 async fn write(store: &Store, batch: &mut Batch) {
-    // A failed write is tried again (rows are keyed by request id, so a partly written batch
-    // is never counted twice).
-    for attempt in 0..3 {
+    // A failed write is tried again, backing off, for as long as [`WRITE_RETRY_FOR`] (rows are
+    // keyed by request id, so a partly written batch is never counted twice); rows arriving
+    // meanwhile wait in the channel.
+    let started = Instant::now();
+    let mut wait = BATCH_WINDOW;
+    loop {
         match store.record_usage(&batch.rows).await {
             Ok(()) => break,
+            Err(error) if started.elapsed() < WRITE_RETRY_FOR => {
+                tracing::error!(%error, rows = batch.rows.len(), "writing usage failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
             Err(error) => {
-                tracing::error!(%error, attempt, rows = batch.rows.len(), "writing usage failed");
-                if attempt == 2 {
-                    tracing::error!(
-                        rows = batch.rows.len(),
-                        "usage rows dropped after repeated failures"
-                    );
-                } else {
-                    tokio::time::sleep(BATCH_WINDOW).await;
-                }
+                tracing::error!(
+                    %error,
+                    rows = batch.rows.len(),
+                    "usage rows dropped: the store failed for too long"
+                );
+                break;
             }
         }
     }
@@ -575,11 +586,11 @@ mod tests {
         stream.next().await;
         // Still generating when its start is written: an `in_progress` row, which its end
         // then replaces.
-        recorder.flush().await;
+        assert!(recorder.flush(Duration::from_secs(5)).await);
         let rows = store.usage_of("key_t").await.unwrap();
         assert_eq!(rows.iter().filter(|r| r.status == IN_PROGRESS).count(), 1);
         drop(stream);
-        recorder.flush().await;
+        assert!(recorder.flush(Duration::from_secs(5)).await);
         let rows = store.usage_of("key_t").await.unwrap();
         let mut statuses: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
         statuses.sort_unstable();

@@ -2,7 +2,7 @@
 //! with a throwaway directory (scripts/test.sh installs Debian's package when it is missing),
 //! two Switchboard nodes, and the server-wide limit of N requests a minute holding across both:
 //! 3N requests spread over them get exactly N answers; without Redis a request gets a retryable
-//! 503, never an unchecked answer.
+//! 503, never an unchecked answer. And usage rows wait out a Postgres outage.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -79,4 +79,59 @@ async fn the_server_wide_limit_holds_across_nodes_sharing_redis() {
         .unwrap();
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
+}
+
+/// Postgres goes away for a while: requests are still answered (a configured key needs no
+/// store), their usage rows wait in the writer, and all of them are written once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_rows_wait_out_a_postgres_outage() {
+    let Some(mut postgres) = switchboard_testkit::servers::Postgres::start() else {
+        return;
+    };
+    let mut catalog = Catalog::default();
+    catalog.add(common::fake_entry(
+        "m",
+        common::answer_ok(None),
+        Pricing::default(),
+    ));
+    let base = common::serve_gateway_on(
+        Gateway::new(catalog, ApiKeys::new(["sk-outage"])),
+        ServerConfig::default(),
+        Some(postgres.url.clone()),
+    );
+    let ask = || async {
+        common::client()
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth("sk-outage")
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(ask().await, 200);
+    postgres.stop();
+    for _ in 0..3 {
+        assert_eq!(ask().await, 200);
+    }
+    // Longer than a few failed attempts to write them.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    postgres.resume();
+    let store = switchboard_store::Store::connect(&postgres.url)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (total, ..) = store.activity(0).await.unwrap();
+        if total.requests == 4 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of 4 rows after the outage",
+            total.requests
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -86,9 +86,10 @@ impl Drop for Redis {
 
 /// A Postgres server on loopback with trust authentication for the user `switchboard`.
 pub struct Postgres {
-    child: Child,
+    child: Option<Child>,
     bin: PathBuf,
     dir: PathBuf,
+    port: u16,
     as_postgres_user: bool,
     /// `postgres://switchboard@127.0.0.1:PORT/postgres`.
     pub url: String,
@@ -147,29 +148,20 @@ impl Postgres {
                 dir.display()
             );
         }
-        let data = dir.join("data");
-        let command = |program: &str| {
-            let path = bin.join(program);
-            if as_postgres_user {
-                let mut command = Command::new("runuser");
-                command.args(["-u", "postgres", "--"]).arg(path);
-                command
-            } else {
-                Command::new(path)
-            }
+        let mut postgres = Self {
+            child: None,
+            bin,
+            dir,
+            port,
+            as_postgres_user,
+            url: format!("postgres://switchboard@127.0.0.1:{port}/postgres"),
         };
-        let initdb = command("initdb")
+        let initdb = postgres
+            .command("initdb")
             .arg("-D")
-            .arg(&data)
-            .args([
-                "-U",
-                "switchboard",
-                "--auth=trust",
-                "--no-sync",
-                "-E",
-                "UTF8",
-            ])
-            .args(["--locale=C"])
+            .arg(postgres.dir.join("data"))
+            .args(["-U", "switchboard", "--auth=trust", "--no-sync"])
+            .args(["-E", "UTF8", "--locale=C"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .output()
@@ -179,60 +171,77 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&initdb.stderr)
         );
-        let child = command("postgres")
+        postgres.resume();
+        Some(postgres)
+    }
+
+    /// One of its programs, as the user it runs as.
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if self.as_postgres_user {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command
+        } else {
+            Command::new(path)
+        }
+    }
+
+    /// Starts the server (again, after [`Postgres::stop`]) on the same port and data, and
+    /// waits until it accepts connections.
+    ///
+    /// # Panics
+    /// When it does not start.
+    pub fn resume(&mut self) {
+        let port = self.port.to_string();
+        let child = self
+            .command("postgres")
             .arg("-D")
-            .arg(&data)
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
-            .arg(&dir)
+            .arg(self.dir.join("data"))
+            .args(["-h", "127.0.0.1", "-p", &port, "-k"])
+            .arg(&self.dir)
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting postgres: {e}"));
-        let postgres = Self {
-            child,
-            bin,
-            dir,
-            as_postgres_user,
-            url: format!("postgres://switchboard@127.0.0.1:{port}/postgres"),
-        };
-        wait_for_port(port, "postgres");
+        self.child = Some(child);
+        wait_for_port(self.port, "postgres");
         // Listening comes before accepting: wait until it says it accepts connections.
-        let ready = postgres.bin.join("pg_isready");
+        let ready = self.bin.join("pg_isready");
         let deadline = Instant::now() + Duration::from_secs(20);
         while !Command::new(&ready)
-            .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-q", "-h", "127.0.0.1", "-p", &port])
             .status()
             .is_ok_and(|s| s.success())
         {
             assert!(Instant::now() < deadline, "postgres did not become ready");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Some(postgres)
     }
-}
 
-impl Drop for Postgres {
-    fn drop(&mut self) {
+    /// Stops the server at once (an outage); [`Postgres::resume`] brings it back.
+    pub fn stop(&mut self) {
         // Under runuser the child is not postgres itself: stop the server by its data directory.
-        let path = self.bin.join("pg_ctl");
-        let mut stop = if self.as_postgres_user {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(path);
-            command
-        } else {
-            Command::new(path)
-        };
-        let _ = stop
+        let _ = self
+            .command("pg_ctl")
             .arg("-D")
             .arg(self.dir.join("data"))
             .args(["stop", "-m", "immediate", "-w"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
