@@ -25,6 +25,8 @@ use crate::{ApiError, AppState};
 /// How long a looked-up key is trusted before the store is asked again: the most another
 /// node's change (a disabled key) can lag on this one.
 pub const CACHE_TTL: Duration = Duration::from_secs(2);
+/// How long a looked-up key keeps working as last seen while the store cannot be reached.
+pub const STALE_TTL: Duration = Duration::from_secs(600);
 
 /// The managed keys as the server sees them.
 pub struct Accounts {
@@ -53,26 +55,43 @@ impl Accounts {
     /// The caller a managed key's digest stands for.
     ///
     /// # Errors
-    /// `Unauthorized` for a key that is unknown, deleted, disabled or expired.
+    /// `Unauthorized` for a key that is unknown, deleted, disabled or expired; `Overloaded`
+    /// (503, retryable) when the store fails and the key was not seen in the last
+    /// [`STALE_TTL`].
     pub async fn authenticate(&self, digest: &str) -> Result<Caller, Error> {
         let cached = self
             .cache
             .lock()
             .ok()
-            .and_then(|cache| cache.get(digest).cloned())
-            .filter(|(at, _)| at.elapsed() < CACHE_TTL);
+            .and_then(|cache| cache.get(digest).cloned());
         let record = match cached {
-            Some((_, record)) => record,
-            None => {
-                let record = self.store.key_by_digest(digest).await.map_err(internal)?;
-                if let Ok(mut cache) = self.cache.lock() {
-                    if cache.len() > 10_000 {
-                        cache.clear();
+            Some((at, record)) if at.elapsed() < CACHE_TTL => record,
+            stale => match self.store.key_by_digest(digest).await {
+                Ok(record) => {
+                    if let Ok(mut cache) = self.cache.lock() {
+                        if cache.len() > 10_000 {
+                            cache.clear();
+                        }
+                        cache.insert(digest.to_owned(), (Instant::now(), record.clone()));
                     }
-                    cache.insert(digest.to_owned(), (Instant::now(), record.clone()));
+                    record
                 }
-                record
-            }
+                // The store is down: a key seen lately keeps working as it was.
+                Err(error) => match stale.filter(|(at, _)| at.elapsed() < STALE_TTL) {
+                    Some((_, record)) => {
+                        tracing::warn!(%error, "the key store failed; using the key as last seen");
+                        record
+                    }
+                    None => {
+                        tracing::error!(%error, "the key store failed");
+                        return Err(Error::new(
+                            ErrorKind::Overloaded,
+                            "API keys cannot be checked right now; retry shortly.",
+                        )
+                        .retryable(Some(Duration::from_secs(1))));
+                    }
+                },
+            },
         };
         let Some(key) = record.filter(|key| !key.deleted) else {
             return Err(switchboard_gateway::wrong_key());

@@ -103,8 +103,14 @@ fn keys_of(key: &str) -> [String; 3] {
     ]
 }
 
+/// Fails closed, as a retryable 503: the budget cannot be checked.
 fn store_failed(error: switchboard_store::StoreError) -> Error {
-    Error::internal(format!("reading the key's spend: {error}"))
+    tracing::error!(%error, "reading a key's spend failed");
+    Error::new(
+        ErrorKind::Overloaded,
+        "Credit limits cannot be checked right now; retry shortly.",
+    )
+    .retryable(Some(Duration::from_secs(1)))
 }
 
 /// Fails closed, as a retryable 503: the budget cannot be checked.
@@ -154,8 +160,8 @@ impl Budgets {
     /// estimate until [`Budgets::settle`].
     ///
     /// # Errors
-    /// `InsufficientQuota` (402) when the key's spend and holds reach its limit; `Internal`
-    /// when the store fails, `Overloaded` (503) when Redis does.
+    /// `InsufficientQuota` (402) when the key's spend and holds reach its limit; `Overloaded`
+    /// (503, retryable) when the store or Redis fails.
     pub async fn reserve(&self, key: &str, limit: i64, estimate: i64) -> Result<CreditHold, Error> {
         let estimate = estimate.max(0);
         let hold = CreditHold {

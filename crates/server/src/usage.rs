@@ -100,7 +100,7 @@ impl UsageRecorder {
     /// (see [`crate::budget`]); nothing for a key without a credit limit.
     ///
     /// # Errors
-    /// `InsufficientQuota` (402) at the limit; `Internal` or `Overloaded` when the store or
+    /// `InsufficientQuota` (402) at the limit; `Overloaded` (503, retryable) when the store or
     /// Redis fails.
     pub async fn reserve_credit(
         &self,

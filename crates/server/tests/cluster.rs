@@ -82,7 +82,8 @@ async fn the_server_wide_limit_holds_across_nodes_sharing_redis() {
 }
 
 /// Postgres goes away for a while: requests are still answered (a configured key needs no
-/// store), their usage rows wait in the writer, and all of them are written once it is back.
+/// store, a managed key seen lately works as last seen, an unknown one gets a retryable 503),
+/// their usage rows wait in the writer, and all of them are written once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_rows_wait_out_a_postgres_outage() {
     let Some(mut postgres) = switchboard_testkit::servers::Postgres::start() else {
@@ -94,29 +95,48 @@ async fn usage_rows_wait_out_a_postgres_outage() {
         common::answer_ok(None),
         Pricing::default(),
     ));
+    let admin = "sk-admin-outage";
     let base = common::serve_gateway_on(
-        Gateway::new(catalog, ApiKeys::new(["sk-outage"])),
+        Gateway::new(catalog, ApiKeys::new(["sk-outage"]).with_admin_key(admin)),
         ServerConfig::default(),
         Some(postgres.url.clone()),
     );
-    let ask = || async {
-        common::client()
-            .post(format!("{base}/v1/chat/completions"))
-            .bearer_auth("sk-outage")
-            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+    let created: serde_json::Value = common::client()
+        .post(format!("{base}/v1/account/keys"))
+        .bearer_auth(admin)
+        .json(&json!({"name": "managed"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let managed = created["key"].as_str().unwrap().to_owned();
+    let ask = |key: String| {
+        let url = format!("{base}/v1/chat/completions");
+        async move {
+            common::client()
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
     };
-    assert_eq!(ask().await, 200);
+    assert_eq!(ask("sk-outage".into()).await, 200);
+    assert_eq!(ask(managed.clone()).await, 200);
     postgres.stop();
     for _ in 0..3 {
-        assert_eq!(ask().await, 200);
+        assert_eq!(ask("sk-outage".into()).await, 200);
     }
-    // Longer than a few failed attempts to write them.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Past the look-up cache: the managed key works as last seen; an unseen one cannot be
+    // checked.
+    tokio::time::sleep(switchboard_server::accounts::CACHE_TTL).await;
+    assert_eq!(ask(managed).await, 200);
+    assert_eq!(ask(format!("sk-sb-{}", "x".repeat(40))).await, 503);
     postgres.resume();
     let store = switchboard_store::Store::connect(&postgres.url)
         .await
@@ -124,12 +144,12 @@ async fn usage_rows_wait_out_a_postgres_outage() {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let (total, ..) = store.activity(0).await.unwrap();
-        if total.requests == 4 {
+        if total.requests == 6 {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{} of 4 rows after the outage",
+            "{} of 6 rows after the outage",
             total.requests
         );
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -167,9 +167,11 @@ impl Store {
     /// When the database cannot be reached, opened or created, or its schema brought up to date.
     pub async fn connect(location: &str) -> Result<Self, StoreError> {
         if is_postgres(location) {
+            // A short wait for a connection: when the database is down, callers fall back (a
+            // key as last seen) or answer 503 in seconds rather than hold requests.
             let pool = PgPoolOptions::new()
                 .max_connections(16)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(Duration::from_secs(3))
                 .connect(location)
                 .await?;
             let store = Self {
