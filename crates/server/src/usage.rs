@@ -5,11 +5,12 @@
 //! Rows go to a writer task that stores them in batches ([`BATCH_ROWS`] rows or
 //! [`BATCH_WINDOW`], whichever comes first), off the request path. A generation that starts
 //! gets an `in_progress` row at once (its final row replaces it; both in one batch become one
-//! write), so a node killed outright leaves a row for every request that had been generating for
-//! longer than the window, and loses only the rows of requests that ended within the last
-//! window; a shutdown writes everything before it exits ([`UsageRecorder::flush`]). Each key's spend is kept here too (from the store at first use,
-//! then added to as rows are recorded), so a key at its credit limit gets 402 before any
-//! provider is called.
+//! write), so a node killed outright leaves a row for every request that had been generating
+//! for longer than the window, and loses only the rows of requests that ended within the last
+//! window; a shutdown writes everything before it exits ([`UsageRecorder::flush`]), and a store
+//! outage is waited out ([`WRITE_RETRY_FOR`]). A key with a credit limit is admitted against
+//! its spend and holds its estimated cost while it runs ([`crate::budget`]), so a key at its
+//! limit gets 402 before any provider is called.
 
 use std::collections::HashMap;
 use std::sync::Arc;
