@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::json;
 use switchboard_gateway::{ApiKeys, Catalog, Gateway, KeyLimits, Pricing};
@@ -39,14 +39,7 @@ async fn the_server_wide_limit_holds_across_nodes_sharing_redis() {
     const N: usize = 5;
     let nodes = [node(&redis.url, 5), node(&redis.url, 5)];
     // The window is the UTC minute: start well inside one.
-    let into_minute = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        % 60;
-    if into_minute > 50 {
-        tokio::time::sleep(Duration::from_secs(61 - into_minute)).await;
-    }
+    tokio::time::sleep(switchboard_testkit::wait_for_a_fresh_minute()).await;
     let mut answered = 0;
     let mut refused = 0;
     for i in 0..3 * N {

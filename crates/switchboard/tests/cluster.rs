@@ -10,7 +10,7 @@
 mod common;
 
 use std::process::Child;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::response::Response;
@@ -181,14 +181,7 @@ routes = [{{ provider = "up", model = "slow" }}]
         json!({"name": "limited", "rate_limit": {"requests_per_minute": N}}),
     )
     .await;
-    let into_minute = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        % 60;
-    if into_minute > 50 {
-        tokio::time::sleep(Duration::from_secs(61 - into_minute)).await;
-    }
+    tokio::time::sleep(switchboard_testkit::wait_for_a_fresh_minute()).await;
     let mut statuses = Vec::new();
     for i in 0..3 * N {
         let node = if i % 2 == 0 { &a } else { &b };

@@ -303,6 +303,20 @@ pub fn skip_unless_ci(reason: &str) {
     eprintln!("skipping: {reason}");
 }
 
+/// How long to wait before a test that counts within one UTC minute (a rate-limit window) has
+/// at least ten seconds of it left: zero when it already has.
+#[must_use]
+pub fn wait_for_a_fresh_minute() -> std::time::Duration {
+    let into_minute = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() % 60);
+    if into_minute > 50 {
+        std::time::Duration::from_secs(61 - into_minute)
+    } else {
+        std::time::Duration::ZERO
+    }
+}
+
 /// Where `switchboard pull` keeps the default model: `$SWITCHBOARD_HOME/models/…`, home
 /// defaulting to `~/.cache/switchboard`. Tests that need the real model look here.
 #[must_use]
