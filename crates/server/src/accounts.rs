@@ -7,13 +7,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use futures::StreamExt;
 use rand::distr::{Alphanumeric, SampleString};
 use serde_json::{json, Map, Value};
 use switchboard_gateway::{key_digest, Caller};
@@ -33,7 +34,12 @@ pub struct Accounts {
     store: Store,
     cache: Mutex<HashMap<String, (Instant, Option<KeyRecord>)>>,
     any_keys: AtomicBool,
+    /// Where this node announces its key changes to the others (nodes sharing Redis).
+    publisher: std::sync::OnceLock<redis::aio::ConnectionManager>,
 }
+
+/// The Redis channel on which nodes announce that a key changed.
+pub const KEY_CHANGES: &str = "switchboard:keys:changed";
 
 impl Accounts {
     /// # Errors
@@ -44,7 +50,72 @@ impl Accounts {
             store,
             cache: Mutex::new(HashMap::new()),
             any_keys: AtomicBool::new(any),
+            publisher: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Until a key exists, checks the store for one every [`CACHE_TTL`]: a key made elsewhere
+    /// (another node, `switchboard keys create`) turns authentication on here too.
+    pub fn watch_for_first_key(self: &Arc<Self>) {
+        if self.any_keys() {
+            return;
+        }
+        let accounts = Arc::clone(self);
+        tokio::spawn(async move {
+            while !accounts.any_keys() {
+                tokio::time::sleep(CACHE_TTL).await;
+                match accounts.store.has_keys().await {
+                    Ok(true) => accounts.any_keys.store(true, Ordering::Relaxed),
+                    Ok(false) => {}
+                    Err(error) => tracing::warn!(%error, "checking the store for keys failed"),
+                }
+            }
+        });
+    }
+
+    /// Shares key changes with every node using the Redis at `url`: this node announces its
+    /// changes, and forgets what it cached whenever any node announces one, so a disabled,
+    /// rotated or deleted key stops working everywhere at once (without Redis, within
+    /// [`CACHE_TTL`]).
+    ///
+    /// # Errors
+    /// When the URL is not valid.
+    pub fn share_changes(
+        self: &Arc<Self>,
+        url: &str,
+        publisher: redis::aio::ConnectionManager,
+    ) -> Result<(), Error> {
+        let client = redis::Client::open(url)
+            .map_err(|e| Error::internal(format!("the Redis URL is not valid: {e}")))?;
+        let _ = self.publisher.set(publisher);
+        let accounts = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => match pubsub.subscribe(KEY_CHANGES).await {
+                        Ok(()) => {
+                            // Whatever was announced while unsubscribed is unknown: start afresh.
+                            accounts.clear_cache();
+                            let mut changes = pubsub.on_message();
+                            while changes.next().await.is_some() {
+                                accounts.clear_cache();
+                            }
+                            tracing::warn!("lost the Redis subscription to key changes");
+                        }
+                        Err(error) => tracing::warn!(%error, "subscribing to key changes failed"),
+                    },
+                    Err(error) => tracing::warn!(%error, "connecting for key changes failed"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        Ok(())
+    }
+
+    fn clear_cache(&self) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.clear();
+        }
     }
 
     /// Whether any key was ever made (then every request needs a key).
@@ -122,9 +193,21 @@ impl Accounts {
         })
     }
 
+    /// A key changed here: forget what was cached, here and on the nodes sharing Redis.
     fn forget(&self) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.clear();
+        self.clear_cache();
+        if let Some(publisher) = self.publisher.get() {
+            let mut publisher = publisher.clone();
+            tokio::spawn(async move {
+                let published: Result<i64, _> = redis::cmd("PUBLISH")
+                    .arg(KEY_CHANGES)
+                    .arg("1")
+                    .query_async(&mut publisher)
+                    .await;
+                if let Err(error) = published {
+                    tracing::warn!(%error, "announcing a key change failed");
+                }
+            });
         }
     }
 

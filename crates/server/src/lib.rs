@@ -225,6 +225,12 @@ pub async fn serve(
                 .map_err(|e| std::io::Error::other(e.message))?,
         ),
     };
+    accounts.watch_for_first_key();
+    if let (Some(url), Some(connection)) = (&config.redis_url, limiter.redis_connection()) {
+        accounts
+            .share_changes(url, connection)
+            .map_err(|e| std::io::Error::other(e.message))?;
+    }
     let budgets = match limiter.redis_connection() {
         Some(connection) => budget::Budgets::redis(store.clone(), connection),
         None => budget::Budgets::local(store.clone()),

@@ -148,3 +148,62 @@ async fn usage_rows_wait_out_a_postgres_outage() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A node that started with no keys turns authentication on once a key exists in the store it
+/// shares (made by another node, or with `switchboard keys create`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_made_elsewhere_turns_authentication_on() {
+    let Some(postgres) = switchboard_testkit::servers::Postgres::start() else {
+        return;
+    };
+    let mut catalog = Catalog::default();
+    catalog.add(common::fake_entry(
+        "m",
+        common::answer_ok(None),
+        Pricing::default(),
+    ));
+    let base = common::serve_gateway_on(
+        Gateway::new(catalog, ApiKeys::default()),
+        ServerConfig::default(),
+        Some(postgres.url.clone()),
+    );
+    let keyless = || async {
+        common::client()
+            .post(format!("{base}/v1/chat/completions"))
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(keyless().await, 200);
+    let store = switchboard_store::Store::connect(&postgres.url)
+        .await
+        .unwrap();
+    store
+        .create_key(&switchboard_store::KeyRecord {
+            id: "key_elsewhere".into(),
+            name: "made elsewhere".into(),
+            digest: switchboard_gateway::key_digest("sk-sb-elsewhere"),
+            hint: "sk-sb-…here".into(),
+            created_at: 1_700_000_000,
+            expires_at: None,
+            is_enabled: true,
+            credit_limit_micros: None,
+            limits: switchboard_store::RateLimits::default(),
+            models: None,
+            owner: None,
+            deleted: false,
+        })
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while keyless().await != 401 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still open 5 s after a key was made"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
