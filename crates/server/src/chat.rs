@@ -38,17 +38,12 @@ pub(crate) async fn create(
     .await?;
     decoded.request.request_id = Some(request_id);
     let request = Arc::new(decoded.request);
-    let events = match state
-        .gateway
-        .generate(Arc::clone(&request), switchboard_api::chat::param_name)
-        .await
-    {
-        Ok(events) => tracker.track(events),
-        Err(error) => {
-            tracker.refused(&error);
-            return Err(error.into());
-        }
-    };
+    let events = tracker.follow(
+        state
+            .gateway
+            .generate(Arc::clone(&request), switchboard_api::chat::param_name)
+            .await,
+    )?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
     let logprobs = request.sampling.logprobs;

@@ -64,17 +64,12 @@ pub(crate) async fn create(
     decoded.request.request_id = Some(request_id.clone());
     decoded.request.anthropic_beta = betas(&headers);
     let request = Arc::new(decoded.request);
-    let mut events = match state
-        .gateway
-        .generate(Arc::clone(&request), param_name)
-        .await
-    {
-        Ok(events) => tracker.track(events),
-        Err(error) => {
-            tracker.refused(&error);
-            return Err(error.into());
-        }
-    };
+    let mut events = tracker.follow(
+        state
+            .gateway
+            .generate(Arc::clone(&request), param_name)
+            .await,
+    )?;
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let mut encoder = MessagesStreamEncoder::new(id, request.model.clone());
     if decoded.stream {

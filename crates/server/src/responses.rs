@@ -39,16 +39,7 @@ pub(crate) async fn create(
     let body = body.map_err(body_error)?;
     let mut decoded = decode_responses_request(&body, &mut new_item_id)?;
     caller.may_use(&decoded.request.model)?;
-    let tracker = crate::usage::admit(
-        &state,
-        &caller,
-        &slot,
-        &decoded.request,
-        "responses",
-        &request_id,
-    )
-    .await?;
-    decoded.request.request_id = Some(request_id);
+    decoded.request.request_id = Some(request_id.clone());
     let previous_context = match &decoded.previous_response_id {
         None => Vec::new(),
         Some(id) => load_previous(&state.store, id, &caller).await?,
@@ -59,6 +50,10 @@ pub(crate) async fn create(
     let mut request = decoded.request.clone();
     request.items = decoded.conversation(previous_items);
     switchboard_api::responses::check_call_outputs(&request.items)?;
+    // Admitted once the whole conversation is known (its estimate counts the previous
+    // context), and only then: a request refused above is no generation of its key's.
+    let tracker =
+        crate::usage::admit(&state, &caller, &slot, &request, "responses", &request_id).await?;
     let (events, request) = generate_fitting(
         &state.gateway,
         request,
@@ -66,13 +61,7 @@ pub(crate) async fn create(
         decoded.pinned_items(),
     )
     .await;
-    let events = match events {
-        Ok(events) => tracker.track(events),
-        Err(error) => {
-            tracker.refused(&error);
-            return Err(error.into());
-        }
-    };
+    let events = tracker.follow(events)?;
     let id = format!("resp_{}", uuid::Uuid::new_v4().simple());
     let encoder = ResponseEncoder::new(id, unix_now(), &decoded, &request, Box::new(new_item_id));
     let record = Record::new(&state.store, &caller, &decoded, previous_context);

@@ -302,6 +302,20 @@ impl Tracker {
         }
     }
 
+    /// Follows the generation's start: its events tracked, or its refusal recorded.
+    ///
+    /// # Errors
+    /// The refusal, passed on.
+    pub fn follow(self, started: Result<EventStream, Error>) -> Result<EventStream, Error> {
+        match started {
+            Ok(events) => Ok(self.track(events)),
+            Err(error) => {
+                self.refused(&error);
+                Err(error)
+            }
+        }
+    }
+
     /// The request was refused before or instead of generating.
     pub fn refused(mut self, error: &Error) {
         self.finish_with(if error.kind == ErrorKind::Upstream {

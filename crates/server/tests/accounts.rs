@@ -387,6 +387,17 @@ async fn usage_is_recorded_priced_and_limited() {
     let first = body.next().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("data:"));
     drop(body);
+    // A continuation of a response that does not exist is refused before it is admitted: no
+    // generation, so no row (it once left a `cancelled` one).
+    let (status, missing) = call(
+        "POST",
+        format!("{base}/v1/responses"),
+        Some(&streamer),
+        Some(json!({"model": "priced", "input": "and?", "previous_response_id": "resp_none"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{missing}");
+    assert_eq!(missing["error"]["code"], "previous_response_not_found");
 
     // Rows are written within the batch window.
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
