@@ -73,20 +73,15 @@ impl Accounts {
         });
     }
 
-    /// Shares key changes with every node using the Redis at `url`: this node announces its
-    /// changes, and forgets what it cached whenever any node announces one, so a disabled,
-    /// rotated or deleted key stops working everywhere at once (without Redis, within
-    /// [`CACHE_TTL`]).
-    ///
-    /// # Errors
-    /// When the URL is not valid.
+    /// Shares key changes with every node using this Redis (`client` subscribes, `publisher`
+    /// announces): this node announces its changes, and forgets what it cached whenever any
+    /// node announces one, so a disabled, rotated or deleted key stops working everywhere at
+    /// once (without Redis, within [`CACHE_TTL`]).
     pub fn share_changes(
         self: &Arc<Self>,
-        url: &str,
+        client: redis::Client,
         publisher: redis::aio::ConnectionManager,
-    ) -> Result<(), Error> {
-        let client = redis::Client::open(url)
-            .map_err(|e| Error::internal(format!("the Redis URL is not valid: {e}")))?;
+    ) {
         let _ = self.publisher.set(publisher);
         let accounts = Arc::clone(self);
         tokio::spawn(async move {
@@ -109,7 +104,6 @@ impl Accounts {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
-        Ok(())
     }
 
     fn clear_cache(&self) {

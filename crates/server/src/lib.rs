@@ -217,24 +217,28 @@ pub async fn serve(
             .map_err(|e| std::io::Error::other(e.message))?,
     );
     let metrics = Arc::new(metrics::Metrics::new(Some(Arc::clone(&gateway))));
-    let limiter = match &config.redis_url {
-        None => Arc::new(limits::Limiter::default()),
-        Some(url) => Arc::new(
-            limits::Limiter::redis(url)
-                .await
-                .map_err(|e| std::io::Error::other(e.message))?,
-        ),
-    };
     accounts.watch_for_first_key();
-    if let (Some(url), Some(connection)) = (&config.redis_url, limiter.redis_connection()) {
-        accounts
-            .share_changes(url, connection)
-            .map_err(|e| std::io::Error::other(e.message))?;
-    }
-    let budgets = match limiter.redis_connection() {
-        Some(connection) => budget::Budgets::redis(store.clone(), connection),
-        None => budget::Budgets::local(store.clone()),
+    // Without Redis, limits and budgets count in this process; with it, across every node
+    // sharing it, which also hear each other's key changes.
+    let (limiter, budgets) = match &config.redis_url {
+        None => (
+            limits::Limiter::default(),
+            budget::Budgets::local(store.clone()),
+        ),
+        Some(url) => {
+            let client = redis::Client::open(url.as_str())
+                .map_err(|e| std::io::Error::other(format!("the Redis URL is not valid: {e}")))?;
+            let connection = redis::aio::ConnectionManager::new(client.clone())
+                .await
+                .map_err(|e| std::io::Error::other(format!("cannot reach Redis: {e}")))?;
+            accounts.share_changes(client, connection.clone());
+            (
+                limits::Limiter::redis(connection.clone()),
+                budget::Budgets::redis(store.clone(), connection),
+            )
+        }
     };
+    let limiter = Arc::new(limiter);
     let usage = usage::UsageRecorder::start(store.clone(), budgets, Arc::clone(&metrics));
     if let Some(address) = config.metrics_listen {
         // The unprotected metrics address, for a private network's scraper.

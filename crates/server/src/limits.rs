@@ -119,27 +119,11 @@ fn running_key(scope: &str) -> String {
 }
 
 impl Limiter {
-    /// Limits counted in Redis at `url`, shared by every node that uses it.
-    ///
-    /// # Errors
-    /// When Redis cannot be reached.
-    pub async fn redis(url: &str) -> Result<Self, Error> {
-        let client = redis::Client::open(url)
-            .map_err(|e| Error::internal(format!("the Redis URL is not valid: {e}")))?;
-        let connection = redis::aio::ConnectionManager::new(client)
-            .await
-            .map_err(|e| Error::internal(format!("cannot reach Redis: {e}")))?;
-        Ok(Self {
-            backend: Backend::Redis(connection),
-        })
-    }
-
-    /// The Redis connection the counts live in, when they do (budgets share it).
+    /// Limits counted in Redis, shared by every node that uses it.
     #[must_use]
-    pub fn redis_connection(&self) -> Option<redis::aio::ConnectionManager> {
-        match &self.backend {
-            Backend::Redis(connection) => Some(connection.clone()),
-            Backend::Local(_) => None,
+    pub fn redis(connection: redis::aio::ConnectionManager) -> Self {
+        Self {
+            backend: Backend::Redis(connection),
         }
     }
 
