@@ -117,7 +117,7 @@ impl ApiKeys {
             return Identity::Missing;
         };
         let presented = digest(presented);
-        let hex: String = presented.iter().map(|byte| format!("{byte:02x}")).collect();
+        let hex = hex(&presented);
         if let Some(admin) = &self.admin {
             if bool::from(admin.ct_eq(&presented)) {
                 return Identity::Admin(Caller {
@@ -142,20 +142,6 @@ impl ApiKeys {
             Identity::Unknown(hex)
         }
     }
-
-    /// Accepts any request when no keys are configured; otherwise the presented key must be a
-    /// configured one (managed keys are the server's to look up).
-    ///
-    /// # Errors
-    /// `Unauthorized` when a key is required and missing or wrong.
-    pub fn check(&self, presented: Option<&str>) -> Result<Caller, Error> {
-        match self.identify(presented, false) {
-            Identity::Open => Ok(Caller::anonymous()),
-            Identity::Known(caller) | Identity::Admin(caller) => Ok(caller),
-            Identity::Missing => Err(missing_key()),
-            Identity::Unknown(_) => Err(wrong_key()),
-        }
-    }
 }
 
 /// No key where one is required.
@@ -177,14 +163,15 @@ pub fn wrong_key() -> Error {
 /// The SHA-256 digest (hex) of a key, as managed keys are stored.
 #[must_use]
 pub fn key_digest(key: &str) -> String {
-    digest(key)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex(&digest(key))
 }
 
 fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
+}
+
+fn hex(digest: &[u8; 32]) -> String {
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -195,29 +182,29 @@ mod tests {
 
     #[test]
     fn keys_gate_access() {
-        assert!(ApiKeys::default().check(None).is_ok());
+        assert_eq!(ApiKeys::default().identify(None, false), Identity::Open);
+        assert_eq!(
+            ApiKeys::default().identify(Some("x"), false),
+            Identity::Open
+        );
         let keys = ApiKeys::new(["alpha", "beta"]);
-        assert!(keys.check(Some("beta")).is_ok());
-        let alpha = keys.check(Some("alpha")).unwrap();
-        let beta = keys.check(Some("beta")).unwrap();
+        let caller = |key| match keys.identify(Some(key), false) {
+            Identity::Known(caller) => caller,
+            other => panic!("{key}: {other:?}"),
+        };
+        let (alpha, beta) = (caller("alpha"), caller("beta"));
         assert_ne!(alpha, beta, "each key is its own caller");
         assert_eq!(alpha.owner.len(), 64);
         assert!(!alpha.owner.contains("alpha"));
         assert_eq!(
-            ApiKeys::default().check(Some("x")).unwrap(),
-            Caller::anonymous()
+            keys.identify(Some("gamma"), false),
+            Identity::Unknown(key_digest("gamma"))
         );
-        assert_eq!(
-            keys.check(Some("gamma")).map_err(|e| e.kind),
-            Err(ErrorKind::Unauthorized)
-        );
-        assert_eq!(
-            keys.check(None).map_err(|e| e.kind),
-            Err(ErrorKind::Unauthorized)
-        );
-        assert_eq!(
-            keys.check(Some("")).map_err(|e| e.kind),
-            Err(ErrorKind::Unauthorized)
-        );
+        assert_eq!(keys.identify(None, false), Identity::Missing);
+        assert_eq!(keys.identify(Some(""), false), Identity::Missing);
+        // Managed keys exist: nothing is open even without configured keys.
+        assert_eq!(ApiKeys::default().identify(None, true), Identity::Missing);
+        let admin = ApiKeys::default().with_admin_key("root");
+        assert!(matches!(admin.identify(Some("root"), false), Identity::Admin(c) if c.admin));
     }
 }
