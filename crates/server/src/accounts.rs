@@ -3,12 +3,13 @@
 //!
 //! A key's secret (`sk-sb-` and 40 random characters) is shown once, in the answer that made
 //! it (or rotated it); the store keeps its SHA-256 digest and a hint. Looked-up keys are cached
-//! for [`CACHE_TTL`], and this node's own changes take effect at once.
+//! for [`CACHE_TTL`]; this node's own changes take effect at once, and every node's at once
+//! where they share Redis ([`Accounts::share_changes`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -167,7 +168,7 @@ impl Accounts {
                     .with_code("invalid_api_key"),
             );
         }
-        if key.expires_at.is_some_and(|at| at <= now()) {
+        if key.expires_at.is_some_and(|at| at <= crate::unix_now()) {
             return Err(
                 Error::new(ErrorKind::Unauthorized, "This API key has expired.")
                     .with_code("invalid_api_key"),
@@ -223,8 +224,7 @@ impl Accounts {
             ],
         )?;
         let name = match fields.get("name") {
-            Some(Value::String(name)) => name_of(name)?,
-            Some(other) => return Err(invalid("name", format!("expected a string, got {other}"))),
+            Some(name) => name_of(name)?,
             None => return Err(invalid("name", "Missing required parameter: 'name'.")),
         };
         let (secret, digest, hint) = new_secret();
@@ -233,7 +233,7 @@ impl Accounts {
             name,
             digest,
             hint,
-            created_at: now(),
+            created_at: crate::unix_now(),
             expires_at: expires_at(fields.get("expires_at"))?,
             is_enabled: true,
             credit_limit_micros: credit_limit(fields.get("credit_limit"))?,
@@ -273,9 +273,6 @@ impl Accounts {
         )?;
         let mut update = KeyUpdate::default();
         if let Some(name) = fields.get("name") {
-            let Value::String(name) = name else {
-                return Err(invalid("name", "expected a string"));
-            };
             update.name = Some(name_of(name)?);
         }
         if let Some(enabled) = fields.get("is_enabled") {
@@ -323,7 +320,12 @@ impl Accounts {
     /// # Errors
     /// `NotFound` for no such key, a store failure.
     pub async fn delete(&self, id: &str) -> Result<(), Error> {
-        if !self.store.delete_key(id, now()).await.map_err(internal)? {
+        if !self
+            .store
+            .delete_key(id, crate::unix_now())
+            .await
+            .map_err(internal)?
+        {
             return Err(no_such_key(id));
         }
         self.forget();
@@ -355,12 +357,6 @@ fn new_secret() -> (String, String, String) {
     (secret, digest, format!("sk-sb-…{tail}"))
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn internal(error: switchboard_store::StoreError) -> Error {
     Error::internal(format!("the key store failed: {error}"))
 }
@@ -386,7 +382,10 @@ fn known(fields: &Map<String, Value>, keys: &[&str]) -> Result<(), Error> {
     }
 }
 
-fn name_of(name: &str) -> Result<String, Error> {
+fn name_of(name: &Value) -> Result<String, Error> {
+    let Value::String(name) = name else {
+        return Err(invalid("name", format!("expected a string, got {name}")));
+    };
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 255 {
         return Err(invalid("name", "The name must have 1 to 255 characters."));
@@ -454,7 +453,7 @@ fn expires_at(value: Option<&Value>) -> Result<Option<u64>, Error> {
         )
     })?;
     let seconds = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    if seconds <= now() {
+    if seconds <= crate::unix_now() {
         return Err(invalid("expires_at", "expires_at must be in the future."));
     }
     Ok(Some(seconds))
@@ -699,7 +698,7 @@ pub async fn activity_report(
     accounts: &Accounts,
     days: u64,
 ) -> Result<Value, Error> {
-    let now_ms = now().saturating_mul(1000);
+    let now_ms = crate::unix_now_ms();
     let day_ms = 86_400_000;
     let since = (now_ms / day_ms).saturating_sub(days.saturating_sub(1)) * day_ms;
     let (total, by_day, by_model, by_key) = store.activity(since).await.map_err(internal)?;

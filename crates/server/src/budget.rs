@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use switchboard_model::{Error, ErrorKind};
 use switchboard_store::Store;
@@ -131,12 +131,6 @@ fn out_of_credit() -> Error {
     .with_code("insufficient_quota")
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Budgets {
     /// Spend and holds kept by this node.
     #[must_use]
@@ -183,7 +177,7 @@ impl Budgets {
                 let mut connection = connection.clone();
                 let [spent_key, deadlines, amounts] = keys_of(key);
                 for attempt in 0..2 {
-                    let now = now_ms();
+                    let now = crate::unix_now_ms();
                     let deadline = now + u64::try_from(HOLD_TTL.as_millis()).unwrap_or(0);
                     let (code, _total): (i64, i64) = redis::Script::new(RESERVE)
                         .key(&spent_key)

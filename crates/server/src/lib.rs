@@ -461,7 +461,17 @@ pub(crate) fn body_error(rejection: BytesRejection) -> ApiError {
 }
 
 pub(crate) fn unix_now() -> u64 {
+    since_epoch().as_secs()
+}
+
+/// Unix milliseconds now.
+pub(crate) fn unix_now_ms() -> u64 {
+    u64::try_from(since_epoch().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The time since the Unix epoch (zero on a clock before it).
+pub(crate) fn since_epoch() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .unwrap_or_default()
 }

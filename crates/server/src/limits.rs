@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use switchboard_gateway::KeyLimits;
@@ -104,12 +104,6 @@ end
 return {0, requests + 1, used + tokens}
 ";
 
-fn now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
 fn window_key(scope: &str, minute: u64) -> String {
     format!("switchboard:limits:{{{scope}}}:{minute}")
 }
@@ -154,7 +148,7 @@ impl Limiter {
                 permit: None,
             });
         }
-        let now = now();
+        let now = crate::since_epoch();
         let seconds = now.as_secs();
         let minute = seconds / 60;
         let reset = 60 - seconds % 60;

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use switchboard_gateway::{Caller, EventStream, Gateway, KeyLimits};
 use switchboard_model::{Error, ErrorKind, Event, FinishReason, Usage};
@@ -125,9 +125,7 @@ impl UsageRecorder {
         request_id: &str,
     ) -> Tracker {
         let entry = gateway.catalog.get(model).ok();
-        let at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let at_ms = crate::unix_now_ms();
         Tracker {
             recorder: Arc::clone(self),
             row: UsageRow {
