@@ -31,7 +31,9 @@ pub const HOLD_TTL: Duration = crate::limits::RUNNING_TTL;
 /// Admits a request against a key's spend plus its live holds, and holds its estimate:
 /// answers {-1} when the spend counter is missing (the caller fills it and asks again), else
 /// {0 or 1 (refused), spend plus holds before this request}.
-const RESERVE: &str = r"
+static RESERVE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
 local limit, estimate, now_ms, deadline, id = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local spent = redis.call('GET', KEYS[1])
 if not spent then return {-1, 0} end
@@ -48,11 +50,15 @@ if estimate > 0 then
   redis.call('PEXPIRE', KEYS[3], deadline - now_ms)
 end
 return {0, total}
-";
+",
+    )
+});
 
 /// Releases a hold (ARGV[2], possibly empty) and adds the request's cost (ARGV[1]) to the
 /// counter while it exists (a missing one is rebuilt from the store, which will hold it too).
-const SETTLE: &str = r"
+static SETTLE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
 if ARGV[2] ~= '' then
   redis.call('ZREM', KEYS[2], ARGV[2])
   redis.call('HDEL', KEYS[3], ARGV[2])
@@ -61,7 +67,9 @@ if tonumber(ARGV[1]) ~= 0 and redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('INCRBY', KEYS[1], ARGV[1])
 end
 return 0
-";
+",
+    )
+});
 
 struct Seen {
     stored: i64,
@@ -179,7 +187,7 @@ impl Budgets {
                 for attempt in 0..2 {
                     let now = crate::unix_now_ms();
                     let deadline = now + u64::try_from(HOLD_TTL.as_millis()).unwrap_or(0);
-                    let (code, _total): (i64, i64) = redis::Script::new(RESERVE)
+                    let (code, _total): (i64, i64) = RESERVE
                         .key(&spent_key)
                         .key(&deadlines)
                         .key(&amounts)
@@ -273,7 +281,7 @@ impl Budgets {
                 // Off the request's path; a lost addition is corrected at the next resync and a
                 // lost release when the hold expires.
                 tokio::spawn(async move {
-                    let settled: Result<i64, _> = redis::Script::new(SETTLE)
+                    let settled: Result<i64, _> = SETTLE
                         .key(spent_key)
                         .key(deadlines)
                         .key(amounts)

@@ -83,7 +83,9 @@ pub struct Permit {
 
 /// Checks and counts one request atomically: refuses it (1 running, 2 requests, 3 tokens)
 /// or counts it; answers the code and the window's requests and tokens afterwards.
-const ADMIT: &str = r"
+static ADMIT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
 local rpm, tpm, conc, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local now_ms, deadline, id = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
 local requests = tonumber(redis.call('HGET', KEYS[1], 'r') or '0')
@@ -102,7 +104,9 @@ if conc > 0 then
   redis.call('PEXPIRE', KEYS[2], deadline - now_ms)
 end
 return {0, requests + 1, used + tokens}
-";
+",
+    )
+});
 
 fn window_key(scope: &str, minute: u64) -> String {
     format!("switchboard:limits:{{{scope}}}:{minute}")
@@ -160,7 +164,7 @@ impl Limiter {
                 let mut connection = connection.clone();
                 let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
                 let deadline = now_ms + u64::try_from(RUNNING_TTL.as_millis()).unwrap_or(0);
-                let answer: Result<(u32, u32, u32), redis::RedisError> = redis::Script::new(ADMIT)
+                let answer: Result<(u32, u32, u32), redis::RedisError> = ADMIT
                     .key(window_key(scope, minute))
                     .key(running_key(scope))
                     .arg(limits.requests_per_minute.unwrap_or(0))
