@@ -54,15 +54,13 @@ return {0, total}
     )
 });
 
-/// Releases a hold (ARGV[2], possibly empty) and adds the request's cost (ARGV[1]) to the
-/// counter while it exists (a missing one is rebuilt from the store, which will hold it too).
+/// Releases a hold (ARGV[2]) and adds the request's cost (ARGV[1]) to the counter while it
+/// exists (a missing one is rebuilt from the store, which will hold it too).
 static SETTLE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
-if ARGV[2] ~= '' then
-  redis.call('ZREM', KEYS[2], ARGV[2])
-  redis.call('HDEL', KEYS[3], ARGV[2])
-end
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[2])
 if tonumber(ARGV[1]) ~= 0 and redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('INCRBY', KEYS[1], ARGV[1])
 end
@@ -111,19 +109,17 @@ fn keys_of(key: &str) -> [String; 3] {
     ]
 }
 
-/// Fails closed, as a retryable 503: the budget cannot be checked.
 fn store_failed(error: switchboard_store::StoreError) -> Error {
-    tracing::error!(%error, "reading a key's spend failed");
-    Error::new(
-        ErrorKind::Overloaded,
-        "Credit limits cannot be checked right now; retry shortly.",
-    )
-    .retryable(Some(Duration::from_secs(1)))
+    cannot_check(&format!("reading a key's spend failed: {error}"))
+}
+
+fn redis_failed(error: &redis::RedisError) -> Error {
+    cannot_check(&format!("checking a key's credit in Redis failed: {error}"))
 }
 
 /// Fails closed, as a retryable 503: the budget cannot be checked.
-fn redis_failed(error: &redis::RedisError) -> Error {
-    tracing::error!(%error, "checking a key's credit in Redis failed");
+fn cannot_check(why: &str) -> Error {
+    tracing::error!(why, "a credit limit cannot be checked");
     Error::new(
         ErrorKind::Overloaded,
         "Credit limits cannot be checked right now; retry shortly.",
@@ -218,11 +214,9 @@ impl Budgets {
                         _ => {}
                     }
                 }
-                Err(Error::new(
-                    ErrorKind::Overloaded,
-                    "Credit limits cannot be checked right now; retry shortly.",
-                )
-                .retryable(Some(Duration::from_secs(1))))
+                Err(cannot_check(
+                    "the key's spend counter stays missing in Redis",
+                ))
             }
         }
     }
@@ -256,19 +250,15 @@ impl Budgets {
         Ok(stored)
     }
 
-    /// A request of `key` ended costing `micros`: its hold (if any) is released and the cost
-    /// added.
-    pub fn settle(&self, key: &str, hold: Option<CreditHold>, micros: i64) {
-        if hold.is_none() && micros == 0 {
-            return;
-        }
+    /// A request of `key` that held `hold` ended costing `micros`: the hold is released and the
+    /// cost added. (Requests of keys without a credit limit hold nothing and settle nothing:
+    /// their spend reaches a budget through the store.)
+    pub fn settle(&self, key: &str, hold: CreditHold, micros: i64) {
         match &self.backend {
             Backend::Local(state) => {
                 let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-                if let Some(hold) = &hold {
-                    if let Some(held) = state.held.get_mut(key) {
-                        *held = (*held - hold.micros).max(0);
-                    }
+                if let Some(held) = state.held.get_mut(key) {
+                    *held = (*held - hold.micros).max(0);
                 }
                 if let Some(seen) = state.seen.get_mut(key) {
                     seen.since += micros;
@@ -277,7 +267,7 @@ impl Budgets {
             Backend::Redis(connection) => {
                 let mut connection = connection.clone();
                 let [spent_key, deadlines, amounts] = keys_of(key);
-                let id = hold.map(|h| h.id).unwrap_or_default();
+                let id = hold.id;
                 // Off the request's path; a lost addition is corrected at the next resync and a
                 // lost release when the hold expires.
                 tokio::spawn(async move {
@@ -310,7 +300,7 @@ mod tests {
         let _second = budgets.reserve("key_b", 100, 80).await.unwrap();
         let refused = budgets.reserve("key_b", 100, 80).await.unwrap_err();
         assert_eq!(refused.kind, ErrorKind::InsufficientQuota);
-        budgets.settle("key_b", Some(first), 10);
+        budgets.settle("key_b", first, 10);
         // The Redis settlement runs in the background.
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {

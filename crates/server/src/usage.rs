@@ -67,7 +67,9 @@ impl UsageRecorder {
 
     fn record(&self, row: UsageRow, generated: bool, hold: Option<crate::budget::CreditHold>) {
         self.metrics.ended(&row, generated);
-        self.budgets.settle(&row.key, hold, row.cost_micros);
+        if let Some(hold) = hold {
+            self.budgets.settle(&row.key, hold, row.cost_micros);
+        }
         self.send(row);
     }
 
