@@ -183,6 +183,7 @@ impl Metrics {
             })
             .observe(overhead.as_secs_f64());
     }
+
     pub(crate) fn started(&self) {
         self.running.inc();
     }

@@ -63,16 +63,13 @@ impl SearchBackend for Searxng {
         count: usize,
     ) -> BoxFuture<'a, Result<Vec<Source>, Error>> {
         Box::pin(async move {
-            let response = self
-                .client
-                .get(format!("{}/search", self.base_url))
-                .query(&[("q", query), ("format", "json")])
-                .send()
-                .await
-                .map_err(|e| backend_error(&format!("{e}")))?;
-            let body = checked_body(response).await?;
-            let parsed: SearxngResponse = serde_json::from_slice(&body)
-                .map_err(|e| backend_error(&format!("not SearXNG's JSON results: {e}")))?;
+            let parsed: SearxngResponse = fetch_json(
+                self.client
+                    .get(format!("{}/search", self.base_url))
+                    .query(&[("q", query), ("format", "json")]),
+                "SearXNG's",
+            )
+            .await?;
             Ok(parsed
                 .results
                 .into_iter()
@@ -136,18 +133,15 @@ impl SearchBackend for Brave {
     ) -> BoxFuture<'a, Result<Vec<Source>, Error>> {
         Box::pin(async move {
             let count = count.clamp(1, BRAVE_MAX_COUNT).to_string();
-            let response = self
-                .client
-                .get(format!("{}/res/v1/web/search", self.base_url))
-                .query(&[("q", query), ("count", count.as_str())])
-                .header("Accept", "application/json")
-                .header("X-Subscription-Token", &self.api_key)
-                .send()
-                .await
-                .map_err(|e| backend_error(&format!("{e}")))?;
-            let body = checked_body(response).await?;
-            let parsed: BraveResponse = serde_json::from_slice(&body)
-                .map_err(|e| backend_error(&format!("not Brave's JSON results: {e}")))?;
+            let parsed: BraveResponse = fetch_json(
+                self.client
+                    .get(format!("{}/res/v1/web/search", self.base_url))
+                    .query(&[("q", query), ("count", count.as_str())])
+                    .header("Accept", "application/json")
+                    .header("X-Subscription-Token", &self.api_key),
+                "Brave's",
+            )
+            .await?;
             Ok(parsed
                 .web
                 .map(|web| web.results)
@@ -171,8 +165,16 @@ fn client(timeout: Duration) -> Result<reqwest::Client, Error> {
         .map_err(|e| Error::new(ErrorKind::Internal, format!("search client: {e}")))
 }
 
-/// The body of a successful answer, or the backend's error.
-async fn checked_body(response: reqwest::Response) -> Result<Vec<u8>, Error> {
+/// Sends `request` and reads the backend's (`whose`) JSON results from a successful answer,
+/// or says what went wrong.
+async fn fetch_json<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    whose: &str,
+) -> Result<T, Error> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| backend_error(&format!("{e}")))?;
     let status = response.status();
     let body = response
         .bytes()
@@ -185,7 +187,8 @@ async fn checked_body(response: reqwest::Response) -> Result<Vec<u8>, Error> {
             text.chars().take(200).collect::<String>()
         )));
     }
-    Ok(body.to_vec())
+    serde_json::from_slice(&body)
+        .map_err(|e| backend_error(&format!("not {whose} JSON results: {e}")))
 }
 
 /// A source from a result, when its address is a web page.
