@@ -126,11 +126,6 @@ fn main() -> Result<()> {
     }
 }
 
-enum Toggle {
-    Enable,
-    Disable,
-}
-
 /// The store's location: as configured, else the SQLite file under `$SWITCHBOARD_HOME`.
 fn store_location(configured: Option<String>) -> String {
     configured.unwrap_or_else(|| {
@@ -166,18 +161,32 @@ fn one_thread_runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// The store and the managed keys in it, for the commands that work on them directly.
+async fn open_accounts(location: &str) -> Result<(Store, switchboard_server::accounts::Accounts)> {
+    let store = open_store(location).await?;
+    let accounts = switchboard_server::accounts::Accounts::new(store.clone())
+        .await
+        .map_err(command_error)?;
+    Ok((store, accounts))
+}
+
+/// A refusal worded for the command line: the parameter it names, then why.
+fn command_error(error: switchboard_model::Error) -> anyhow::Error {
+    match error.param {
+        Some(param) => anyhow::anyhow!("{param}: {}", error.message),
+        None => anyhow::anyhow!(error.message),
+    }
+}
+
 /// `switchboard usage`: the activity report and what all keys spent, as JSON.
 fn usage(config: Option<&std::path::Path>, store: Option<String>, days: u64) -> Result<()> {
-    use switchboard_server::accounts::{activity_report, Accounts};
+    use switchboard_server::accounts::activity_report;
     let location = configured_store(config, store)?;
     one_thread_runtime()?.block_on(async move {
-        let store = open_store(&location).await?;
-        let accounts = Accounts::new(store.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!(e.message))?;
+        let (store, accounts) = open_accounts(&location).await?;
         let mut report = activity_report(&store, &accounts, days)
             .await
-            .map_err(|e| anyhow::anyhow!(e.message))?;
+            .map_err(command_error)?;
         let spent = store.spent_by_all().await.context("reading the spend")?;
         report["spent"] = switchboard_server::accounts::usd(spent).into();
         println_json(&report)
@@ -187,21 +196,11 @@ fn usage(config: Option<&std::path::Path>, store: Option<String>, days: u64) -> 
 /// `switchboard keys …`: the account endpoints' operations, on the store directly.
 fn keys(config: Option<&std::path::Path>, store: Option<String>, action: KeysAction) -> Result<()> {
     use serde_json::json;
-    use switchboard_server::accounts::{key_json, key_with_secret, Accounts};
+    use switchboard_server::accounts::{key_json, key_with_secret};
     let location = configured_store(config, store)?;
     one_thread_runtime()?.block_on(async move {
-        let store = open_store(&location).await?;
-        let accounts = Accounts::new(store)
-            .await
-            .map_err(|e| anyhow::anyhow!(e.message))?;
-        let failed = |e: switchboard_model::Error| match e.param {
-            Some(param) => anyhow::anyhow!("{param}: {}", e.message),
-            None => anyhow::anyhow!(e.message),
-        };
-        let action_kind = match &action {
-            KeysAction::Enable { .. } => Toggle::Enable,
-            _ => Toggle::Disable,
-        };
+        let (_, accounts) = open_accounts(&location).await?;
+        let enable = matches!(action, KeysAction::Enable { .. });
         let shown = match action {
             KeysAction::Create {
                 name,
@@ -221,30 +220,29 @@ fn keys(config: Option<&std::path::Path>, store: Option<String>, action: KeysAct
                                    "max_concurrent": max_concurrent},
                     "models": (!models.is_empty()).then_some(models),
                 });
-                let (key, secret) = accounts.create(&body).await.map_err(failed)?;
+                let (key, secret) = accounts.create(&body).await.map_err(command_error)?;
                 key_with_secret(&key, &secret)
             }
             KeysAction::List => {
-                let keys = accounts.list().await.map_err(failed)?;
+                let keys = accounts.list().await.map_err(command_error)?;
                 json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()})
             }
             KeysAction::Disable { id } | KeysAction::Enable { id } => {
-                let enabled = matches!(action_kind, Toggle::Enable);
                 let (key, _) = accounts
-                    .update(&id, &json!({"is_enabled": enabled}))
+                    .update(&id, &json!({"is_enabled": enable}))
                     .await
-                    .map_err(failed)?;
+                    .map_err(command_error)?;
                 key_json(&key)
             }
             KeysAction::Rotate { id } => {
                 let (key, secret) = accounts
                     .update(&id, &json!({"rotate": true}))
                     .await
-                    .map_err(failed)?;
+                    .map_err(command_error)?;
                 key_with_secret(&key, &secret.unwrap_or_default())
             }
             KeysAction::Delete { id } => {
-                accounts.delete(&id).await.map_err(failed)?;
+                accounts.delete(&id).await.map_err(command_error)?;
                 json!({"id": id, "deleted": true})
             }
         };
