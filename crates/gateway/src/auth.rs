@@ -23,8 +23,10 @@ pub struct Caller {
     pub limits: KeyLimits,
 }
 
-/// Per-key rate limits; `None` is unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Per-key rate limits (also the server's and each model's, `[limits]` in the config file);
+/// `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KeyLimits {
     pub requests_per_minute: Option<u32>,
     pub tokens_per_minute: Option<u32>,

@@ -124,15 +124,7 @@ pub struct LimitsConfig {
     pub max_concurrent: Option<u32>,
     /// Per catalog id: `models = { "gpt-4o" = { requests_per_minute = 100 } }`.
     #[serde(default)]
-    pub models: std::collections::BTreeMap<String, ModelLimitsConfig>,
-}
-
-#[derive(Deserialize, Debug, Clone, Copy, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ModelLimitsConfig {
-    pub requests_per_minute: Option<u32>,
-    pub tokens_per_minute: Option<u32>,
-    pub max_concurrent: Option<u32>,
+    pub models: std::collections::HashMap<String, switchboard_gateway::KeyLimits>,
 }
 
 /// `[web_search]`: where gateway-run web search gets its results.
@@ -407,21 +399,7 @@ impl Settings {
                     max_concurrent: file.limits.max_concurrent,
                 },
                 redis_url: file.limits.redis.clone(),
-                model_limits: file
-                    .limits
-                    .models
-                    .iter()
-                    .map(|(id, l)| {
-                        (
-                            id.clone(),
-                            switchboard_gateway::KeyLimits {
-                                requests_per_minute: l.requests_per_minute,
-                                tokens_per_minute: l.tokens_per_minute,
-                                max_concurrent: l.max_concurrent,
-                            },
-                        )
-                    })
-                    .collect(),
+                model_limits: file.limits.models.clone(),
             },
         }
     }
@@ -479,6 +457,28 @@ mod tests {
     fn unknown_keys_are_rejected() {
         assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
         assert!(toml::from_str::<FileConfig>("[engine]\nthread = 1").is_err());
+        assert!(toml::from_str::<FileConfig>("[limits]\nmodels = { m = { rpm = 5 } }").is_err());
+    }
+
+    #[test]
+    fn limits_are_read_for_the_server_and_each_model() {
+        let file: FileConfig = toml::from_str(
+            r#"
+[limits]
+redis = "redis://127.0.0.1:6379"
+requests_per_minute = 6000
+models = { "gpt-4o" = { tokens_per_minute = 2000000 }, small = { max_concurrent = 8 } }
+"#,
+        )
+        .unwrap();
+        assert_eq!(file.limits.requests_per_minute, Some(6000));
+        assert_eq!(file.limits.redis.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert_eq!(
+            file.limits.models["gpt-4o"].tokens_per_minute,
+            Some(2_000_000)
+        );
+        assert_eq!(file.limits.models["small"].max_concurrent, Some(8));
+        assert_eq!(file.limits.models["small"].requests_per_minute, None);
     }
 
     #[test]
