@@ -54,16 +54,16 @@ pub struct Citations {
     marker_span_start: Option<u32>,
 }
 
+/// What a source says, to compare sentences with: its title, snippet and page text.
+fn wording_of(source: &Source) -> Wording {
+    let page = source.page_text.as_deref().unwrap_or_default();
+    Wording::of(&format!("{}\n{}\n{page}", source.title, source.snippet))
+}
+
 impl Citations {
     #[must_use]
     pub fn new(sources: Arc<[Source]>) -> Self {
-        let wording = sources
-            .iter()
-            .map(|s| {
-                let page = s.page_text.as_deref().unwrap_or_default();
-                Wording::of(&format!("{}\n{}\n{page}", s.title, s.snippet))
-            })
-            .collect();
+        let wording = sources.iter().map(wording_of).collect();
         Self {
             sources,
             wording,
@@ -76,15 +76,15 @@ impl Citations {
         }
     }
 
-    /// More sources the text may cite, numbered after those it had (a later search's).
-    pub fn add_sources(&mut self, more: &[Source]) {
+    /// More sources the text may cite, numbered after those it had (a later search's); the
+    /// number the first of them gets.
+    pub fn add_sources(&mut self, more: &[Source]) -> usize {
+        let first = self.sources.len() + 1;
         let mut all = self.sources.to_vec();
         all.extend_from_slice(more);
-        self.wording.extend(more.iter().map(|s| {
-            let page = s.page_text.as_deref().unwrap_or_default();
-            Wording::of(&format!("{}\n{}\n{page}", s.title, s.snippet))
-        }));
+        self.wording.extend(more.iter().map(wording_of));
         self.sources = all.into();
+        first
     }
 
     /// Reads the next piece of the text; returns the annotations it completes.
@@ -200,12 +200,9 @@ impl Citations {
     fn begin_sentence(&mut self, at: u32) {
         self.after_terminal = false;
         if self.sentence.has_text {
-            let ended = std::mem::take(&mut self.sentence);
-            if let Some(older) = self.previous.replace(ended) {
-                // Unreachable in practice (the ended sentence settled it), kept for safety.
-                let mut ignored = Vec::new();
-                self.compare(&older, &mut ignored);
-            }
+            // The ended sentence settled the one before it when its text started.
+            debug_assert!(self.previous.is_none());
+            self.previous = Some(std::mem::take(&mut self.sentence));
         }
         self.sentence = Sentence {
             start: at,

@@ -165,23 +165,27 @@ pub struct Search {
     pub sources: Vec<Source>,
 }
 
+/// A search as the client is shown it: the query and each result's address and title.
+fn search_call(query: String, sources: &[Source]) -> model::SearchCall {
+    model::SearchCall {
+        query,
+        sources: sources
+            .iter()
+            .map(|s| model::SearchSource {
+                url: s.url.clone(),
+                title: s.title.clone(),
+            })
+            .collect(),
+    }
+}
+
 impl Search {
     /// The provider's events, announced by the search itself ([`Event::WebSearch`]), with an
     /// annotation after each text delta that completes a citation of one of the sources, and
     /// the search counted in the usage.
     #[must_use]
     pub fn cite(self, stream: EventStream) -> EventStream {
-        let call = model::SearchCall {
-            query: self.query,
-            sources: self
-                .sources
-                .iter()
-                .map(|s| model::SearchSource {
-                    url: s.url.clone(),
-                    title: s.title.clone(),
-                })
-                .collect(),
-        };
+        let call = search_call(self.query, &self.sources);
         let sources: Arc<[Source]> = self.sources.into();
         let mut choices: HashMap<u32, Citations> = HashMap::new();
         let mut usage_seen = false;

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use switchboard_model::{
-    self as model, Event, FinishReason, FunctionTool, Item, Request, Sealed, SearchCall,
-    SearchSource, Tool, ToolChoice, Usage,
+    self as model, Event, FinishReason, FunctionTool, Item, Request, Sealed, Tool, ToolChoice,
+    Usage,
 };
 use switchboard_providers::{EventStream, Provider};
 use tokio::sync::mpsc;
@@ -83,7 +83,6 @@ impl WebSearch {
             options,
             sender,
             citations: Citations::new(Vec::new().into()),
-            sources: 0,
             usage: Usage::default(),
             searches: 0,
             text_ends_blank: None,
@@ -141,8 +140,6 @@ struct Driver {
     options: Option<model::WebSearch>,
     sender: mpsc::Sender<Result<Event, model::Error>>,
     citations: Citations,
-    /// Sources numbered so far.
-    sources: usize,
     usage: Usage,
     searches: u32,
     /// How the answer's text so far ends: `None` before any text, else whether with a space.
@@ -354,20 +351,9 @@ impl Driver {
     /// Shows the search to the client and returns what the model is told: the results
     /// numbered on from the earlier searches'.
     async fn announce(&mut self, query: &str, found: Vec<Source>) -> String {
-        let call = SearchCall {
-            query: query.to_owned(),
-            sources: found
-                .iter()
-                .map(|s| SearchSource {
-                    url: s.url.clone(),
-                    title: s.title.clone(),
-                })
-                .collect(),
-        };
+        let call = super::search_call(query.to_owned(), &found);
         let _ = self.sender.send(Ok(Event::WebSearch(call))).await;
-        self.citations.add_sources(&found);
-        let first = self.sources + 1;
-        self.sources += found.len();
+        let first = self.citations.add_sources(&found);
         if found.is_empty() {
             return "The search found nothing.".into();
         }
