@@ -265,17 +265,10 @@ fn domain_allowed(url: &str, allowed: &[String], blocked: &[String]) -> bool {
 
 /// The lowercase host of an http(s) URL, without a port or user info.
 fn host_of(url: &str) -> Option<String> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host = authority.rsplit('@').next()?;
-    let host = if host.starts_with('[') {
-        host.split(']').next().map(|h| format!("{h}]"))?
-    } else {
-        host.split(':').next()?.to_owned()
-    };
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+    reqwest::Url::parse(url)
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https"))
+        .and_then(|url| url.host_str().map(str::to_ascii_lowercase))
 }
 
 /// The index and text of the last user message that has text.
