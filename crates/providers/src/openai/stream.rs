@@ -254,7 +254,8 @@ fn finish_reason(reason: &str) -> FinishReason {
     }
 }
 
-fn count(value: &Value, path: &[&str]) -> u32 {
+/// The count at `path` in `value`; 0 when absent or out of range.
+pub(crate) fn count(value: &Value, path: &[&str]) -> u32 {
     let mut node = value;
     for key in path {
         node = node.get(key).unwrap_or(&Value::Null);

@@ -226,13 +226,7 @@ impl ResponseDecoder {
 
     fn usage(&self, response: &Value) -> Usage {
         let usage = response.get("usage").unwrap_or(&Value::Null);
-        let count = |path: &[&str]| {
-            path.iter()
-                .try_fold(usage, |value, key| value.get(key))
-                .and_then(Value::as_u64)
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or(0)
-        };
+        let count = |path: &[&str]| crate::openai::stream::count(usage, path);
         Usage {
             prompt_tokens: count(&["input_tokens"]),
             completion_tokens: count(&["output_tokens"]),
