@@ -58,7 +58,7 @@ impl GeminiProvider {
         }
         let decoder = Chunks {
             name: self.config.name.clone(),
-            decoder: ContentDecoder::new(request.sampling.n),
+            decoder: ContentDecoder::new(request.sampling.n, request.web_search.is_some()),
         };
         http::stream(&self.config, call, decoder, status_error).await
     }

@@ -31,6 +31,9 @@ pub struct ContentDecoder {
     finished: BTreeSet<u32>,
     usage: Usage,
     calls_made: u32,
+    /// Whether the request asked for grounding with Google Search (only then is the answer's
+    /// text kept, to locate the grounding's segments in).
+    grounding_asked: bool,
     /// Per candidate: the answer's text so far (grounding segments are located in it), and
     /// the latest grounding metadata.
     texts: BTreeMap<u32, String>,
@@ -40,10 +43,13 @@ pub struct ContentDecoder {
 }
 
 impl ContentDecoder {
+    /// A decoder for `choices` candidates; `grounding_asked` when the request asked for
+    /// Google Search.
     #[must_use]
-    pub fn new(choices: u32) -> Self {
+    pub fn new(choices: u32, grounding_asked: bool) -> Self {
         Self {
             choices: choices.max(1),
+            grounding_asked,
             ..Self::default()
         }
     }
@@ -219,7 +225,9 @@ impl ContentDecoder {
             });
         }
         if !text.is_empty() {
-            self.texts.entry(choice).or_default().push_str(text);
+            if self.grounding_asked {
+                self.texts.entry(choice).or_default().push_str(text);
+            }
             events.push(Event::TextDelta {
                 choice,
                 text: text.to_owned(),
@@ -355,7 +363,7 @@ fn usage_of(usage: &Value) -> Usage {
         cached_tokens: count("cachedContentTokenCount"),
         cache_write_tokens: 0,
         reasoning_tokens: thoughts,
-        // Grounding with Google Search is not asked of Gemini yet.
+        // The searches come from the grounding ([`ContentDecoder`] counts them).
         web_search_requests: 0,
     }
 }
@@ -372,7 +380,7 @@ mod tests {
     /// (multi-byte text before them, offsets counted within a part) and cite their pages.
     #[test]
     fn google_search_grounding_becomes_citations_and_a_search() {
-        let mut decoder = ContentDecoder::new(1);
+        let mut decoder = ContentDecoder::new(1, true);
         let mut events = Vec::new();
         for chunk in [
             json!({"candidates": [{"index": 0, "content": {"role": "model", "parts": [
@@ -430,7 +438,7 @@ mod tests {
 
     #[test]
     fn thoughts_calls_signatures_and_usage() {
-        let mut decoder = ContentDecoder::new(1);
+        let mut decoder = ContentDecoder::new(1, false);
         let mut events = Vec::new();
         for chunk in [
             json!({"candidates": [{"index": 0, "content": {"role": "model", "parts": [
@@ -499,7 +507,7 @@ mod tests {
 
     #[test]
     fn answer_signatures_safety_blocks_and_errors() {
-        let mut decoder = ContentDecoder::new(2);
+        let mut decoder = ContentDecoder::new(2, false);
         let events = decoder
             .push(&json!({"candidates": [
                 {"index": 0, "content": {"parts": [{"text": "Hi", "thoughtSignature": "sig"}]}, "finishReason": "STOP"},
@@ -523,7 +531,7 @@ mod tests {
         ));
         assert!(decoder.end().is_ok());
 
-        let mut blocked = ContentDecoder::new(1);
+        let mut blocked = ContentDecoder::new(1, false);
         let events = blocked
             .push(&json!({"promptFeedback": {"blockReason": "SAFETY"}}))
             .unwrap();
@@ -535,12 +543,12 @@ mod tests {
             }
         ));
 
-        let mut unfinished = ContentDecoder::new(1);
+        let mut unfinished = ContentDecoder::new(1, false);
         unfinished
             .push(&json!({"candidates": [{"index": 0, "content": {"parts": [{"text": "cut"}]}}]}))
             .unwrap();
         assert!(unfinished.end().is_err());
-        let error = ContentDecoder::new(1)
+        let error = ContentDecoder::new(1, false)
             .push(
                 &json!({"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}}),
             )
